@@ -1,0 +1,70 @@
+"""A planted input stall: CPU-heavy __getitem__ in the training process (num_workers=0).
+
+    python samples/input_bound.py --output runs/input_bound/run.json
+    torchdiag report runs/input_bound/run.json      # expect dataloader-stall, dataloader-workers
+
+The model is small, so most of each step is spent preparing the next batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import torchdiag
+
+
+class SlowAugmentedImages(torch.utils.data.Dataset):
+    """Random images with an expensive, CPU-bound augmentation per sample."""
+
+    def __init__(self, size: int, image_size: int, rounds: int) -> None:
+        self.size, self.image_size, self.rounds = size, image_size, rounds
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        g = torch.Generator().manual_seed(index)
+        img = torch.rand(3, self.image_size, self.image_size, generator=g)
+        for _ in range(self.rounds):
+            img = (img * 0.9 + 0.05).clamp(0, 1).flip(2)
+            img = torch.nn.functional.avg_pool2d(img[None], 3, stride=1, padding=1)[0]
+        return img, index % 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="runs/input_bound/run.json")
+    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=12)
+    args = parser.parse_args()
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dataset = SlowAugmentedImages(args.steps * args.batch_size, args.image_size, args.rounds)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    ).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    with torchdiag.profile(output=args.output) as run:
+        for images, labels in loader:
+            images, labels = images.to(device), labels.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(images), labels)
+            loss.backward()
+            optimizer.step()
+    print(f"{run.steps} steps; record written to {run.path}")
+
+
+if __name__ == "__main__":
+    main()

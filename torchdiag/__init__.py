@@ -1,0 +1,24 @@
+"""torchdiag: profile a PyTorch training run and say, with numbers, what holds it back.
+
+>>> import torchdiag
+>>> with torchdiag.profile(output="runs/exp1/run.json") as run:  # doctest: +SKIP
+...     train()
+"""
+
+from __future__ import annotations
+
+from torchdiag.record import RecordError, RunRecord, load_record
+
+__version__ = "0.1.0"
+
+__all__ = ["RecordError", "RunRecord", "__version__", "load_record", "profile"]
+
+
+def __getattr__(name: str):
+    # The capture side imports torch; keep `import torchdiag` (and so `torchdiag report`) free of it
+    # until a capture is actually asked for.
+    if name == "profile":
+        from torchdiag.capture.session import profile
+
+        return profile
+    raise AttributeError(f"module 'torchdiag' has no attribute {name!r}")

@@ -1,0 +1,160 @@
+"""The torch.profiler window: a few steps recorded in detail, then summarised by the trace reader.
+
+The window is a pure function of the step count, as torch.profiler's own ``schedule()`` is:
+steps ``[0, skip_first - 1)`` run untouched, step ``skip_first - 1`` warms the profiler up (its
+first recorded step is always slow, so it is discarded), steps
+``[skip_first, skip_first + profile_steps)`` are recorded. The recorded trace is written to disk
+and read back with :func:`torchdiag.traces.load.read_trace`, the same reader ``torchdiag report``
+uses on imported traces, so live and imported runs are summarised by one code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from torchdiag.record import ProfilerWindow
+
+
+class ProfilerUnavailable(RuntimeError):
+    """torch.profiler cannot be used now (another profiler is active, or it failed to start)."""
+
+
+class ProfilerWindowControl:
+    """Starts, steps and stops one torch.profiler window at the right step boundaries."""
+
+    def __init__(
+        self,
+        *,
+        skip_first: int,
+        profile_steps: int,
+        with_stack: bool,
+        trace_path: Path | None,
+    ) -> None:
+        self.skip_first = max(0, skip_first)
+        self.profile_steps = profile_steps
+        self.with_stack = with_stack
+        self.trace_path = trace_path
+        self._warmup = 1 if self.skip_first >= 1 else 0
+        self._prof: Any = None
+        self._wall_start = 0.0
+        self.window: ProfilerWindow | None = None
+        self.abandon_reason: str | None = None
+
+    @property
+    def start_step(self) -> int:
+        """Completed-step count at which the profiler is started (warm-up included)."""
+        return self.skip_first - self._warmup
+
+    @property
+    def not_started(self) -> bool:
+        """True while the profiler has not been started yet."""
+        return self._prof is None and self.window is None
+
+    @property
+    def done(self) -> bool:
+        """True once the window was recorded (or abandoned)."""
+        return self.window is not None
+
+    def covers_step(self, index: int) -> bool:
+        """Whether the profiler runs during step ``index`` (0-based; warm-up step included)."""
+        if self.profile_steps <= 0 or self.abandon_reason is not None:
+            return False
+        return self.start_step <= index < self.skip_first + self.profile_steps
+
+    def on_boundary(self, completed: int) -> float:
+        """Called after each step; returns seconds spent on torchdiag's own work (export)."""
+        if self.done or self.profile_steps <= 0:
+            return 0.0
+        if self._prof is None:
+            if completed == self.start_step:
+                self._start()
+            return 0.0
+        if completed >= self.skip_first + self.profile_steps:
+            # Stop rather than step: stop() closes the last ProfilerStep annotation, and finish()
+            # synchronises the device before the trace is cut.
+            return self.finish()
+        self._prof.step()
+        return 0.0
+
+    def start_now_if_due(self) -> None:
+        """Start at block entry when no step is skipped at all."""
+        if self.profile_steps > 0 and self.start_step == 0 and self._prof is None:
+            self._start()
+
+    def _start(self) -> None:
+        import torch
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        if torch.autograd.profiler._is_profiler_enabled:
+            raise ProfilerUnavailable("another torch.profiler or autograd profiler is active")
+        activities = [ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(ProfilerActivity.CUDA)
+        self._prof = profile(
+            activities=activities,
+            schedule=schedule(wait=0, warmup=self._warmup, active=self.profile_steps, repeat=1),
+            record_shapes=True,
+            profile_memory=True,
+            with_stack=self.with_stack,
+        )
+        self._prof.start()
+        self._wall_start = time.perf_counter()
+
+    def finish(self) -> float:
+        """Stop the profiler (device synchronised first), export, summarise; returns seconds."""
+        if self._prof is None or self.done:
+            return 0.0
+        import torch
+
+        t0 = time.perf_counter()
+        wall = t0 - self._wall_start
+        prof = self._prof
+        try:
+            if torch.cuda.is_available():
+                # Kernels still queued belong to the window; without this they are cut off.
+                torch.cuda.synchronize()
+            prof.stop()
+            self.window = self._summarise(prof, wall)
+        finally:
+            self._prof = None
+        return time.perf_counter() - t0
+
+    def abandon(self, reason: str) -> None:
+        """Stop without summarising (used when the profiler itself failed)."""
+        prof, self._prof = self._prof, None
+        if prof is not None:
+            with contextlib.suppress(Exception):
+                prof.stop()
+        self.window = ProfilerWindow(steps=0, trace_file=None)
+        self.abandon_reason = reason
+
+    def _summarise(self, prof: Any, wall: float) -> ProfilerWindow:
+        from torchdiag.traces.load import read_trace
+
+        keep = self.trace_path is not None
+        if keep:
+            path = self.trace_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            fd, name = tempfile.mkstemp(prefix="torchdiag-", suffix=".pt.trace.json")
+            os.close(fd)
+            path = Path(name)
+        try:
+            prof.export_chrome_trace(str(path))
+            summary = read_trace(path)
+        finally:
+            if not keep:
+                path.unlink(missing_ok=True)
+        summary.origin = "torch.profiler window"
+        return ProfilerWindow(
+            first_step=self.skip_first,
+            steps=len(summary.steps) or self.profile_steps,
+            wall_s=wall,
+            trace_file=path.name if keep else None,
+            summary=summary,
+        )

@@ -1,0 +1,423 @@
+"""``torchdiag.profile()``: the context manager that captures a training run.
+
+Entering the block installs the step and DataLoader hooks, snapshots the environment and starts
+the background sampler; the torch.profiler window opens and closes at step boundaries. Leaving the
+block (normally or by an exception) tears everything down and writes ``run.json`` atomically.
+
+Capture never breaks training: each collector that fails is recorded as unavailable with the
+reason, the user's exception propagates unchanged, and the record is written regardless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import sys
+import threading
+import time
+import traceback
+import warnings
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from torchdiag.capture.amp_watch import AmpWatch
+from torchdiag.capture.dataloader import DataLoaderWatch
+from torchdiag.capture.environment import (
+    distributed_info,
+    dynamo_counters,
+    optimizer_info,
+    parameter_info,
+    snapshot_environment,
+)
+from torchdiag.capture.profiler_window import ProfilerWindowControl
+from torchdiag.capture.steps import StepTimer
+from torchdiag.record import (
+    SCHEMA,
+    CollectorStatus,
+    DistributedInfo,
+    Environment,
+    RunRecord,
+    RunStatus,
+    save_record,
+)
+
+_ACTIVE_LOCK = threading.Lock()
+_active: Run | None = None
+
+DEFAULT_DIR = "torchdiag_runs"
+
+
+class profile(contextlib.ContextDecorator):
+    """Capture a training run and write ``run.json``.
+
+    Use as a context manager (``with torchdiag.profile() as run:``) or as a decorator
+    (``@torchdiag.profile()``). Steps are detected from ``optimizer.step()``; call
+    ``run.step()`` to mark them by hand instead.
+
+    Args:
+        output: Path of the record. ``None`` writes ``torchdiag_runs/<utc-time>-<pid>/run.json``.
+            Under torch.distributed each rank writes ``run.rank<R>.json`` into the same directory.
+        profile_steps: Steps recorded by torch.profiler (default 5). ``0`` monitors only:
+            torch.profiler is never started.
+        skip_first: Steps run before the profiler window (default 5); the last of them warms the
+            profiler up and is discarded.
+        sample_interval: Seconds between background samples of CPU, memory and GPUs (0.5).
+        trace: Keep the raw profiler trace, gzipped, beside ``run.json`` (for Perfetto).
+        with_stack: Record Python stacks in the profiler window (slower; default off).
+        enabled: ``False`` makes the whole thing a no-op.
+        name: Name of the run in reports (default: the script's file name).
+    """
+
+    def __init__(
+        self,
+        output: str | os.PathLike[str] | None = None,
+        *,
+        profile_steps: int = 5,
+        skip_first: int = 5,
+        sample_interval: float = 0.5,
+        trace: bool = False,
+        with_stack: bool = False,
+        enabled: bool = True,
+        name: str | None = None,
+    ) -> None:
+        if profile_steps < 0 or skip_first < 0:
+            raise ValueError("profile_steps and skip_first must be >= 0")
+        if sample_interval <= 0:
+            raise ValueError("sample_interval must be > 0 seconds")
+        self.output = output
+        self.profile_steps = profile_steps
+        self.skip_first = skip_first
+        self.sample_interval = sample_interval
+        self.trace = trace
+        self.with_stack = with_stack
+        self.enabled = enabled
+        self.name = name
+        self._run: Run | None = None
+
+    def __enter__(self) -> Run:
+        global _active
+        if not self.enabled:
+            self._run = Run(self, disabled=True)
+            return self._run
+        with _ACTIVE_LOCK:
+            if _active is not None:
+                raise RuntimeError(
+                    "torchdiag.profile() is already active in this process "
+                    f"(writing {_active.path}); nested or concurrent captures are not supported. "
+                    "Remove the inner `with torchdiag.profile()` or the decorator."
+                )
+            run = Run(self)
+            _active = run
+        self._run = run
+        try:
+            run._begin()
+        except BaseException:
+            _release(run)
+            raise
+        return run
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        run, self._run = self._run, None
+        if run is None or run.disabled:
+            return False
+        try:
+            run._end(exc_type, exc)
+        finally:
+            _release(run)
+        return False  # never swallow the user's exception
+
+
+def _release(run: Run) -> None:
+    global _active
+    with _ACTIVE_LOCK:
+        if _active is run:
+            _active = None
+
+
+class Run:
+    """The handle returned by ``with torchdiag.profile() as run``.
+
+    ``run.step()`` marks a step by hand; ``run.path`` is where the record is written and
+    ``run.record`` holds it once the block has exited.
+    """
+
+    def __init__(self, options: profile, *, disabled: bool = False) -> None:
+        self.disabled = disabled
+        self.options = options
+        self.record: RunRecord | None = None
+        self.collectors: dict[str, CollectorStatus] = {}
+        self._dist = _safe(distributed_info) or DistributedInfo()
+        self.started = dt.datetime.now(dt.timezone.utc)
+        self.path = _resolve_output(options.output, self._dist, self.started)
+        self._timer = StepTimer()
+        self._thread_id = threading.get_ident()
+        self._manual = False
+        self._boundary_optimizer: int | None = None
+        self._optimizers: dict[int, tuple[weakref.ref[Any], list[int]]] = {}
+        self._hooks: list[Any] = []
+        self._loader_watch: DataLoaderWatch | None = None
+        self._amp_watch: AmpWatch | None = None
+        self._sampler: Any = None
+        self._window: ProfilerWindowControl | None = None
+        self._environment: Environment | None = None
+        self._overhead: dict[str, float] = {}
+
+    # -- public ------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        """Mark the end of a step by hand (switches off detection from optimizer steps)."""
+        if self.disabled:
+            return
+        if not self._manual:
+            self._manual = True
+            window = self._window
+            if self._timer.completed and (window is None or window.not_started):
+                self._timer.restart_detection()
+        self._boundary("manual")
+
+    @property
+    def steps(self) -> int:
+        """Steps completed so far."""
+        return 0 if self.disabled else self._timer.completed
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._guard("environment", self._snapshot_environment)
+        self._guard("steps", self._install_step_hook)
+        self._guard("dataloader", self._install_loader_watch)
+        self._guard("amp", self._install_amp_watch)
+        self._guard("sampler", self._start_sampler)
+        self._guard("profiler", self._prepare_profiler)
+
+    def _end(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
+        status = _status_for(exc_type, exc)
+        ended = dt.datetime.now(dt.timezone.utc)
+        if self._window is not None and not self._window.done:
+            # The block ended inside the window: keep what was recorded.
+            self._guard("profiler", self._finish_window)
+        samples = None
+        if self._sampler is not None:
+            samples = _safe(self._sampler.stop)
+            self.collectors.update(_safe(self._sampler.collectors) or {})
+        for hook in self._hooks:
+            _safe(hook.remove)
+        for watch in (self._loader_watch, self._amp_watch):
+            if watch is not None:
+                _safe(watch.uninstall)
+        record = self._build_record(status, ended, samples)
+        self.record = record
+        try:
+            save_record(record, self.path)
+        except Exception as err:  # a full disk must not turn into a training failure
+            warnings.warn(f"torchdiag could not write {self.path}: {err}", stacklevel=3)
+
+    # -- collectors ----------------------------------------------------------------------------
+
+    def _guard(self, name: str, fn: Any) -> None:
+        try:
+            fn()
+            self.collectors.setdefault(name, CollectorStatus(available=True))
+        except Exception as err:
+            self.collectors[name] = CollectorStatus(
+                available=False, reason=f"{type(err).__name__}: {err}"
+            )
+
+    def _snapshot_environment(self) -> None:
+        from torchdiag import __version__
+
+        self._environment = snapshot_environment(__version__)
+
+    def _install_step_hook(self) -> None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self._hooks.append(register_optimizer_step_post_hook(self._on_optimizer_step))
+
+    def _install_loader_watch(self) -> None:
+        watch = DataLoaderWatch(self._timer.add_input_wait, thread_id=self._thread_id)
+        watch.install()
+        self._loader_watch = watch
+
+    def _install_amp_watch(self) -> None:
+        watch = AmpWatch()
+        watch.install()
+        self._amp_watch = watch
+
+    def _start_sampler(self) -> None:
+        from torchdiag.capture.sampler import create_sampler
+
+        self._sampler = create_sampler(
+            self.options.sample_interval, clock=time.perf_counter, t0=self._timer.t0
+        )
+        self._sampler.start()
+
+    def _prepare_profiler(self) -> None:
+        if self.options.profile_steps <= 0:
+            self.collectors["profiler"] = CollectorStatus(
+                available=False, reason="disabled: profile_steps=0 (monitor-only mode)"
+            )
+            return
+        trace_path = None
+        if self.options.trace:
+            trace_path = self.path.with_name(_stem(self.path) + ".pt.trace.json.gz")
+        self._window = ProfilerWindowControl(
+            skip_first=self.options.skip_first,
+            profile_steps=self.options.profile_steps,
+            with_stack=self.options.with_stack,
+            trace_path=trace_path,
+        )
+        self._window.start_now_if_due()
+        self._timer.profiling = self._window.covers_step(0)
+
+    def _finish_window(self) -> None:
+        assert self._window is not None
+        self._overhead["profiler_export_s"] = self._window.finish()
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        try:
+            key = id(optimizer)
+            entry = self._optimizers.get(key)
+            if entry is None:
+                self._optimizers[key] = (weakref.ref(optimizer), [1])
+            else:
+                entry[1][0] += 1
+            if self._manual or threading.get_ident() != self._thread_id:
+                return
+            if self._boundary_optimizer is None:
+                self._boundary_optimizer = key
+            if key == self._boundary_optimizer:
+                self._boundary("optimizer")
+        except Exception as err:  # a hook must never fail the optimizer step
+            self.collectors["steps"] = CollectorStatus(available=False, reason=repr(err))
+
+    def _boundary(self, detection: Any) -> None:
+        completed = self._timer.boundary(detection)
+        window = self._window
+        if window is None or window.done:
+            return
+        try:
+            paused = window.on_boundary(completed)
+        except Exception as err:
+            window.abandon(f"{type(err).__name__}: {err}")
+            self.collectors["profiler"] = CollectorStatus(
+                available=False, reason=f"{type(err).__name__}: {err}"
+            )
+            paused = 0.0
+        if paused:
+            self._overhead["profiler_export_s"] = paused
+            self._timer.exclude_pause(paused)
+        self._timer.profiling = window.covers_step(completed)
+
+    # -- record --------------------------------------------------------------------------------
+
+    def _build_record(
+        self, status: RunStatus, ended: dt.datetime, samples: Any
+    ) -> RunRecord:
+        env = self._environment or Environment()
+        env.distributed = self._dist
+        if self._loader_watch is not None:
+            env.loaders = self._loader_watch.loaders()
+        if self._amp_watch is not None:
+            env.autocast = self._amp_watch.info()
+        optimizers = [
+            (ref(), count[0]) for ref, count in self._optimizers.values() if ref() is not None
+        ]
+        env.optimizers = [optimizer_info(opt, n) for opt, n in optimizers]
+        env.parameters = _safe(lambda: parameter_info(opt for opt, _ in optimizers))
+        compiled = _safe(dynamo_counters)
+        if compiled is not None:
+            env.compile_used, env.dynamo_counters = compiled
+        window = None
+        if self._window is not None:
+            window = self._window.window
+        overhead = dict(self._overhead)
+        if samples is not None:
+            overhead["sampler_cpu_s"] = samples.sampler_cpu_s
+        if window is not None:
+            overhead["profiler_window_s"] = window.wall_s
+        return RunRecord(
+            schema=SCHEMA,
+            source="live",
+            name=self.options.name or _script_name(),
+            started_utc=self.started.isoformat(timespec="seconds"),
+            ended_utc=ended.isoformat(timespec="seconds"),
+            duration_s=(ended - self.started).total_seconds(),
+            status=status,
+            rank=self._dist.rank,
+            world_size=self._dist.world_size,
+            collectors=dict(sorted(self.collectors.items())),
+            steps=self._timer.series(),
+            samples=samples,
+            environment=env,
+            profiler=window,
+            overhead=overhead,
+        )
+
+
+def _status_for(exc_type: type[BaseException] | None, exc: BaseException | None) -> RunStatus:
+    if exc_type is None:
+        return RunStatus(state="completed")
+    message = str(exc) if exc is not None else ""
+    if len(message) > 2000:
+        message = message[:2000] + "…"
+    if issubclass(exc_type, Exception):
+        return RunStatus(state="failed", exception_type=exc_type.__qualname__, message=message)
+    # KeyboardInterrupt, SystemExit and friends: the run was stopped, it did not fail.
+    return RunStatus(state="interrupted", exception_type=exc_type.__qualname__, message=message)
+
+
+def _resolve_output(
+    output: str | os.PathLike[str] | None, dist: DistributedInfo, started: dt.datetime
+) -> Path:
+    distributed = dist.world_size > 1
+    if output is None:
+        folder = Path(DEFAULT_DIR) / _run_dir_name(started, distributed)
+        path = folder / "run.json"
+    else:
+        path = Path(output)
+        if path.is_dir() or str(output).endswith(("/", os.sep)):
+            path = path / "run.json"
+    if distributed:
+        path = path.with_name(f"{_stem(path)}.rank{dist.rank}{path.suffix or '.json'}")
+    return path
+
+
+def _run_dir_name(started: dt.datetime, distributed: bool) -> str:
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    if not distributed:
+        return f"{stamp}-{os.getpid()}"
+    # Every rank must pick the same directory without talking to the others: torchrun's run id
+    # when it was given one, else the launcher's pid and port, shared by the ranks it started.
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id and run_id != "none":
+        return f"torchrun-{run_id}"
+    return f"torchrun-{os.getppid()}-{os.environ.get('MASTER_PORT', '0')}"
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(path.suffix)] if path.suffix else path.name
+
+
+def _script_name() -> str:
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    return Path(file).name if file else "interactive"
+
+
+def _safe(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:
+        if os.environ.get("TORCHDIAG_DEBUG"):
+            traceback.print_exc()
+        return None

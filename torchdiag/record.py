@@ -1,0 +1,450 @@
+"""The run record: the one thing that crosses from training to reporting.
+
+A record is written by a live capture (``torchdiag.profile()``) or built from a torch.profiler
+trace by :mod:`torchdiag.traces`. Every analyzer and renderer reads only this model, so both
+sources get the same diagnosis and the same report.
+
+The on-disk form is ``run.json`` with ``"schema": "torchdiag.run/1"``. Fields are documented in
+``docs/record.md``. New optional fields may be added within ``/1``; removing or re-meaning a field
+needs ``/2`` and a migration in :func:`load_record`.
+
+Series are stored columnar (one list per metric, aligned on a shared time or step axis) because
+that is both the smallest JSON and what the charts consume directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+SCHEMA = "torchdiag.run/1"
+
+RunState = Literal["running", "completed", "failed", "interrupted"]
+RecordSource = Literal["live", "trace"]
+
+
+class RecordError(ValueError):
+    """A run record that cannot be read: not JSON, wrong schema, or a field of the wrong type."""
+
+
+class Struct(msgspec.Struct, kw_only=True, omit_defaults=False, forbid_unknown_fields=False):
+    """Base for record parts: keyword-only, unknown fields ignored (forward compatible)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Status and collectors
+
+
+class RunStatus(Struct):
+    """How the profiled block ended."""
+
+    state: RunState = "running"
+    exception_type: str | None = None
+    message: str | None = None
+
+
+class CollectorStatus(Struct):
+    """Whether one data source worked; ``reason`` says why not (or what was degraded)."""
+
+    available: bool
+    reason: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Step timing
+
+
+class StepSeries(Struct):
+    """Wall time and input wait of every step, merged into rows when the run is long.
+
+    Each row covers ``steps[i]`` consecutive steps starting at ``first_step[i]``; ``wall_ms`` and
+    ``input_wait_ms`` are means over the row, ``max_wall_ms`` the slowest step in it. While a run
+    has at most ``max_rows`` steps every row is one step; past that, adjacent rows are merged
+    pairwise, so memory and file size stay bounded however long training runs.
+    """
+
+    detection: Literal["optimizer", "manual", "profiler", "none"] = "none"
+    count: int = 0
+    total_wall_s: float = 0.0
+    total_input_wait_s: float = 0.0
+    max_rows: int = 2048
+    first_step: list[int] = msgspec.field(default_factory=list)
+    steps: list[int] = msgspec.field(default_factory=list)
+    start_s: list[float] = msgspec.field(default_factory=list)
+    wall_ms: list[float] = msgspec.field(default_factory=list)
+    input_wait_ms: list[float] = msgspec.field(default_factory=list)
+    max_wall_ms: list[float] = msgspec.field(default_factory=list)
+    profiled: list[bool] = msgspec.field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Background sampler series
+
+
+class GpmSeries(Struct):
+    """NVML GPM metrics (Hopper and newer), percent of peak, aligned on ``Samples.t_s``."""
+
+    sm_active_pct: list[float | None] = msgspec.field(default_factory=list)
+    sm_occupancy_pct: list[float | None] = msgspec.field(default_factory=list)
+    tensor_active_pct: list[float | None] = msgspec.field(default_factory=list)
+    dram_bandwidth_pct: list[float | None] = msgspec.field(default_factory=list)
+    fp32_active_pct: list[float | None] = msgspec.field(default_factory=list)
+    fp16_active_pct: list[float | None] = msgspec.field(default_factory=list)
+
+
+class GpuSeries(Struct):
+    """One visible GPU as NVML saw it, aligned on ``Samples.t_s``."""
+
+    index: int
+    name: str = ""
+    uuid: str | None = None
+    memory_total_bytes: int | None = None
+    power_limit_w: float | None = None
+    utilization_pct: list[float | None] = msgspec.field(default_factory=list)
+    memory_utilization_pct: list[float | None] = msgspec.field(default_factory=list)
+    memory_used_bytes: list[float | None] = msgspec.field(default_factory=list)
+    power_w: list[float | None] = msgspec.field(default_factory=list)
+    sm_clock_mhz: list[float | None] = msgspec.field(default_factory=list)
+    max_sm_clock_mhz: float | None = None
+    temperature_c: list[float | None] = msgspec.field(default_factory=list)
+    # Bitmask of NVML clock-event (throttle) reasons seen during the row, OR-ed when merged.
+    throttle_reasons: list[int | None] = msgspec.field(default_factory=list)
+    gpm: GpmSeries | None = None
+
+
+class HostSeries(Struct):
+    """CPU and memory of the host, this process and its DataLoader workers."""
+
+    cpu_count: int = 0
+    memory_total_bytes: int | None = None
+    cpu_pct_per_core: list[list[float]] = msgspec.field(default_factory=list)
+    process_cpu_pct: list[float | None] = msgspec.field(default_factory=list)
+    process_rss_bytes: list[float | None] = msgspec.field(default_factory=list)
+    worker_count: list[float | None] = msgspec.field(default_factory=list)
+    workers_cpu_pct: list[float | None] = msgspec.field(default_factory=list)
+    workers_rss_bytes: list[float | None] = msgspec.field(default_factory=list)
+    memory_used_bytes: list[float | None] = msgspec.field(default_factory=list)
+
+
+class Samples(Struct):
+    """Downsampled time series from the background sampler.
+
+    ``t_s`` is seconds since the start of the run. Each row is the mean of ``rows_merged[i]`` raw
+    samples; rows are merged pairwise once ``max_rows`` is reached (see ``StepSeries``).
+    """
+
+    interval_s: float = 0.5
+    max_rows: int = 1024
+    sample_count: int = 0
+    sampler_cpu_s: float = 0.0
+    t_s: list[float] = msgspec.field(default_factory=list)
+    rows_merged: list[int] = msgspec.field(default_factory=list)
+    host: HostSeries | None = None
+    gpus: list[GpuSeries] = msgspec.field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment
+
+
+class DeviceInfo(Struct):
+    """An accelerator visible to the process."""
+
+    index: int
+    name: str
+    kind: str = "cuda"
+    capability: str | None = None
+    memory_total_bytes: int | None = None
+    multiprocessors: int | None = None
+
+
+class LoaderInfo(Struct):
+    """A DataLoader iterated inside the profiled block."""
+
+    loader_id: int
+    dataset: str = ""
+    batch_size: int | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    drop_last: bool = False
+    iterator: str = ""
+    batches: int = 0
+    wait_s: float = 0.0
+
+
+class OptimizerInfo(Struct):
+    """An optimizer whose ``step()`` ran inside the block."""
+
+    class_name: str
+    foreach: bool | None = None
+    fused: bool | None = None
+    param_groups: int = 0
+    parameters: int = 0
+    steps: int = 0
+
+
+class ParameterInfo(Struct):
+    """Parameters reachable from the optimizers: count and element count by dtype."""
+
+    tensors: int = 0
+    elements: int = 0
+    elements_by_dtype: dict[str, int] = msgspec.field(default_factory=dict)
+    devices: list[str] = msgspec.field(default_factory=list)
+
+
+class AutocastInfo(Struct):
+    """Autocast regions entered inside the block (``torch.autocast`` / ``torch.amp``)."""
+
+    entered: int = 0
+    device_types: list[str] = msgspec.field(default_factory=list)
+    dtypes: list[str] = msgspec.field(default_factory=list)
+    grad_scaler: bool = False
+
+
+class DistributedInfo(Struct):
+    """torch.distributed state when the block started (or from the launcher's environment)."""
+
+    initialized: bool = False
+    backend: str | None = None
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int | None = None
+    local_world_size: int | None = None
+
+
+class Environment(Struct):
+    """The settings that matter for performance, snapshotted during the run."""
+
+    torchdiag_version: str = ""
+    python: str = ""
+    platform: str = ""
+    hostname: str = ""
+    pid: int | None = None
+    argv: list[str] = msgspec.field(default_factory=list)
+    torch_version: str | None = None
+    cuda_version: str | None = None
+    cudnn_version: int | None = None
+    nvidia_driver: str | None = None
+    devices: list[DeviceInfo] = msgspec.field(default_factory=list)
+    cpu_count_logical: int | None = None
+    cpu_count_physical: int | None = None
+    memory_total_bytes: int | None = None
+    cudnn_benchmark: bool | None = None
+    cudnn_deterministic: bool | None = None
+    tf32_matmul: bool | None = None
+    tf32_cudnn: bool | None = None
+    float32_matmul_precision: str | None = None
+    deterministic_algorithms: bool | None = None
+    num_threads: int | None = None
+    autocast: AutocastInfo | None = None
+    compile_used: bool | None = None
+    dynamo_counters: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)
+    distributed: DistributedInfo = msgspec.field(default_factory=DistributedInfo)
+    loaders: list[LoaderInfo] = msgspec.field(default_factory=list)
+    optimizers: list[OptimizerInfo] = msgspec.field(default_factory=list)
+    parameters: ParameterInfo | None = None
+    env_vars: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# The torch.profiler window / imported trace, summarised
+
+
+class BreakdownMs(Struct):
+    """Where one step's time went, in milliseconds; the parts add up to ``wall``.
+
+    GPU-timeline parts come first (compute, memcpy, memset, communication), then the idle time
+    split by what the host was doing meanwhile. On a CPU-only trace ``cpu_only`` holds the time
+    inside operators and the GPU parts are zero.
+    """
+
+    wall: float = 0.0
+    compute: float = 0.0
+    memcpy: float = 0.0
+    memset: float = 0.0
+    communication: float = 0.0
+    input_wait: float = 0.0
+    host_runtime: float = 0.0
+    cpu_only: float = 0.0
+    idle_host_wait: float = 0.0
+    idle_other: float = 0.0
+
+
+class TraceStep(Struct):
+    """One step of the profiled window, as the trace shows it."""
+
+    number: int
+    start_us: float
+    duration_ms: float
+    breakdown: BreakdownMs = msgspec.field(default_factory=BreakdownMs)
+    kernels: int = 0
+    gpu_busy_ms: float = 0.0
+
+
+class OpStat(Struct):
+    """A CPU operator aggregated over the window."""
+
+    name: str
+    calls: int = 0
+    total_ms: float = 0.0
+    self_ms: float = 0.0
+    gpu_ms: float = 0.0
+    input_dtypes: list[str] = msgspec.field(default_factory=list)
+    input_shapes: list[str] = msgspec.field(default_factory=list)
+
+
+class KernelStat(Struct):
+    """A GPU kernel (by name) aggregated over the window."""
+
+    name: str
+    kernel_class: str = "other"
+    tensor_core: bool | None = None
+    calls: int = 0
+    total_ms: float = 0.0
+    median_us: float = 0.0
+    max_us: float = 0.0
+
+
+class MemoryTimeline(Struct):
+    """Allocator memory from the profiler's memory events (bytes), downsampled."""
+
+    device: int = 0
+    peak_allocated_bytes: int = 0
+    peak_reserved_bytes: int = 0
+    t_us: list[float] = msgspec.field(default_factory=list)
+    allocated_bytes: list[int] = msgspec.field(default_factory=list)
+    reserved_bytes: list[int] = msgspec.field(default_factory=list)
+
+
+class TraceSummary(Struct):
+    """What torchdiag keeps of a torch.profiler trace: aggregates, never the raw events."""
+
+    origin: str = ""
+    format: str = ""
+    rank: int | None = None
+    event_count: int = 0
+    span_ms: float = 0.0
+    has_gpu: bool = False
+    device_kind: str | None = None
+    devices: list[DeviceInfo] = msgspec.field(default_factory=list)
+    step_detection: Literal["profiler-step", "fallback", "none"] = "none"
+    steps: list[TraceStep] = msgspec.field(default_factory=list)
+    kernel_count: int = 0
+    kernel_time_ms: float = 0.0
+    gpu_busy_ms: float = 0.0
+    top_ops: list[OpStat] = msgspec.field(default_factory=list)
+    top_kernels: list[KernelStat] = msgspec.field(default_factory=list)
+    kernel_class_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    memory: list[MemoryTimeline] = msgspec.field(default_factory=list)
+    dataloader_iterators: dict[str, int] = msgspec.field(default_factory=dict)
+    notes: list[str] = msgspec.field(default_factory=list)
+
+
+class ProfilerWindow(Struct):
+    """The torch.profiler window of a live run: which steps it covered and its summary."""
+
+    first_step: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    trace_file: str | None = None
+    summary: TraceSummary | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The record
+
+
+class RunRecord(Struct):
+    """A whole run: identity, status, steps, samples, environment and the profiler window."""
+
+    schema: str = SCHEMA
+    source: RecordSource = "live"
+    name: str = ""
+    started_utc: str = ""
+    ended_utc: str | None = None
+    duration_s: float = 0.0
+    status: RunStatus = msgspec.field(default_factory=RunStatus)
+    rank: int = 0
+    world_size: int = 1
+    collectors: dict[str, CollectorStatus] = msgspec.field(default_factory=dict)
+    steps: StepSeries = msgspec.field(default_factory=StepSeries)
+    samples: Samples | None = None
+    environment: Environment = msgspec.field(default_factory=Environment)
+    profiler: ProfilerWindow | None = None
+    traces: list[TraceSummary] = msgspec.field(default_factory=list)
+    overhead: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """Encode deterministically (dict keys sorted) so equal records give equal bytes."""
+        return _ENCODER.encode(self)
+
+    def _repr_html_(self) -> str:  # pragma: no cover - exercised in notebooks
+        from torchdiag.report.html import render_html
+
+        return render_html(self)
+
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_DECODER = msgspec.json.Decoder(RunRecord)
+
+
+def decode_record(data: bytes | str) -> RunRecord:
+    """Validate and decode a record from JSON text; raise :class:`RecordError` with the path."""
+    if isinstance(data, str):
+        data = data.encode()
+    try:
+        header = msgspec.json.decode(data, type=dict)
+    except msgspec.ValidationError:  # (a subclass of DecodeError: test it first)
+        raise RecordError("a run record is a JSON object at the top level") from None
+    except msgspec.DecodeError as exc:
+        raise RecordError(f"not valid JSON: {exc}") from None
+    schema = header.get("schema")
+    if schema != SCHEMA:
+        if isinstance(schema, str) and schema.startswith("torchdiag.run/"):
+            raise RecordError(
+                f"record schema {schema!r} is not supported by this torchdiag (reads {SCHEMA!r})"
+            )
+        raise RecordError(f"not a torchdiag run record (missing \"schema\": {SCHEMA!r})")
+    try:
+        return _DECODER.decode(data)
+    except msgspec.ValidationError as exc:
+        raise RecordError(f"invalid run record: {exc}") from None
+
+
+def load_record(path: str | os.PathLike[str]) -> RunRecord:
+    """Read and validate ``run.json``. Raises :class:`RecordError` (or ``OSError``)."""
+    return decode_record(Path(path).read_bytes())
+
+
+def save_record(record: RunRecord, path: str | os.PathLike[str]) -> Path:
+    """Write ``record`` atomically: a temporary file in the same directory, then a rename.
+
+    A reader never sees a half-written file, and a crash mid-write leaves the old file intact.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        # mkstemp makes the file private (0600); a record is an ordinary file for its owner's
+        # tools, so give it the permissions open() would have.
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(record.to_json())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
