@@ -69,8 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "report":
             return _report(args)
-        build_parser().print_help(sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("a command is required: report (see 'torchdiag --help')")
     except UsageError as err:
         _fail(str(err))
     except (RecordError, OSError) as err:

@@ -1,0 +1,142 @@
+"""What torchdiag costs a training step.
+
+Runs the same CPU training step (an MLP sized to take ~10-20 ms) in alternating blocks with and
+without ``torchdiag.profile(profile_steps=0)`` (monitor-only: step hooks, DataLoader timing and
+the background sampler), so machine noise hits both sides alike, and reports the ratio of the
+median step times. The torch.profiler window is measured separately: how much slower its recorded
+steps are, and the pause to export and summarise the trace.
+
+    python benchmarks/overhead.py [--blocks 12] [--steps 40] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import torchdiag
+
+
+def make_step(width: int, batch: int):
+    """A training step on a synthetic batch through a DataLoader-free loop."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(width, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(batch, width)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return step
+
+
+def timed_steps(step, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def calibrate(target_ms: float) -> tuple[int, int]:
+    """Pick an MLP width whose step takes about ``target_ms`` on this machine."""
+    width, batch = 512, 256
+    for _ in range(8):
+        step = make_step(width, batch)
+        timed_steps(step, 5)
+        ms = statistics.median(timed_steps(step, 15)) * 1e3
+        if 0.7 * target_ms <= ms <= 1.4 * target_ms:
+            break
+        width = max(64, int(width * (target_ms / ms) ** 0.5))
+    return width, batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--blocks", type=int, default=12, help="blocks per side, interleaved")
+    parser.add_argument("--steps", type=int, default=40, help="steps per block")
+    parser.add_argument("--target-ms", type=float, default=15.0)
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    args = parser.parse_args()
+
+    width, batch = calibrate(args.target_ms)
+    step = make_step(width, batch)
+    timed_steps(step, 20)  # warm-up
+    out_dir = Path(tempfile.mkdtemp(prefix="torchdiag-bench-"))
+
+    plain: list[float] = []
+    monitored: list[float] = []
+    enter_exit: list[float] = []
+    for block in range(args.blocks):
+        # Alternate which side goes first so drift over time does not favour either.
+        for side in ((0, 1) if block % 2 == 0 else (1, 0)):
+            if side == 0:
+                plain += timed_steps(step, args.steps)
+            else:
+                t0 = time.perf_counter()
+                with torchdiag.profile(out_dir / f"m{block}.json", profile_steps=0):
+                    monitored += timed_steps(step, args.steps)
+                enter_exit.append(time.perf_counter() - t0 - sum(monitored[-args.steps :]))
+
+    # The profiler window: 5 recorded steps after 5 skipped, one warm-up included.
+    skip, window = 5, 5
+    t0 = time.perf_counter()
+    with torchdiag.profile(out_dir / "w.json", skip_first=skip, profile_steps=window) as run:
+        window_times = timed_steps(step, skip + window + 5)
+    window_total = time.perf_counter() - t0
+    record = run.record
+    profiled = [t for t, p in zip(window_times, _profiled_flags(record), strict=False) if p]
+
+    median_plain = statistics.median(plain)
+    median_monitored = statistics.median(monitored)
+    results = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.python_version()}, torch {torch.__version__}",
+        "step": f"MLP width {width}, batch {batch}",
+        "steps_per_side": len(plain),
+        "median_step_ms_plain": round(median_plain * 1e3, 3),
+        "median_step_ms_monitored": round(median_monitored * 1e3, 3),
+        "monitor_overhead_pct": round((median_monitored / median_plain - 1) * 100, 2),
+        "enter_exit_ms_median": round(statistics.median(enter_exit) * 1e3, 1),
+        "sampler_cpu_s": record.overhead.get("sampler_cpu_s"),
+        "profiled_steps": len(profiled),
+        "profiled_step_ms_median": round(statistics.median(profiled) * 1e3, 3) if profiled else None,
+        "profiler_slowdown_x": round(statistics.median(profiled) / median_plain, 2)
+        if profiled
+        else None,
+        "profiler_export_and_summary_s": round(record.overhead.get("profiler_export_s", 0.0), 3),
+        "profiler_block_total_s": round(window_total, 3),
+    }
+    if profiled:
+        extra = sum(profiled) - len(profiled) * median_plain
+        results["profiler_window_cost_s"] = round(
+            extra + results["profiler_export_and_summary_s"], 3
+        )
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _profiled_flags(record) -> list[bool]:
+    flags: list[bool] = []
+    for n, p in zip(record.steps.steps, record.steps.profiled, strict=True):
+        flags += [p] * n
+    return flags
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""dataloader-stall and dataloader-workers on constructed records."""
+
+from __future__ import annotations
+
+import pytest
+
+from torchdiag.analyze.registry import analyze
+from torchdiag.record import (
+    Environment,
+    GpuSeries,
+    HostSeries,
+    LoaderInfo,
+    RunRecord,
+    Samples,
+    StepSeries,
+)
+
+
+def _record(
+    wall_ms: float,
+    wait_ms: float,
+    *,
+    steps: int = 20,
+    workers: int = 0,
+    cores: int = 16,
+    gpu_util: float | None = None,
+    worker_cpu_pct: float | None = None,
+) -> RunRecord:
+    series = StepSeries(
+        detection="optimizer",
+        count=steps,
+        total_wall_s=wall_ms * steps / 1e3,
+        total_input_wait_s=wait_ms * steps / 1e3,
+        first_step=list(range(steps)),
+        steps=[1] * steps,
+        start_s=[i * wall_ms / 1e3 for i in range(steps)],
+        # The first step pays one-off costs; it must not sway the rules.
+        wall_ms=[wall_ms * 50] + [wall_ms] * (steps - 1),
+        input_wait_ms=[wall_ms * 49] + [wait_ms] * (steps - 1),
+        max_wall_ms=[wall_ms] * steps,
+        profiled=[False] * steps,
+    )
+    env = Environment(
+        cpu_count_logical=cores,
+        loaders=[LoaderInfo(loader_id=0, batch_size=64, num_workers=workers, wait_s=wait_ms * steps / 1e3,
+                            iterator="_SingleProcessDataLoaderIter" if workers == 0 else "_MultiProcessingDataLoaderIter")],
+    )
+    samples = None
+    if gpu_util is not None or worker_cpu_pct is not None:
+        samples = Samples(t_s=[0.0, 1.0], rows_merged=[1, 1])
+        if gpu_util is not None:
+            samples.gpus = [GpuSeries(index=0, utilization_pct=[gpu_util, gpu_util])]
+        if worker_cpu_pct is not None:
+            samples.host = HostSeries(
+                worker_count=[workers, workers],
+                workers_cpu_pct=[worker_cpu_pct * workers] * 2,
+            )
+    return RunRecord(steps=series, environment=env, samples=samples)
+
+
+def _findings(record):
+    return {f.id: f for f in analyze(record).findings}
+
+
+def test_large_stall_is_critical_with_the_measured_share():
+    found = _findings(_record(100.0, 60.0))
+    stall = found["dataloader-stall"]
+    assert stall.severity == "critical"
+    assert stall.saving_pct_max == pytest.approx(60.0)
+    assert stall.evidence["input_wait_share_pct"] == pytest.approx(60.0)
+    assert "60%" in stall.title
+    workers = found["dataloader-workers"]
+    assert workers.severity == "critical"
+    assert workers.evidence["num_workers"] == 0
+    assert "num_workers=" in workers.snippet
+
+
+def test_moderate_stall_is_a_warning():
+    found = _findings(_record(100.0, 8.0))
+    assert found["dataloader-stall"].severity == "warning"
+
+
+def test_healthy_input_raises_nothing():
+    found = _findings(_record(100.0, 0.5))
+    assert "dataloader-stall" not in found
+    assert "dataloader-workers" not in found
+
+
+def test_first_step_startup_is_not_a_stall():
+    # Only the first step waited (worker start-up): steady state is clean.
+    found = _findings(_record(100.0, 0.0))
+    assert "dataloader-stall" not in found
+
+
+def test_busy_gpu_bounds_the_saving():
+    # The host waits 30% of the step, but NVML says the GPU was busy 95% of the time: a faster
+    # loader can reclaim at most the 5% the GPU sat idle.
+    stall = _findings(_record(100.0, 30.0, gpu_util=95.0))["dataloader-stall"]
+    assert stall.saving_pct_max == pytest.approx(5.0, abs=0.01)
+    assert stall.severity == "warning"
+
+
+def test_workers_without_spare_cores_are_not_blamed():
+    found = _findings(_record(100.0, 40.0, workers=3, cores=4, worker_cpu_pct=95.0))
+    assert "dataloader-stall" in found
+    assert "dataloader-workers" not in found
+
+
+def test_busy_workers_with_spare_cores_suggest_more():
+    found = _findings(_record(100.0, 40.0, workers=2, cores=16, worker_cpu_pct=98.0))
+    finding = found["dataloader-workers"]
+    assert finding.evidence["suggested_num_workers"] == 8
+    assert finding.evidence["num_workers"] == 2
+
+
+def test_idle_workers_point_elsewhere():
+    found = _findings(_record(100.0, 40.0, workers=4, cores=16, worker_cpu_pct=10.0))
+    assert "dataloader-workers" not in found
+
+
+def test_no_steps_is_skipped_with_a_reason():
+    analysis = analyze(RunRecord())
+    skipped = {s.id: s.reason for s in analysis.skipped}
+    assert "no steps" in skipped["dataloader-stall"]
+    assert not analysis.findings
