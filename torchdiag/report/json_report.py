@@ -1,0 +1,75 @@
+"""The findings document (``torchdiag.findings/1``): the machine-readable report.
+
+Meant for CI and scripts (``jq '.findings[].id'``). Keys are sorted and floats are plain JSON
+numbers, so the same record and analysis always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import msgspec
+
+from torchdiag.analyze.finding import rank_findings
+from torchdiag.analyze.registry import FINDINGS_SCHEMA, Analysis, analyze
+from torchdiag.record import RunRecord
+from torchdiag.report.verdict import headline, verdict
+
+# The fields of a finding, in the document; listed so the schema does not drift silently if
+# Finding grows a field.
+FINDING_KEYS = (
+    "id",
+    "severity",
+    "title",
+    "evidence",
+    "recommendation",
+    "saving_pct_max",
+    "snippet",
+    "docs",
+)
+
+
+def findings_document(record: RunRecord, analysis: Analysis | None = None) -> dict[str, Any]:
+    """The ``torchdiag.findings/1`` document as plain Python data (JSON-safe: no NaN)."""
+    if analysis is None:
+        analysis = analyze(record)
+    findings = [
+        {key: getattr(f, key) for key in FINDING_KEYS} for f in rank_findings(analysis.findings)
+    ]
+    doc = {
+        "schema": FINDINGS_SCHEMA,
+        "findings": findings,
+        "skipped": msgspec.to_builtins(sorted(analysis.skipped, key=lambda s: s.id)),
+        "verdict": verdict(record, analysis),
+        "headline": headline(record),
+        "record": {
+            "name": record.name,
+            "source": record.source,
+            "status": msgspec.to_builtins(record.status),
+        },
+    }
+    return to_jsonable(doc)
+
+
+def render_json(record: RunRecord, analysis: Analysis | None = None) -> str:
+    """The findings document as JSON text: sorted keys, two-space indent, trailing newline.
+
+    When ``analysis`` is omitted the registered rules are run on ``record``.
+    """
+    doc = findings_document(record, analysis)
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON data: NaN and infinities become ``None`` (JSON has no spelling for them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return to_jsonable(msgspec.to_builtins(value))

@@ -1,0 +1,277 @@
+"""GitHub-flavoured Markdown report, sized for a PR comment or a job summary.
+
+GitHub rejects comments over 65,536 characters, so the output is kept under :data:`MAX_CHARS`:
+tables are cut with a "... and N more" line and lower sections are dropped before the verdict,
+key numbers and findings table are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from torchdiag.analyze.finding import rank_findings
+from torchdiag.analyze.registry import Analysis, analyze
+from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.report.verdict import (
+    format_number,
+    format_pct,
+    format_value,
+    headline,
+    headline_items,
+    trace_summary,
+    verdict,
+)
+
+MAX_CHARS = 65_000
+MAX_OP_ROWS = 15
+MAX_SKIPPED_ROWS = 40
+MAX_CELL_CHARS = 300
+MAX_NAME_CHARS = 100
+# Room kept for the closing lines ("... and N more", footer) whatever came before.
+_RESERVE = 400
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
+_BREAKDOWN_LABELS = {
+    "compute": "compute",
+    "memcpy": "memcpy",
+    "memset": "memset",
+    "communication": "communication",
+    "input_wait": "input wait",
+    "host_runtime": "host runtime",
+    "cpu_only": "CPU only",
+    "idle_host_wait": "idle: host waits",
+    "idle_other": "idle: other",
+}
+
+
+def render_markdown(record: RunRecord, analysis: Analysis | None = None) -> str:
+    """The report as GitHub-flavoured Markdown, always shorter than :data:`MAX_CHARS`.
+
+    When ``analysis`` is omitted the registered rules are run on ``record``.
+    """
+    if analysis is None:
+        analysis = analyze(record)
+    # The bounded lower sections are rendered first so that however many findings there are,
+    # the findings table and details only take the room left over.
+    tail = _tail_sections(record, analysis, _Budget(MAX_CHARS // 4))
+    out = _Budget(MAX_CHARS - _RESERVE - len(tail))
+    out.add(f"# torchdiag: {md_text(record.name or 'unnamed run', 200)}\n\n")
+    out.add(f"**{md_text(verdict(record, analysis), 500)}**\n\n")
+    status = record.status
+    if status.state == "failed":
+        message = f": {md_text(status.message)}" if status.message else ""
+        out.add(
+            f"> **Run failed** with {md_code(status.exception_type or 'an exception')}{message}\n\n"
+        )
+    out.add(_identity_line(record) + "\n\n")
+    out.add(_table(["Key number", "Value"], headline_items(headline(record)), out) + "\n")
+
+    findings = rank_findings(analysis.findings)
+    out.add(f"## Findings ({len(findings)})\n\n")
+    if findings:
+        rows = [
+            (
+                str(i),
+                f.severity,
+                md_text(f.title, MAX_CELL_CHARS),
+                f"{format_number(f.saving_pct_max)}%" if f.saving_pct_max > 0 else "—",
+                md_code(f.id),
+            )
+            for i, f in enumerate(findings, start=1)
+        ]
+        out.add(_table(["#", "Severity", "Finding", "Saving up to", "Rule"], rows, out) + "\n")
+        _finding_details(findings, out)
+    else:
+        out.add("No findings.\n\n")
+    return out.text() + tail + "<sub>Made by torchdiag from the run record.</sub>\n"
+
+
+def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
+    """Skipped rules, step breakdown, top ops and kernels: each table capped in rows."""
+    if analysis.skipped:
+        rows = [
+            (md_code(s.id), md_text(s.reason, MAX_CELL_CHARS))
+            for s in sorted(analysis.skipped, key=lambda s: s.id)
+        ]
+        out.add(
+            f"<details><summary>{_plural(len(rows), 'rule')} skipped for lack of data</summary>"
+            "\n\n" + _table(["Rule", "Why"], rows, out, MAX_SKIPPED_ROWS) + "\n</details>\n\n"
+        )
+    summary = trace_summary(record)
+    out.add("## Step breakdown\n\n" + _breakdown(record, summary, out) + "\n")
+    if summary is not None and summary.top_ops:
+        rows = [
+            (
+                md_code(op.name, MAX_NAME_CHARS),
+                format_number(op.calls),
+                format_number(op.total_ms),
+                format_number(op.self_ms),
+                format_number(op.gpu_ms),
+            )
+            for op in summary.top_ops
+        ]
+        out.add(
+            "## Top operators\n\n"
+            + _table(["Operator", "Calls", "Total ms", "Self ms", "GPU ms"], rows, out, MAX_OP_ROWS)
+            + "\n"
+        )
+    if summary is not None and summary.top_kernels:
+        rows = [
+            (
+                md_code(k.name, MAX_NAME_CHARS),
+                md_text(k.kernel_class),
+                format_number(k.calls),
+                format_number(k.total_ms),
+                format_number(k.median_us),
+            )
+            for k in summary.top_kernels
+        ]
+        out.add(
+            "## Top GPU kernels\n\n"
+            + _table(["Kernel", "Class", "Calls", "Total ms", "Median µs"], rows, out, MAX_OP_ROWS)
+            + "\n"
+        )
+    return out.text()
+
+
+def md_text(text: object, limit: int = MAX_CELL_CHARS) -> str:
+    """Plain text made inert in Markdown and in a table cell: one line, punctuation escaped."""
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def md_code(text: object, limit: int = MAX_CELL_CHARS) -> str:
+    """An inline code span safe in a table cell: pipes escaped, fence longer than any backticks."""
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    s = s.replace("|", "\\|")
+    fence = "`" * (_longest_run(s, "`") + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'s' if n != 1 else ''}"
+
+
+def _longest_run(s: str, ch: str) -> int:
+    return max((len(m) for m in re.findall(f"{re.escape(ch)}+", s)), default=0)
+
+
+class _Budget:
+    """Accumulates the document; ``fits`` tells whether more text stays under the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+
+    def fits(self, extra: int) -> bool:
+        return self.size + extra <= self.limit
+
+    def add(self, text: str, *, force: bool = False) -> bool:
+        """Append ``text`` if it fits; ``force`` is for short notes paid from the reserve."""
+        if not force and not self.fits(len(text)):
+            return False
+        self.parts.append(text)
+        self.size += len(text)
+        return True
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _table(
+    head: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    budget: _Budget,
+    max_rows: int | None = None,
+) -> str:
+    """A GFM table of as many rows as fit (and ``max_rows``), then "... and N more"."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    size = sum(len(line) + 1 for line in lines) + 40
+    shown = 0
+    for row in rows:
+        line = "| " + " | ".join(row) + " |"
+        if (max_rows is not None and shown >= max_rows) or not budget.fits(size + len(line) + 1):
+            break
+        lines.append(line)
+        size += len(line) + 1
+        shown += 1
+    text = "\n".join(lines) + "\n"
+    if shown < len(rows):
+        text += f"\n... and {len(rows) - shown:,} more\n"
+    return text
+
+
+def _identity_line(record: RunRecord) -> str:
+    env = record.environment
+    bits = [f"source: {record.source}", f"status: {record.status.state}"]
+    if record.started_utc:
+        bits.append(f"started: {md_text(record.started_utc, 40)}")
+    if env.torch_version:
+        bits.append(f"torch {md_text(env.torch_version, 40)}")
+    devices = sorted({d.name for d in env.devices})
+    if devices:
+        bits.append(md_text(", ".join(devices), 200))
+    return " · ".join(bits)
+
+
+def _finding_details(findings: list, out: _Budget) -> None:
+    """Recommendation, evidence and snippet of each finding, as many as the budget allows."""
+    for i, f in enumerate(findings, start=1):
+        parts = [
+            f"### {i}. {md_text(f.title, MAX_CELL_CHARS)}\n\n",
+            f"{md_text(f.recommendation, 2000)}\n\n",
+        ]
+        if f.evidence:
+            ev = ", ".join(
+                f"{md_text(k, 80)}: {md_text(format_value(v), 120)}"
+                for k, v in sorted(f.evidence.items())
+            )
+            parts.append(f"Evidence: {ev}\n\n")
+        if f.snippet:
+            fence = "`" * max(3, _longest_run(f.snippet, "`") + 1)
+            parts.append(f"{fence}python\n{f.snippet.rstrip()}\n{fence}\n\n")
+        if not out.add("".join(parts)):
+            left = len(findings) - i + 1
+            out.add(
+                f"... details of {left:,} more finding{'s' if left != 1 else ''} left out "
+                "(see the HTML or JSON report)\n\n",
+                force=True,
+            )
+            return
+
+
+def _breakdown(record: RunRecord, summary: TraceSummary | None, out: _Budget) -> str:
+    """Mean time per step by part: from the trace breakdown when there is one, else live steps."""
+    steps = [st for st in summary.steps if st.breakdown.wall > 0] if summary else []
+    if steps:
+        wall = sum(st.breakdown.wall for st in steps)
+        rows = []
+        for key, label in _BREAKDOWN_LABELS.items():
+            total = sum(getattr(st.breakdown, key) for st in steps)
+            if total > 0:
+                rows.append(
+                    (label, format_number(total / len(steps)), format_pct(100 * total / wall))
+                )
+        rows.append(("**step wall time**", format_number(wall / len(steps)), "100%"))
+        note = f"Mean over {len(steps)} profiled step{'s' if len(steps) != 1 else ''}.\n\n"
+        return note + _table(["Part", "ms per step", "Share"], rows, out)
+    s = record.steps
+    if s.count and s.total_wall_s > 0:
+        wait = 1000 * s.total_input_wait_s / s.count
+        wall = 1000 * s.total_wall_s / s.count
+        rows = [
+            ("input wait", format_number(wait), format_pct(100 * wait / wall)),
+            ("rest of step", format_number(wall - wait), format_pct(100 * (wall - wait) / wall)),
+            ("**step wall time**", format_number(wall), "100%"),
+        ]
+        note = f"Mean over {s.count:,} steps (no profiler breakdown in this record).\n\n"
+        return note + _table(["Part", "ms per step", "Share"], rows, out)
+    return "No step timings in this record.\n"

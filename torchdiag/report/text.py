@@ -1,0 +1,91 @@
+"""Plain-text report for the terminal and logs, laid out with ``rich``.
+
+Rendered through a recording console with colour off, so the output is plain text of a fixed
+width that does not depend on the terminal it is printed to.
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from torchdiag.analyze.finding import rank_findings
+from torchdiag.analyze.registry import Analysis, analyze
+from torchdiag.record import RunRecord
+from torchdiag.report.verdict import format_number, headline, headline_items, verdict
+
+MAX_TEXT_CHARS = 400
+
+
+def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: int = 100) -> str:
+    """The verdict, key numbers and findings as plain text ``width`` columns wide.
+
+    When ``analysis`` is omitted the registered rules are run on ``record``. Every string from the
+    record goes in as :class:`rich.text.Text`, so brackets in names are never read as markup.
+    """
+    if analysis is None:
+        analysis = analyze(record)
+    console = Console(
+        record=True,
+        width=width,
+        force_terminal=False,
+        force_jupyter=False,
+        force_interactive=False,
+        color_system=None,
+        highlight=False,
+        emoji=False,
+        file=io.StringIO(),  # recorded, not printed
+    )
+    console.print(Text(f"torchdiag: {_clip(record.name or 'unnamed run')}", style="bold"))
+    console.print(Text(verdict(record, analysis)))
+    status = record.status
+    if status.state == "failed":
+        console.print(
+            Text(
+                f"Run failed: {status.exception_type or 'exception'}: {_clip(status.message or '')}"
+            )
+        )
+    elif status.state != "completed":
+        console.print(Text(f"Run state: {status.state}"))
+    console.print()
+
+    numbers = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
+    numbers.add_column("Key number")
+    numbers.add_column("Value")
+    for label, value in headline_items(headline(record)):
+        numbers.add_row(Text(label), Text(value))
+    console.print(numbers)
+
+    findings = rank_findings(analysis.findings)
+    if findings:
+        table = Table(
+            title=f"Findings ({len(findings)})", box=box.SIMPLE_HEAD, title_justify="left"
+        )
+        table.add_column("#", justify="right")
+        table.add_column("Severity")
+        table.add_column("Rule", overflow="fold")
+        table.add_column("Finding", ratio=1, overflow="fold")
+        table.add_column("Saving", justify="right")
+        for i, f in enumerate(findings, start=1):
+            saving = f"<={format_number(f.saving_pct_max)}%" if f.saving_pct_max > 0 else "-"
+            table.add_row(str(i), f.severity, Text(f.id), Text(_clip(f.title)), saving)
+        console.print(table)
+        for i, f in enumerate(findings, start=1):
+            if f.recommendation:
+                console.print(Text(f"{i}. {_clip(f.recommendation)}"))
+    else:
+        console.print(Text("No findings."))
+    if analysis.skipped:
+        ids = ", ".join(sorted(s.id for s in analysis.skipped))
+        console.print(Text(f"Skipped for lack of data: {_clip(ids)}"))
+    # rich pads every line to the full width; the padding is noise in logs and diffs.
+    return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 1] + "…"
