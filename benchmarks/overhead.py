@@ -83,7 +83,7 @@ def main() -> None:
     enter_exit: list[float] = []
     for block in range(args.blocks):
         # Alternate which side goes first so drift over time does not favour either.
-        for side in ((0, 1) if block % 2 == 0 else (1, 0)):
+        for side in (0, 1) if block % 2 == 0 else (1, 0):
             if side == 0:
                 plain += timed_steps(step, args.steps)
             else:
@@ -114,7 +114,9 @@ def main() -> None:
         "enter_exit_ms_median": round(statistics.median(enter_exit) * 1e3, 1),
         "sampler_cpu_s": record.overhead.get("sampler_cpu_s"),
         "profiled_steps": len(profiled),
-        "profiled_step_ms_median": round(statistics.median(profiled) * 1e3, 3) if profiled else None,
+        "profiled_step_ms_median": round(statistics.median(profiled) * 1e3, 3)
+        if profiled
+        else None,
         "profiler_slowdown_x": round(statistics.median(profiled) / median_plain, 2)
         if profiled
         else None,

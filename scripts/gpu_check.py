@@ -56,9 +56,24 @@ def main() -> int:
     record_path = args.out / "quickstart" / "run.json"
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "samples" / "quickstart.py"), "--output", str(record_path),
-         "--steps", "40", "--batch-size", "128", "--image-size", "112", "--workers", "4", "--trace"],
-        capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            str(ROOT / "samples" / "quickstart.py"),
+            "--output",
+            str(record_path),
+            "--steps",
+            "40",
+            "--batch-size",
+            "128",
+            "--image-size",
+            "112",
+            "--workers",
+            "4",
+            "--trace",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     results["quickstart_s"] = round(time.perf_counter() - t0, 1)
     check("quickstart ran", proc.returncode == 0, proc.stderr[-800:] if proc.returncode else "")
@@ -76,14 +91,20 @@ def main() -> int:
     results["collectors"] = {k: v.reason or "ok" for k, v in record.collectors.items()}
     supported = gpm_supported()
     gpm_values = [
-        v for g in gpus if g.gpm for v in g.gpm.tensor_active_pct + g.gpm.sm_active_pct
+        v
+        for g in gpus
+        if g.gpm
+        for v in g.gpm.tensor_active_pct + g.gpm.sm_active_pct
         if v is not None
     ]
     if supported:
         check("GPM series (GPU supports GPM)", bool(gpm_values), f"{len(gpm_values)} values")
     else:
-        check("GPM reported unavailable", not record.collectors.get("gpm", None)
-              or not record.collectors["gpm"].available, f"support={supported}")
+        check(
+            "GPM reported unavailable",
+            not record.collectors.get("gpm", None) or not record.collectors["gpm"].available,
+            f"support={supported}",
+        )
     summary = record.profiler.summary if record.profiler else None
     kernels = summary.kernel_count if summary else 0
     check("CUDA kernels in the window summary", kernels > 0, f"{kernels} kernels")
@@ -98,11 +119,27 @@ def main() -> int:
     for fmt in ("html", "md", "json", "text"):
         out = args.out / f"quickstart.{fmt}"
         rc = subprocess.run(
-            [sys.executable, "-m", "torchdiag", "report", str(record_path), "--format", fmt,
-             "-o", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "torchdiag",
+                "report",
+                str(record_path),
+                "--format",
+                fmt,
+                "-o",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-        check(f"report --format {fmt}", rc.returncode == 0 and out.stat().st_size > 0,
-              rc.stderr[-300:])
+        check(
+            f"report --format {fmt}",
+            rc.returncode == 0 and out.stat().st_size > 0,
+            rc.stderr[-300:],
+        )
     results["checks"] = [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks]
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     return 0 if all(ok for _, ok, _ in checks) else 1

@@ -61,7 +61,13 @@ def test_missing_file(tmp_path, run_cli):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["report"], ["frobnicate"], ["report", "x.json", "--format", "pdf"], ["report", "--bogus"]],
+    [
+        [],
+        ["report"],
+        ["frobnicate"],
+        ["report", "x.json", "--format", "pdf"],
+        ["report", "--bogus"],
+    ],
 )
 def test_usage_errors(run_cli, argv):
     code, _, err = run_cli(*argv)

@@ -44,7 +44,8 @@ def test_single_process_wait_is_measured(tmp_path):
     assert record.steps.count == 6
     # Two items of 10 ms per batch: at least 20 ms of waiting in every step.
     assert min(record.steps.input_wait_ms) >= 19.0
-    assert all(w <= s + 1e-9 for w, s in zip(record.steps.input_wait_ms, record.steps.wall_ms))
+    steps = record.steps
+    assert all(w <= s + 1e-9 for w, s in zip(steps.input_wait_ms, steps.wall_ms, strict=True))
     (info,) = record.environment.loaders
     assert info.num_workers == 0
     assert info.iterator == "_SingleProcessDataLoaderIter"

@@ -90,7 +90,9 @@ def test_report_json_finds_the_stall(captured):
         assert key in stall
 
 
-@pytest.mark.parametrize(("fmt", "marker"), [("html", "<html"), ("md", "dataloader-stall"), ("text", "dataloader-stall")])
+@pytest.mark.parametrize(
+    ("fmt", "marker"), [("html", "<html"), ("md", "dataloader-stall"), ("text", "dataloader-stall")]
+)
 def test_report_formats(captured, tmp_path, fmt, marker):
     target = tmp_path / f"report.{fmt}"
     out = _report(str(captured), "--format", fmt, "-o", str(target))

@@ -42,8 +42,17 @@ def _record(
     )
     env = Environment(
         cpu_count_logical=cores,
-        loaders=[LoaderInfo(loader_id=0, batch_size=64, num_workers=workers, wait_s=wait_ms * steps / 1e3,
-                            iterator="_SingleProcessDataLoaderIter" if workers == 0 else "_MultiProcessingDataLoaderIter")],
+        loaders=[
+            LoaderInfo(
+                loader_id=0,
+                batch_size=64,
+                num_workers=workers,
+                wait_s=wait_ms * steps / 1e3,
+                iterator="_SingleProcessDataLoaderIter"
+                if workers == 0
+                else "_MultiProcessingDataLoaderIter",
+            )
+        ],
     )
     samples = None
     if gpu_util is not None or worker_cpu_pct is not None:

@@ -24,7 +24,10 @@ def _record() -> RunRecord:
     return RunRecord(
         name="train.py",
         status=RunStatus(state="failed", exception_type="ValueError", message="bad <value>"),
-        collectors={"nvml": CollectorStatus(available=False, reason="no GPU"), "a": CollectorStatus(available=True)},
+        collectors={
+            "nvml": CollectorStatus(available=False, reason="no GPU"),
+            "a": CollectorStatus(available=True),
+        },
         steps=StepSeries(
             detection="optimizer",
             count=2,

@@ -30,7 +30,10 @@ class PlantedError(Exception):
 
 def test_exception_passes_through_and_record_says_failed(tmp_path, model_opt):
     err = PlantedError("boom <at> step 3")
-    with pytest.raises(PlantedError) as caught, torchdiag.profile(tmp_path / "run.json", profile_steps=0):
+    with (
+        pytest.raises(PlantedError) as caught,
+        torchdiag.profile(tmp_path / "run.json", profile_steps=0),
+    ):
         for i in range(5):
             _step(*model_opt)
             if i == 2:
@@ -44,7 +47,10 @@ def test_exception_passes_through_and_record_says_failed(tmp_path, model_opt):
 
 
 def test_keyboard_interrupt_is_recorded_as_interrupted(tmp_path, model_opt):
-    with pytest.raises(KeyboardInterrupt), torchdiag.profile(tmp_path / "run.json", profile_steps=0):
+    with (
+        pytest.raises(KeyboardInterrupt),
+        torchdiag.profile(tmp_path / "run.json", profile_steps=0),
+    ):
         _step(*model_opt)
         raise KeyboardInterrupt
     assert load_record(tmp_path / "run.json").status.state == "interrupted"
@@ -62,7 +68,10 @@ def test_completed_run(tmp_path, model_opt):
 
 
 def test_reentry_is_refused_with_a_clear_message(tmp_path):
-    with torchdiag.profile(tmp_path / "a.json", profile_steps=0), pytest.raises(RuntimeError, match="already active"):
+    with (
+        torchdiag.profile(tmp_path / "a.json", profile_steps=0),
+        pytest.raises(RuntimeError, match="already active"),
+    ):
         with torchdiag.profile(tmp_path / "b.json", profile_steps=0):
             pass
     assert (tmp_path / "a.json").exists()

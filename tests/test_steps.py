@@ -66,8 +66,8 @@ def test_series_is_bounded_and_preserves_totals():
     assert len(s.steps) <= 8
     assert sum(s.steps) == 1000
     assert s.first_step[0] == 0
-    assert all(b == a + n for a, b, n in zip(s.first_step, s.first_step[1:], s.steps))
-    mean_of_rows = sum(w * n for w, n in zip(s.wall_ms, s.steps)) / 1000
+    assert all(b == a + n for a, b, n in zip(s.first_step, s.first_step[1:], s.steps, strict=False))
+    mean_of_rows = sum(w * n for w, n in zip(s.wall_ms, s.steps, strict=False)) / 1000
     assert mean_of_rows == pytest.approx(sum(walls) / 1000 * 1e3)
     assert max(s.max_wall_ms) == pytest.approx(1000.0)
 

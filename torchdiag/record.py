@@ -414,7 +414,7 @@ def decode_record(data: bytes | str) -> RunRecord:
             raise RecordError(
                 f"record schema {schema!r} is not supported by this torchdiag (reads {SCHEMA!r})"
             )
-        raise RecordError(f"not a torchdiag run record (missing \"schema\": {SCHEMA!r})")
+        raise RecordError(f'not a torchdiag run record (missing "schema": {SCHEMA!r})')
     try:
         return _DECODER.decode(data)
     except msgspec.ValidationError as exc:

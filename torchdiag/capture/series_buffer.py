@@ -158,5 +158,3 @@ def _merge_pairs(accumulator: _Accumulator, values: list[Any], weights: list[int
         merged.append(accumulator.result())
         accumulator.reset()
     return merged
-
-

@@ -320,9 +320,7 @@ class Run:
 
     # -- record --------------------------------------------------------------------------------
 
-    def _build_record(
-        self, status: RunStatus, ended: dt.datetime, samples: Any
-    ) -> RunRecord:
+    def _build_record(self, status: RunStatus, ended: dt.datetime, samples: Any) -> RunRecord:
         env = self._environment or Environment()
         env.distributed = self._dist
         if self._loader_watch is not None:

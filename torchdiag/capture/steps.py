@@ -20,7 +20,6 @@ from torchdiag.record import StepSeries
 Detection = Literal["optimizer", "manual", "profiler", "none"]
 
 
-
 _COLUMNS = {
     "first_step": Merge.FIRST,
     "start_s": Merge.FIRST,
