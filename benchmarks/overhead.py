@@ -81,16 +81,23 @@ def main() -> None:
     plain: list[float] = []
     monitored: list[float] = []
     enter_exit: list[float] = []
+    pair_ratios: list[float] = []
     for block in range(args.blocks):
-        # Alternate which side goes first so drift over time does not favour either.
+        # Alternate which side goes first so drift over time does not favour either, and compare
+        # each monitored block with the plain block run right beside it.
+        medians = {}
         for side in (0, 1) if block % 2 == 0 else (1, 0):
             if side == 0:
-                plain += timed_steps(step, args.steps)
+                times = timed_steps(step, args.steps)
+                plain += times
             else:
                 t0 = time.perf_counter()
                 with torchdiag.profile(out_dir / f"m{block}.json", profile_steps=0):
-                    monitored += timed_steps(step, args.steps)
-                enter_exit.append(time.perf_counter() - t0 - sum(monitored[-args.steps :]))
+                    times = timed_steps(step, args.steps)
+                enter_exit.append(time.perf_counter() - t0 - sum(times))
+                monitored += times
+            medians[side] = statistics.median(times)
+        pair_ratios.append(medians[1] / medians[0])
 
     # The profiler window: 5 recorded steps after 5 skipped, one warm-up included.
     skip, window = 5, 5
@@ -111,6 +118,8 @@ def main() -> None:
         "median_step_ms_plain": round(median_plain * 1e3, 3),
         "median_step_ms_monitored": round(median_monitored * 1e3, 3),
         "monitor_overhead_pct": round((median_monitored / median_plain - 1) * 100, 2),
+        "monitor_overhead_pct_paired": round((statistics.median(pair_ratios) - 1) * 100, 2),
+        "paired_ratio_spread": [round(min(pair_ratios), 3), round(max(pair_ratios), 3)],
         "enter_exit_ms_median": round(statistics.median(enter_exit) * 1e3, 1),
         "sampler_cpu_s": record.overhead.get("sampler_cpu_s"),
         "profiled_steps": len(profiled),

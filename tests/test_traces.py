@@ -1,0 +1,678 @@
+"""torch.profiler trace reader: streaming decoder, summary, kernel classes, run records."""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import io
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from torchdiag.record import TraceSummary
+from torchdiag.traces.decode import NotATraceError, TraceDecoder, TraceError
+from torchdiag.traces.kernels import classify_kernel, kernel_class, tensor_core
+from torchdiag.traces.load import find_trace_files, read_trace, record_from_traces
+from torchdiag.traces.summary import merge_intervals, partition
+
+SHARED = Path("/work/shared/traces")
+H200 = SHARED / "h200"
+EXTERNAL = SHARED / "external"
+H200_TRACES = sorted(H200.glob("*.pt.trace.json.gz"))
+needs_h200 = pytest.mark.skipif(not H200_TRACES, reason="shared H200 traces not available")
+needs_external = pytest.mark.skipif(not EXTERNAL.is_dir(), reason="external traces not available")
+
+
+@functools.cache
+def summary_of(path: Path) -> TraceSummary:
+    return read_trace(path)
+
+
+def h200(name: str) -> TraceSummary:
+    return summary_of(H200 / f"{name}.pt.trace.json.gz")
+
+
+def breakdown_parts(b) -> list[float]:
+    return [
+        b.compute,
+        b.memcpy,
+        b.memset,
+        b.communication,
+        b.input_wait,
+        b.host_runtime,
+        b.cpu_only,
+        b.idle_host_wait,
+        b.idle_other,
+    ]
+
+
+def assert_consistent_steps(s: TraceSummary) -> None:
+    for step in s.steps:
+        b = step.breakdown
+        assert b.wall == pytest.approx(step.duration_ms)
+        assert all(p >= 0 for p in breakdown_parts(b)), b
+        assert sum(breakdown_parts(b)) == pytest.approx(b.wall, rel=1e-6, abs=1e-9)
+        assert step.gpu_busy_ms <= b.wall * (1 + 1e-9)
+        assert step.gpu_busy_ms == pytest.approx(
+            b.compute + b.memcpy + b.memset + b.communication, rel=1e-9, abs=1e-9
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoder
+
+
+def decode_all(data: bytes, *, block_size: int, chunk_size: int = 1 << 22) -> TraceDecoder:
+    decoder = TraceDecoder(io.BytesIO(data), block_size=block_size, chunk_size=chunk_size)
+    decoder.events = [e for chunk in decoder.chunks() for e in chunk]  # type: ignore[attr-defined]
+    return decoder
+
+
+def as_dict(e) -> dict:
+    out = {f: getattr(e, f) for f in ("ph", "cat", "name", "pid", "tid", "ts", "dur", "id")}
+    out["args"] = json.loads(bytes(e.args))
+    return out
+
+
+def expected_dict(raw: dict) -> dict:
+    defaults = {
+        "ph": "",
+        "cat": "",
+        "name": "",
+        "pid": 0,
+        "tid": 0,
+        "ts": 0.0,
+        "dur": 0.0,
+        "id": None,
+        "args": {},
+    }
+    return {k: raw.get(k, v) for k, v in defaults.items()}
+
+
+TRICKY_EVENTS = [
+    {
+        "ph": "X",
+        "cat": "cpu_op",
+        "name": 'op },{ "ph": "X" }, {',
+        "pid": 7,
+        "tid": 7,
+        "ts": 1.5,
+        "dur": 2,
+        "args": {"Input Dims": [[2, 3], []], "s": '}, {"a": 1}]'},
+    },
+    {
+        "ph": "i",
+        "cat": "cpu_instant_event",
+        "name": "[memory]",
+        "pid": "Spans",
+        "tid": "t 1",
+        "ts": 3,
+        "s": "t",
+        "args": {"nested": [{"a": {"b": [{}, {}]}}, {"c": '\\"},{'}]},
+    },
+    {"ph": "f", "id": 12, "pid": 0, "tid": 7, "ts": 4.25, "cat": "ac2g", "name": "ac2g", "bp": "e"},
+    {"name": "process_name", "ph": "M", "pid": 7, "tid": 0, "args": {"name": "py\u00e9\u4e2d"}},
+    {
+        "ph": "X",
+        "cat": "kernel",
+        "name": "k" * 3000,
+        "pid": 0,
+        "tid": 7,
+        "ts": 10,
+        "dur": 0.5,
+        "args": {"correlation": 5, "grid": [1, 1, 1]},
+    },
+    {},
+] + [
+    {
+        "ph": "X",
+        "cat": "cpu_op",
+        "name": f"aten::op{i}",
+        "pid": 7,
+        "tid": 7,
+        "ts": i,
+        "dur": 1,
+        "args": {"External id": i},
+    }
+    for i in range(40)
+]
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize("form", ["object", "array", "object-keys-after"])
+@pytest.mark.parametrize("block_size,chunk_size", [(1, 1), (7, 50), (64, 1 << 22), (1 << 20, 300)])
+def test_decoder_matches_json_loads(indent, form, block_size, chunk_size):
+    if form == "array":
+        doc: object = TRICKY_EVENTS
+    elif form == "object":
+        doc = {
+            "schemaVersion": 1,
+            "deviceProperties": [{"id": 0, "name": "},{"}],
+            "traceEvents": TRICKY_EVENTS,
+        }
+    else:
+        doc = {
+            "schemaVersion": 1,
+            "traceEvents": TRICKY_EVENTS,
+            "INFO": [{"m": "x},{"}, {"m": "y"}],
+            "distributedInfo": {"rank": 3},
+            "traceName": 'a}, {"b',
+            "baseTimeNanoseconds": 17,
+        }
+    data = json.dumps(doc, indent=indent, ensure_ascii=False).encode()
+    decoder = decode_all(data, block_size=block_size, chunk_size=chunk_size)
+    expected = json.loads(data)
+    events = expected if isinstance(expected, list) else expected.pop("traceEvents")
+    assert [as_dict(e) for e in decoder.events] == [expected_dict(e) for e in events]
+    assert decoder.metadata == ({} if isinstance(expected, list) else expected)
+    assert decoder.form == ("array" if form == "array" else "object")
+    assert not decoder.trailing_data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[]",
+        b" [ \n ] ",
+        b'{"traceEvents": []}',
+        b"\xef\xbb\xbf[]",
+        b'{"a": 1, "traceEvents" : [ ], "b": [{}, {}]}',
+    ],
+)
+def test_decoder_empty_arrays(data):
+    decoder = decode_all(data, block_size=3)
+    assert decoder.events == []
+
+
+def test_decoder_reads_gzip_and_plain_alike(tmp_path):
+    data = json.dumps({"traceEvents": TRICKY_EVENTS}).encode()
+    (tmp_path / "t.json").write_bytes(data)
+    (tmp_path / "t.json.gz").write_bytes(gzip.compress(data))
+    plain = read_trace(tmp_path / "t.json", block_size=100)
+    packed = read_trace(tmp_path / "t.json.gz", block_size=100)
+    assert plain.event_count == packed.event_count == len(TRICKY_EVENTS)
+    packed.origin = plain.origin
+    assert msgspec.json.encode(plain) == msgspec.json.encode(packed)
+
+
+@pytest.mark.parametrize(
+    "data,error",
+    [
+        (b"", TraceError),
+        (b"   ", TraceError),
+        (b"hello", NotATraceError),
+        (b'{"schemaVersion": 1}', NotATraceError),
+        (b'{"traceEvents": [{"ph": "X"}, {"ph": "X", "ts": 1', TraceError),
+        (b'{"traceEvents": [{"ph": "X"}, {"ph": "X"}]', TraceError),
+        (b'{"traceEvents": [{"ph": "X"}, {"ph": "X" oops}, {"ph": "X"}]}', TraceError),
+        (b'{"traceEvents": [1, 2]}', TraceError),
+    ],
+)
+def test_decoder_errors(data, error):
+    with pytest.raises(error):
+        decode_all(data, block_size=5)
+
+
+def test_decoder_skips_entries_that_are_not_events():
+    decoder = decode_all(b'[{"ph": "X", "name": 5}, 3, {"ph": "i", "name": "ok"}]', block_size=4)
+    assert [e.name for e in decoder.events] == ["ok"]
+    assert decoder.invalid_events == 2
+
+
+def test_truncated_gzip_is_a_trace_error(tmp_path):
+    data = gzip.compress(json.dumps({"traceEvents": TRICKY_EVENTS * 50}).encode())
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceError):
+        read_trace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interval algebra
+
+
+def test_partition_priorities_add_up():
+    a = merge_intervals([0, 5, 30], [10, 12, 40])
+    b = merge_intervals([8, 35], [20, 50])
+    assert a == ([0, 30], [12, 40])
+    parts = partition(-5, 45, [a, b])
+    assert parts == pytest.approx([22, 13, 15])  # a: 0-12, 30-40; b: 12-20, 40-45; rest
+    assert sum(parts) == pytest.approx(50)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary semantics on a small hand-made trace
+
+
+def synthetic_trace() -> dict:
+    def x(cat, name, ts, dur, pid=1, tid=1, **args):
+        return {
+            "ph": "X",
+            "cat": cat,
+            "name": name,
+            "pid": pid,
+            "tid": tid,
+            "ts": ts,
+            "dur": dur,
+            "args": args,
+        }
+
+    events = [
+        # GPU first and shuffled: real traces are not sorted either.
+        x("kernel", "ncclDevKernel_AllReduce_Sum_f32", 120, 20, pid=0, tid=7, correlation=2),
+        x("kernel", "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn", 110, 20, pid=0, tid=7, correlation=1),
+        x("gpu_memcpy", "Memcpy HtoD (Pageable -> Device)", 150, 10, pid=0, tid=7),
+        x("gpu_memset", "Memset (Device)", 155, 10, pid=0, tid=7),
+        x(
+            "kernel",
+            "void at::native::vectorized_elementwise_kernel<4>",
+            260,
+            10,
+            pid=0,
+            tid=7,
+            correlation=3,
+        ),
+        x("user_annotation", "ProfilerStep#7", 200, 100),
+        x("user_annotation", "ProfilerStep#6", 100, 100),
+        x("gpu_user_annotation", "ProfilerStep#6", 110, 60, pid=0, tid=7),
+        x(
+            "user_annotation",
+            "enumerate(DataLoader)#_MultiProcessingDataLoaderIter.__next__",
+            170,
+            20,
+        ),
+        x(
+            "cpu_op",
+            "aten::linear",
+            100,
+            40,
+            **{"Input type": ["float", "float", ""], "Input Dims": [[8, 4], [2, 4], []]},
+        ),
+        x("cpu_op", "aten::addmm", 100, 30),
+        x("cuda_runtime", "cudaLaunchKernel", 101, 3, correlation=1),
+        x("cuda_runtime", "cudaLaunchKernel", 105, 3, correlation=2),
+        x("cuda_runtime", "cudaDeviceSynchronize", 192, 6),
+        x("cpu_op", "aten::mul", 250, 20),
+        x("cuda_runtime", "cudaLaunchKernel", 251, 2, correlation=3),
+        {
+            "ph": "i",
+            "cat": "cpu_instant_event",
+            "name": "[memory]",
+            "pid": 1,
+            "tid": 1,
+            "ts": 210,
+            "s": "t",
+            "args": {
+                "Total Allocated": 100,
+                "Total Reserved": 200,
+                "Device Id": 0,
+                "Device Type": 1,
+            },
+        },
+        {
+            "ph": "i",
+            "cat": "cpu_instant_event",
+            "name": "[memory]",
+            "pid": 1,
+            "tid": 1,
+            "ts": 205,
+            "s": "t",
+            "args": {
+                "Total Allocated": 300,
+                "Total Reserved": 400,
+                "Device Id": 0,
+                "Device Type": 1,
+            },
+        },
+    ]
+    return {
+        "schemaVersion": 1,
+        "deviceProperties": [
+            {
+                "id": 0,
+                "name": "NVIDIA H100",
+                "totalGlobalMem": 80,
+                "computeMajor": 9,
+                "computeMinor": 0,
+                "numSms": 132,
+            }
+        ],
+        "traceEvents": events,
+        "distributedInfo": {"backend": "nccl", "rank": 2, "world_size": 4},
+    }
+
+
+def test_synthetic_summary(tmp_path):
+    path = tmp_path / "syn.json"
+    path.write_text(json.dumps(synthetic_trace()))
+    s = read_trace(path)
+    assert s.step_detection == "profiler-step"
+    assert [st.number for st in s.steps] == [6, 7]
+    assert s.rank == 2 and s.has_gpu and s.device_kind == "cuda" and s.format == "kineto"
+    assert s.devices[0].capability == "9.0" and s.devices[0].multiprocessors == 132
+    b6 = s.steps[0].breakdown
+    # Step 6 is [100, 200] µs: comm 120-140, compute 110-120, memcpy 150-160, memset 160-165,
+    # then, while the GPU is idle: DataLoader 170-190; runtime 101-104, 105-108, 192-198;
+    # inside operators 100-101, 104-105, 108-110.
+    assert b6.wall == pytest.approx(0.1)
+    assert b6.communication == pytest.approx(0.020)
+    assert b6.compute == pytest.approx(0.010)
+    assert b6.memcpy == pytest.approx(0.010)
+    assert b6.memset == pytest.approx(0.005)
+    assert b6.input_wait == pytest.approx(0.020)
+    assert b6.host_runtime == pytest.approx(0.012)
+    assert b6.idle_host_wait == pytest.approx(0.004)
+    assert b6.idle_other == pytest.approx(
+        0.1 - 0.020 - 0.010 - 0.010 - 0.005 - 0.020 - 0.012 - 0.004
+    )
+    assert s.steps[0].kernels == 2 and s.steps[0].gpu_busy_ms == pytest.approx(0.045)
+    assert s.steps[1].kernels == 1
+    assert_consistent_steps(s)
+    assert s.gpu_busy_ms == pytest.approx(0.055)
+    assert s.kernel_count == 3 and s.kernel_time_ms == pytest.approx(0.05)
+    ops = {o.name: o for o in s.top_ops}
+    assert ops["aten::linear"].total_ms == pytest.approx(0.040)
+    assert ops["aten::linear"].self_ms == pytest.approx(0.010)
+    assert ops["aten::linear"].gpu_ms == pytest.approx(0.040)  # inclusive of aten::addmm
+    assert ops["aten::addmm"].gpu_ms == pytest.approx(0.040)
+    assert ops["aten::mul"].gpu_ms == pytest.approx(0.010)
+    assert ops["aten::linear"].input_dtypes == ["float"]
+    assert ops["aten::linear"].input_shapes == ["8x4, 2x4"]
+    kernels = {k.name: k for k in s.top_kernels}
+    assert kernels["ncclDevKernel_AllReduce_Sum_f32"].kernel_class == "communication"
+    assert kernels["sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn"].tensor_core is True
+    assert s.kernel_class_ms == pytest.approx(
+        {"communication": 0.02, "gemm": 0.02, "elementwise": 0.01}
+    )
+    assert s.dataloader_iterators == {"_MultiProcessingDataLoaderIter": 1}
+    (mem,) = s.memory
+    assert mem.t_us == [205, 210] and mem.allocated_bytes == [300, 100]
+    assert mem.peak_allocated_bytes == 300 and mem.peak_reserved_bytes == 400
+
+
+def test_nested_same_name_ops_count_once(tmp_path):
+    events = [
+        {
+            "ph": "X",
+            "cat": "cpu_op",
+            "name": "aten::conv2d",
+            "pid": 1,
+            "tid": 1,
+            "ts": 0,
+            "dur": 10,
+        },
+        {"ph": "X", "cat": "cpu_op", "name": "aten::conv2d", "pid": 1, "tid": 1, "ts": 1, "dur": 8},
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 2, "ts": 0, "dur": 4},
+    ]
+    path = tmp_path / "nested.json"
+    path.write_text(json.dumps(events))
+    s = read_trace(path)
+    ops = {o.name: o for o in s.top_ops}
+    assert ops["aten::conv2d"].calls == 2
+    assert ops["aten::conv2d"].total_ms == pytest.approx(0.010)
+    assert ops["aten::conv2d"].self_ms == pytest.approx(0.010)  # 2 outer + 8 inner
+    assert s.step_detection == "fallback" and len(s.steps) == 1
+    assert not s.has_gpu and s.device_kind is None
+    assert s.steps[0].breakdown.cpu_only == pytest.approx(0.010)  # main process: both threads
+    assert_consistent_steps(s)
+
+
+def test_memory_timeline_is_downsampled_keeping_the_peak(tmp_path):
+    events = [
+        {
+            "ph": "i",
+            "cat": "cpu_instant_event",
+            "name": "[memory]",
+            "pid": 1,
+            "tid": 1,
+            "ts": (i * 7919) % 3000,
+            "args": {
+                "Total Allocated": (i * 7919) % 3000 + (10_000 if i == 1234 else 0),
+                "Total Reserved": 5000,
+                "Device Id": 1,
+                "Device Type": 1,
+            },
+        }
+        for i in range(3000)
+    ]
+    path = tmp_path / "mem.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    (mem,) = read_trace(path).memory
+    assert mem.device == 1
+    assert len(mem.t_us) <= 512 and mem.t_us == sorted(mem.t_us)
+    assert mem.peak_allocated_bytes == max(mem.allocated_bytes) == 10_000 + (1234 * 7919) % 3000
+
+
+def test_empty_trace(tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_text('{"schemaVersion": 1, "traceEvents": []}')
+    s = read_trace(path)
+    assert s.event_count == 0 and s.steps == [] and s.step_detection == "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernel classification
+
+
+@pytest.mark.parametrize(
+    "name,cls,tc",
+    [
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "gemm", True),
+        ("sm80_xmma_gemm_f32f32_f32f32_f32_tn_n_tilesize128x128x8_stage3_ffma", "gemm", False),
+        ("void cutlass::Kernel2<cutlass_80_simt_sgemm_128x256_8x4_nt_align1>(x)", "gemm", False),
+        ("void cutlass::Kernel<cutlass_80_tensorop_s1688gemm_256x64_16x4_nn_align4>", "gemm", True),
+        ("volta_sgemm_128x64_nn", "gemm", False),
+        ("ampere_sgemm_32x128_tn", "gemm", False),
+        ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "gemm", True),
+        ("sm90_xmma_fprop_implicit_gemm_f32f32_tf32f32_f32_nhwckrsc_nhwc", "convolution", True),
+        ("void implicit_convolve_sgemm<float, float, 128, 5, 5>(int)", "convolution", False),
+        ("volta_scudnn_128x64_relu_interior_nn_v1", "convolution", False),
+        ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7", "attention", True),
+        (
+            "fmha_cutlassF_f32_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel)",
+            "attention",
+            False,
+        ),
+        ("void flash_fwd_kernel<Flash_fwd_kernel_traits<128, 64, 64, 4>>", "attention", True),
+        (
+            "ncclDevKernel_AllReduce_Sum_f32_RING_LL(ncclDevKernelArgsStorage<4096ul>)",
+            "communication",
+            None,
+        ),
+        (
+            "void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>",
+            "elementwise",
+            None,
+        ),
+        ("void at::native::reduce_kernel<128, 4, at::native::ReduceOp<float>>", "reduction", None),
+        ("void cudnn::bn_fw_tr_1C11_kernel_NCHW<float, float, int, 128>", "normalization", None),
+        ("void at::native::elementwise_kernel<128, 2, direct_copy_kernel_cuda>", "copy", None),
+        ("void at::native::(anonymous namespace)::max_pool_forward_nchw<float>", "other", None),
+        ("triton_tem_fused_mm_0", "gemm", None),
+        ("triton_poi_fused_add_0", "elementwise", None),
+        ("void fbgemm_gpu::permute_2D_lengths_kernel<int>", "copy", None),
+    ],
+)
+def test_kernel_classes(name, cls, tc):
+    assert kernel_class(name) == cls
+    assert tensor_core(name) is tc
+    assert classify_kernel(name) == (cls, tc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real H200 traces
+
+
+@needs_h200
+@pytest.mark.parametrize("path", H200_TRACES, ids=lambda p: p.name.split(".")[0])
+def test_h200_trace_summaries(path):
+    s = summary_of(path)
+    assert s.format == "kineto" and s.origin == path.name
+    assert s.step_detection == "profiler-step"
+    assert [st.number for st in s.steps] == [2, 3, 4, 5]
+    assert_consistent_steps(s)
+    assert s.has_gpu and s.device_kind == "cuda"
+    assert [(d.name, d.capability) for d in s.devices] == [("NVIDIA H200", "9.0")]
+    assert s.kernel_count > 0 and sum(st.kernels for st in s.steps) <= s.kernel_count
+    assert 0 < s.gpu_busy_ms <= min(s.kernel_time_ms + 1e3, s.span_ms)
+    assert 0 < len(s.top_kernels) <= 50 and 0 < len(s.top_ops) <= 50
+    totals = [k.total_ms for k in s.top_kernels]
+    assert totals == sorted(totals, reverse=True)
+    assert sum(s.kernel_class_ms.values()) == pytest.approx(s.kernel_time_ms)
+    for k in s.top_kernels:
+        assert k.median_us <= k.max_us and k.calls > 0
+    for op in s.top_ops:
+        assert 0 <= op.self_ms <= op.total_ms + 1e-9
+    assert s.memory and all(len(m.t_us) <= 512 for m in s.memory)
+    assert all(m.peak_allocated_bytes == max(m.allocated_bytes) for m in s.memory)
+
+
+@needs_h200
+def test_dataloader_stall_shows_input_wait():
+    s = h200("dataloader_stall_w0")
+    assert s.dataloader_iterators == {"_SingleProcessDataLoaderIter": 4}
+    for step in s.steps:
+        assert step.breakdown.input_wait > 0.5 * step.breakdown.wall
+    healthy = h200("healthy_resnet_amp")
+    assert all(st.breakdown.input_wait == 0 for st in healthy.steps)
+
+
+@needs_h200
+def test_resnet_fp32_kernels():
+    s = h200("resnet_fp32")
+    matrix = [k for k in s.top_kernels if k.kernel_class in ("convolution", "gemm")]
+    assert any(k.kernel_class == "convolution" for k in s.top_kernels[:10])
+    for k in s.top_kernels:
+        lowered = k.name.lower()
+        if "implicit_gemm" in lowered or "convolve" in lowered:
+            assert k.kernel_class == "convolution", k.name
+        if "tf32" in lowered:
+            assert k.tensor_core is True, k.name  # cuDNN's default TF32 convolutions
+        elif any(m in lowered for m in ("sgemm", "ffma", "f32f32_f32f32")):
+            assert k.tensor_core is False, k.name
+    assert matrix
+    amp = h200("healthy_resnet_amp")
+    amp_matrix = [k for k in amp.top_kernels if k.kernel_class in ("convolution", "gemm")]
+    tc_ms = sum(k.total_ms for k in amp_matrix if k.tensor_core)
+    assert tc_ms > 0.8 * sum(k.total_ms for k in amp_matrix)
+    assert any("c10::BFloat16" in op.input_dtypes for op in amp.top_ops)
+
+
+@needs_h200
+def test_transformer_fp32_gemms_are_not_on_tensor_cores():
+    fp32 = h200("transformer_fp32")
+    gemm = [k for k in fp32.top_kernels if k.kernel_class == "gemm"]
+    no_tc = sum(k.total_ms for k in gemm if k.tensor_core is False)
+    assert no_tc > 0.9 * sum(k.total_ms for k in gemm)
+    amp = h200("transformer_amp")
+    assert all(k.tensor_core for k in amp.top_kernels if k.kernel_class == "gemm")
+
+
+@needs_h200
+def test_op_gpu_time_links_kernels_to_operators():
+    s = h200("healthy_resnet_amp")
+    ops = {o.name: o for o in s.top_ops}
+    assert ops["aten::cudnn_convolution"].gpu_ms > 0
+    assert ops["aten::convolution"].gpu_ms >= ops["aten::cudnn_convolution"].gpu_ms
+    assert "256x3x224x224, 64x3x7x7" in ops["aten::convolution"].input_shapes
+
+
+@needs_h200
+def test_summary_is_deterministic_and_independent_of_block_size():
+    path = H200 / "transformer_sync_each_step.pt.trace.json.gz"
+    a = msgspec.json.encode(read_trace(path))
+    b = msgspec.json.encode(read_trace(path))
+    c = msgspec.json.encode(read_trace(path, block_size=1 << 16))
+    assert a == b == c
+
+
+@needs_h200
+def test_record_from_directory():
+    record = record_from_traces(H200)
+    assert [t.origin for t in record.traces] == [p.name for p in H200_TRACES]
+    assert find_trace_files(H200) == H200_TRACES  # *.samples.json and summary.json left out
+    assert record.source == "trace" and record.name == "h200"
+    assert record.steps.detection == "profiler" and record.steps.count == 4
+    assert record.environment.devices[0].name == "NVIDIA H200"
+    assert record.environment.cuda_version == "13.0"
+    assert record.started_utc.startswith("20")
+    decoded = msgspec.json.decode(record.to_json())
+    assert decoded["schema"] == "torchdiag.run/1"
+
+
+# ---------------------------------------------------------------------------------------------
+# Other real traces
+
+
+@needs_external
+def test_distributed_trace_record():
+    record = record_from_traces(EXTERNAL / "hta" / "df_index_resolver.json.gz")
+    assert record.name == "df_index_resolver.json.gz"
+    assert (record.rank, record.world_size) == (1, 2)
+    assert record.environment.distributed.backend == "nccl"
+    assert record.started_utc.startswith("2022-11-30")
+    assert len(record.environment.devices) == 2
+    assert record.steps.detection == "profiler" and record.steps.count == 5
+    (s,) = record.traces
+    assert s.rank == 1 and s.kernel_count == 19370
+    assert record.steps.wall_ms == [st.duration_ms for st in s.steps]
+    assert_consistent_steps(s)
+    assert all(st.breakdown.communication > 0 for st in s.steps)
+    assert s.kernel_class_ms["communication"] > 0
+
+
+@needs_external
+def test_nccl_trace():
+    s = summary_of(EXTERNAL / "hta" / "nccl_data.json.gz")
+    assert s.rank == 0 and len(s.steps) == 3 and s.format == "kineto"
+    assert any(k.kernel_class == "communication" for k in s.top_kernels)
+    assert any("baseTimeNanoseconds" in n for n in s.notes)
+    assert_consistent_steps(s)
+
+
+@needs_external
+def test_cpu_only_trace():
+    s = summary_of(EXTERNAL / "dtu_mlops" / "trace.json")
+    assert not s.has_gpu and s.kernel_count == 0 and s.device_kind is None
+    assert s.step_detection == "fallback" and len(s.steps) == 1
+    b = s.steps[0].breakdown
+    assert b.cpu_only > 0.5 * b.wall and b.compute == 0
+    assert_consistent_steps(s)
+    assert s.top_ops[0].total_ms > 0 and s.top_ops[0].input_shapes
+    assert s.memory == []  # CPU allocator only: its peak goes to the notes
+    assert any("host allocator peak" in n for n in s.notes)
+
+
+@needs_external
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in EXTERNAL.glob("*/*") if p.name != "MANIFEST.tsv")
+    if EXTERNAL.is_dir()
+    else [],
+    ids=lambda p: p.name,
+)
+def test_external_traces_do_not_crash(path):
+    try:
+        s = summary_of(path)
+    except TraceError:
+        return  # acceptable for odd formats, as long as the error is a TraceError
+    assert_consistent_steps(s)
+    assert s.event_count > 0
+
+
+def test_record_from_directory_skips_json_that_is_not_a_trace(tmp_path):
+    (tmp_path / "b.json").write_text(json.dumps(synthetic_trace()))
+    (tmp_path / "config.json").write_text('{"lr": 0.1}')
+    (tmp_path / "notes.txt").write_text("not json")
+    record = record_from_traces(tmp_path)
+    assert [t.origin for t in record.traces] == ["b.json"]
+    assert "config.json" in (record.collectors["trace"].reason or "")
+    assert (record.rank, record.world_size) == (2, 4)
+    assert record.steps.first_step == [6, 7] and record.steps.wall_ms == pytest.approx([0.1] * 2)
+    assert record.steps.input_wait_ms == pytest.approx([0.02, 0.0])
+    with pytest.raises(NotATraceError):
+        record_from_traces(tmp_path / "config.json")
+    with pytest.raises(TraceError):
+        record_from_traces([])

@@ -1,0 +1,182 @@
+"""The typed event model of a Chrome / Kineto trace, and the compact storage the summary keeps.
+
+:class:`Event` is what the decoder produces for every element of ``traceEvents``: the few fields
+every analysis needs, typed, with ``args`` left undecoded (:class:`msgspec.Raw`) because most
+events' arguments are never looked at. The ``*Args`` structs decode ``args`` for the few event
+kinds whose arguments matter; :func:`decode_args` does that and tolerates odd values.
+
+Nothing here keeps events: the summary turns each chunk of events into :class:`Interner` ids and
+columns of numbers (``array``), a few bytes per event instead of a Python object.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Any, TypeVar
+
+import msgspec
+
+__all__ = [
+    "CATEGORY_ALIASES",
+    "GPU_CATEGORIES",
+    "RUNTIME_CATEGORIES",
+    "Event",
+    "GpuArgs",
+    "GpuColumns",
+    "Interner",
+    "MemoryArgs",
+    "MemoryColumns",
+    "OpArgs",
+    "RuntimeArgs",
+    "ThreadColumns",
+    "decode_args",
+]
+
+_EMPTY_ARGS = msgspec.Raw(b"{}")
+
+
+class Event(msgspec.Struct, gc=False):
+    """One trace event. Times are microseconds (Kineto writes µs whatever ``displayTimeUnit``).
+
+    ``pid``/``tid`` are ints for real processes, threads and GPUs, and strings for Kineto's
+    pseudo-tracks ("Spans", "stream 7" in early Kineto). ``gc=False``: events hold no cycles, and
+    keeping hundreds of thousands of them out of the garbage collector makes decoding faster.
+    """
+
+    ph: str = ""
+    cat: str = ""
+    name: str = ""
+    pid: int | str = 0
+    tid: int | str = 0
+    ts: float = 0.0
+    dur: float = 0.0
+    id: int | str | None = None
+    args: msgspec.Raw = _EMPTY_ARGS
+
+
+class OpArgs(msgspec.Struct, gc=False):
+    """The arguments of a ``cpu_op`` that describe its inputs (with ``record_shapes=True``)."""
+
+    input_type: list[Any] | None = msgspec.field(name="Input type", default=None)
+    input_dims: list[Any] | None = msgspec.field(name="Input Dims", default=None)
+
+
+class GpuArgs(msgspec.Struct, gc=False):
+    """Kernel / memcpy / memset arguments: the runtime ``correlation`` links to the launch."""
+
+    correlation: int | None = None
+    stream: int | None = None
+
+
+class RuntimeArgs(msgspec.Struct, gc=False):
+    """CUDA/HIP runtime or driver call arguments."""
+
+    correlation: int | None = None
+
+
+class MemoryArgs(msgspec.Struct, gc=False):
+    """A ``[memory]`` instant event: allocator totals after one allocation or free."""
+
+    total_allocated: float | None = msgspec.field(name="Total Allocated", default=None)
+    total_reserved: float | None = msgspec.field(name="Total Reserved", default=None)
+    device_id: int = msgspec.field(name="Device Id", default=-1)
+    device_type: int = msgspec.field(name="Device Type", default=0)
+
+
+_A = TypeVar("_A", bound=msgspec.Struct)
+_ARG_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {}
+
+
+def decode_args(raw: msgspec.Raw, kind: type[_A]) -> _A | None:
+    """Decode ``raw`` into ``kind``; ``None`` when the arguments are not an object of that shape.
+
+    One malformed ``args`` (a string where a number belongs) must cost that event's detail, not
+    the whole trace.
+    """
+    decoder = _ARG_DECODERS.get(kind)
+    if decoder is None:
+        decoder = _ARG_DECODERS[kind] = msgspec.json.Decoder(kind)
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+# Early Kineto (2020-2021, PyTorch 1.8-1.9) used capitalised categories; map them to the modern
+# names so the same summary code reads both.
+CATEGORY_ALIASES: dict[str, str] = {
+    "Operator": "cpu_op",
+    "Runtime": "cuda_runtime",
+    "Kernel": "kernel",
+    "Memcpy": "gpu_memcpy",
+    "Memset": "gpu_memset",
+}
+GPU_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
+RUNTIME_CATEGORIES = frozenset(
+    {"cuda_runtime", "cuda_driver", "hip_runtime", "hip_driver", "privateuse1_runtime"}
+)
+
+
+class Interner:
+    """Maps strings (op and kernel names) to dense ints, so columns store 4 bytes per name."""
+
+    __slots__ = ("ids", "names")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def intern(self, name: str) -> int:
+        """The id of ``name``, assigning the next one on first sight."""
+        found = self.ids.get(name)
+        if found is None:
+            found = self.ids[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class ThreadColumns:
+    """What one host thread contributes to the global passes, one array entry per event.
+
+    Operators (start, duration, interned name) for nesting (self time) and the GPU time they
+    launch; runtime calls (start, end, correlation) to join kernels to their launching operator
+    and to tell when the host sat in the CUDA runtime.
+    """
+
+    __slots__ = ("op_dur", "op_name", "op_ts", "rt_corr", "rt_end", "rt_ts")
+
+    def __init__(self) -> None:
+        self.op_ts = array("d")
+        self.op_dur = array("d")
+        self.op_name = array("l")
+        self.rt_ts = array("d")
+        self.rt_end = array("d")
+        self.rt_corr = array("q")
+
+
+class GpuColumns:
+    """Every GPU activity interval (kernel, memcpy, memset) with its breakdown kind."""
+
+    __slots__ = ("end", "kind", "ts")
+
+    def __init__(self) -> None:
+        self.ts = array("d")
+        self.end = array("d")
+        self.kind = array("b")
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+
+class MemoryColumns:
+    """One device's allocator samples from ``[memory]`` events: time, allocated, reserved."""
+
+    __slots__ = ("allocated", "reserved", "ts")
+
+    def __init__(self) -> None:
+        self.ts = array("d")
+        self.allocated = array("q")
+        self.reserved = array("q")
