@@ -13,9 +13,9 @@ import pytest
 
 from torchdiag.record import TraceSummary
 from torchdiag.traces.decode import NotATraceError, TraceDecoder, TraceError
+from torchdiag.traces.intervals import merge_intervals, partition
 from torchdiag.traces.kernels import classify_kernel, kernel_class, tensor_core
 from torchdiag.traces.load import find_trace_files, read_trace, record_from_traces
-from torchdiag.traces.summary import merge_intervals, partition
 
 SHARED = Path("/work/shared/traces")
 H200 = SHARED / "h200"

@@ -1,0 +1,352 @@
+"""The HTML report's view-model: a record and its analysis turned into the template context.
+
+Every value is formatted here (with the number formatting shared by all report formats, from
+:mod:`torchdiag.report.verdict`), so the templates only lay it out. The chart data that the page
+carries as a JSON island is built here too, but serialised by :mod:`torchdiag.report.html`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+import torchdiag
+from torchdiag.analyze.finding import rank_findings
+from torchdiag.analyze.registry import Analysis
+from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.report.figures import build_figures, shared_series
+from torchdiag.report.verdict import (
+    format_bytes,
+    format_ms,
+    format_number,
+    format_pct,
+    format_seconds,
+    format_value,
+    has_steps,
+    headline,
+    headline_items,
+    trace_summary,
+    verdict,
+)
+
+# Tables are cut here; the page says how many rows were left out.
+MAX_TABLE_ROWS = 50
+# Kernel names can be whole C++ template instantiations; show the start and keep the full name in
+# the cell's title (tooltip).
+MAX_NAME_CHARS = 160
+
+
+def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(template context, chart data for the page's JSON island) of ``record`` and ``analysis``.
+
+    The context lacks only what rendering adds: the serialised island and the page assets.
+    """
+    summary = trace_summary(record)
+    figs = build_figures(record, summary)
+    data = {
+        "figures": figs,
+        "shared": shared_series(record),
+        "run": {
+            "name": record.name,
+            "source": record.source,
+            "status": msgspec.to_builtins(record.status),
+        },
+    }
+    context = {
+        "version": torchdiag.__version__,
+        "title": record.name or "torchdiag run",
+        "verdict": verdict(record, analysis),
+        "identity": _identity(record),
+        "headline": headline_items(headline(record)),
+        "status": _status(record),
+        "findings": _findings(analysis),
+        "skipped": [
+            {"id": s.id, "reason": s.reason} for s in sorted(analysis.skipped, key=lambda s: s.id)
+        ],
+        "has_steps": has_steps(record),
+        "steps_note": _steps_note(record),
+        "figures": sorted(figs),
+        "summary": _summary(record, summary, has_breakdown="breakdown" in figs),
+        "environment": _environment_view(record),
+        "collectors": [
+            {"name": name, "available": c.available, "reason": c.reason or ""}
+            for name, c in sorted(record.collectors.items())
+        ],
+    }
+    return context, data
+
+
+# ---------------------------------------------------------------------------------------------
+# Run: identity, status, findings
+
+
+def _identity(record: RunRecord) -> list[tuple[str, str]]:
+    env = record.environment
+    devices = ", ".join(sorted({d.name for d in env.devices})) or "none recorded"
+    rows = [
+        ("Name", record.name or "(unnamed)"),
+        ("Source", record.source),
+        ("Status", record.status.state),
+        ("Started", record.started_utc or "unknown"),
+        ("Torch", env.torch_version or "unknown"),
+        ("Devices", devices),
+    ]
+    if record.world_size > 1:
+        rows.append(("Rank", _rank(record)))
+    return rows
+
+
+def _status(record: RunRecord) -> dict[str, Any]:
+    st = record.status
+    rows = [
+        ("State", st.state),
+        ("Started (UTC)", record.started_utc or "unknown"),
+        ("Ended (UTC)", record.ended_utc or "—"),
+        ("Duration", format_seconds(record.duration_s) if record.duration_s else "—"),
+        ("Rank", _rank(record)),
+    ]
+    rows += [(f"Overhead: {k}", format_number(v)) for k, v in sorted(record.overhead.items())]
+    return {
+        "state": st.state,
+        "failed": st.state == "failed",
+        "exception_type": st.exception_type or "",
+        "message": st.message or "",
+        "rows": rows,
+    }
+
+
+def _rank(record: RunRecord) -> str:
+    return f"{record.rank} of {record.world_size}"
+
+
+def _findings(analysis: Analysis) -> list[dict[str, Any]]:
+    out = []
+    for i, f in enumerate(rank_findings(analysis.findings), start=1):
+        out.append(
+            {
+                "n": i,
+                "id": f.id,
+                "severity": f.severity,
+                "title": f.title,
+                "evidence": [(k, format_value(v)) for k, v in sorted(f.evidence.items())],
+                "recommendation": f.recommendation,
+                "snippet": f.snippet,
+                "saving": format_number(f.saving_pct_max) if f.saving_pct_max > 0 else "",
+                "docs": _safe_href(f.docs),
+            }
+        )
+    return out
+
+
+def _safe_href(url: str) -> str:
+    """``url`` if it is http(s) or a relative path; '' for ``javascript:`` and other schemes."""
+    url = url.strip()
+    scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*):", url)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        return ""
+    return url
+
+
+def _steps_note(record: RunRecord) -> str:
+    s = record.steps
+    if s.wall_ms:
+        merged = max(s.steps, default=1)
+        note = f"{format_number(s.count)} steps ({s.detection} detection)"
+        if merged > 1:
+            note += f"; rows merge up to {merged} steps each (bar = mean, dot = slowest step)"
+        return note
+    return f"no per-step timings in this record (step detection: {s.detection})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Trace summary: window facts, top operators and kernels
+
+
+def _name_cell(name: str) -> dict[str, str]:
+    short = name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1] + "…"
+    return {"text": short, "full": name}
+
+
+def _summary(
+    record: RunRecord, summary: TraceSummary | None, *, has_breakdown: bool
+) -> dict[str, Any] | None:
+    if summary is None:
+        return None
+    window = record.profiler
+    info = [
+        ("Origin", summary.origin or "—"),
+        ("Format", summary.format or "—"),
+        ("Events", format_number(summary.event_count)),
+        ("Span", format_ms(summary.span_ms)),
+        ("Device", summary.device_kind or ("GPU" if summary.has_gpu else "CPU only")),
+        ("Step detection", summary.step_detection),
+        ("Kernels", format_number(summary.kernel_count)),
+        ("Kernel time", format_ms(summary.kernel_time_ms)),
+        ("GPU busy", format_ms(summary.gpu_busy_ms)),
+    ]
+    if window is not None and window.summary is summary:
+        info[:0] = [
+            (
+                "Profiled steps",
+                f"{window.first_step} to {window.first_step + window.steps - 1}"
+                if window.steps > 0
+                else "none",
+            ),
+            ("Window wall time", format_seconds(window.wall_s)),
+            ("Trace file", window.trace_file or "—"),
+        ]
+    kernel_total = summary.kernel_time_ms or sum(k.total_ms for k in summary.top_kernels)
+    ops = [
+        {
+            "name": _name_cell(op.name),
+            "calls": format_number(op.calls),
+            "total": format_number(op.total_ms),
+            "self": format_number(op.self_ms),
+            "gpu": format_number(op.gpu_ms),
+            "dtypes": ", ".join(op.input_dtypes[:4]),
+            "shapes": "; ".join(op.input_shapes[:3]),
+        }
+        for op in summary.top_ops[:MAX_TABLE_ROWS]
+    ]
+    kernels = [
+        {
+            "name": _name_cell(k.name),
+            "class": k.kernel_class,
+            "tensor_core": format_value(k.tensor_core),
+            "calls": format_number(k.calls),
+            "total": format_number(k.total_ms),
+            "share": format_pct(100 * k.total_ms / kernel_total) if kernel_total else "—",
+            "median": format_number(k.median_us),
+            "max": format_number(k.max_us),
+        }
+        for k in summary.top_kernels[:MAX_TABLE_ROWS]
+    ]
+    return {
+        "info": info,
+        "notes": list(summary.notes),
+        "has_breakdown": has_breakdown,
+        "ops": ops,
+        "ops_more": _rows_left_out(summary.top_ops),
+        "kernels": kernels,
+        "kernels_more": _rows_left_out(summary.top_kernels),
+        "other_traces": max(0, len(record.traces) - (0 if window and window.summary else 1)),
+    }
+
+
+def _rows_left_out(rows: list) -> int:
+    """How many of ``rows`` a table cut at :data:`MAX_TABLE_ROWS` leaves out."""
+    return max(0, len(rows) - MAX_TABLE_ROWS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Environment: versions, flags, devices, loaders, optimizers, parameters
+
+
+def _environment_view(record: RunRecord) -> dict[str, Any]:
+    env = record.environment
+    cpus = "" if env.cpu_count_logical is None else str(env.cpu_count_logical)
+    if cpus and env.cpu_count_physical is not None:
+        cpus += f" logical, {env.cpu_count_physical} physical"
+    versions = [
+        ("torchdiag", env.torchdiag_version),
+        ("Python", env.python),
+        ("Platform", env.platform),
+        ("Host", env.hostname),
+        ("torch", env.torch_version),
+        ("CUDA", env.cuda_version),
+        # A version number, not a quantity: no thousands separator.
+        ("cuDNN", None if env.cudnn_version is None else str(env.cudnn_version)),
+        ("NVIDIA driver", env.nvidia_driver),
+        ("CPUs", cpus),
+        ("Host memory", env.memory_total_bytes and format_bytes(env.memory_total_bytes)),
+        ("Command", " ".join(env.argv)),
+    ]
+    autocast = env.autocast
+    flags = [
+        ("cudnn.benchmark", env.cudnn_benchmark),
+        ("cudnn.deterministic", env.cudnn_deterministic),
+        ("TF32 matmul", env.tf32_matmul),
+        ("TF32 cuDNN", env.tf32_cudnn),
+        ("float32 matmul precision", env.float32_matmul_precision),
+        ("Deterministic algorithms", env.deterministic_algorithms),
+        ("Threads", env.num_threads),
+        ("torch.compile used", env.compile_used),
+        (
+            "Autocast",
+            None
+            if autocast is None
+            else f"{autocast.entered} regions, {', '.join(autocast.dtypes) or '—'}"
+            f"{', GradScaler' if autocast.grad_scaler else ''}",
+        ),
+    ]
+    dist = env.distributed
+    params = env.parameters
+    by_dtype = params.elements_by_dtype if params is not None else {}
+    return {
+        "versions": [(k, format_value(v)) for k, v in versions if v not in (None, "")],
+        "flags": [(k, format_value(v)) for k, v in flags],
+        "devices": [
+            [
+                str(d.index),
+                d.name,
+                d.kind,
+                d.capability or "—",
+                format_bytes(d.memory_total_bytes),
+                format_value(d.multiprocessors),
+            ]
+            for d in env.devices
+        ],
+        "loaders": [
+            [
+                str(ld.loader_id),
+                ld.dataset,
+                format_value(ld.batch_size),
+                str(ld.num_workers),
+                format_value(ld.pin_memory),
+                format_value(ld.persistent_workers),
+                format_value(ld.prefetch_factor),
+                format_number(ld.batches),
+                format_seconds(ld.wait_s),
+            ]
+            for ld in env.loaders
+        ],
+        "optimizers": [
+            [
+                o.class_name,
+                format_value(o.foreach),
+                format_value(o.fused),
+                format_number(o.param_groups),
+                format_number(o.parameters),
+                format_number(o.steps),
+            ]
+            for o in env.optimizers
+        ],
+        "parameters": None
+        if params is None
+        else [
+            ("Tensors", format_number(params.tensors)),
+            ("Elements", format_number(params.elements)),
+            (
+                "By dtype",
+                ", ".join(f"{k}: {format_number(v)}" for k, v in sorted(by_dtype.items())),
+            ),
+            ("Devices", ", ".join(params.devices)),
+        ],
+        "distributed": [
+            ("Initialised", format_value(dist.initialized)),
+            ("Backend", format_value(dist.backend)),
+            ("Rank / world size", f"{dist.rank} / {dist.world_size}"),
+            (
+                "Local rank / size",
+                f"{format_value(dist.local_rank)} / {format_value(dist.local_world_size)}",
+            ),
+        ],
+        "dynamo": [
+            (f"{group}.{key}", format_number(n))
+            for group, counters in sorted(env.dynamo_counters.items())
+            for key, n in sorted(counters.items())
+        ],
+        "env_vars": sorted(env.env_vars.items()),
+    }
