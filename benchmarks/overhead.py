@@ -154,6 +154,7 @@ def main() -> None:
         )
     print(json.dumps(results, indent=2))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 

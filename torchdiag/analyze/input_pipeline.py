@@ -109,8 +109,9 @@ def dataloader_workers(record: RunRecord) -> Finding | None:
         title=title,
         evidence=evidence,
         recommendation=(
-            f"Use {target} loader worker processes so batches are prepared while the model "
-            "trains; with persistent_workers the workers survive between epochs."
+            f"Use {target} loader worker process{'es' if target > 1 else ''} so batches are "
+            "prepared while the model trains; with persistent_workers the workers survive "
+            "between epochs."
         ),
         snippet=_loader_snippet(loader, record, workers=target),
         saving_pct_max=round(saving * 100, 1),
