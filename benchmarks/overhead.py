@@ -188,9 +188,7 @@ def bootstrap_median_ci(values: list[float], rounds: int = 2000) -> tuple[float,
     import random
 
     rng = random.Random(0)
-    medians = sorted(
-        statistics.median(rng.choices(values, k=len(values))) for _ in range(rounds)
-    )
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(rounds))
     return medians[int(0.025 * rounds)], medians[int(0.975 * rounds) - 1]
 
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import io
+import json
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
+from torchdiag import cli
 from torchdiag.cli import main
 
 
@@ -73,3 +79,151 @@ def test_usage_errors(run_cli, argv):
     code, _, err = run_cli(*argv)
     assert code == 2
     _one_line_error(err)
+
+
+# -- progress bar while reading a trace ------------------------------------------------------
+
+
+class _Terminal(io.StringIO):
+    """A captured stderr that says it is a terminal, as an interactive shell's is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def _capable_terminal(monkeypatch):
+    """The environment of an interactive shell, whatever the one running the tests says.
+
+    rich draws no live display on a terminal declared dumb or non-interactive, so the tests that
+    expect a bar would depend on how they were started.
+    """
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name in ("TTY_INTERACTIVE", "TTY_COMPATIBLE", "NO_COLOR", "FORCE_COLOR", "COLUMNS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _tiny_trace(folder: Path) -> Path:
+    events = [
+        {
+            "ph": "X",
+            "cat": "user_annotation",
+            "name": f"ProfilerStep#{i}",
+            "pid": 1,
+            "tid": 1,
+            "ts": 1000 * i,
+            "dur": 900,
+        }
+        for i in range(3)
+    ]
+    events += [
+        {
+            "ph": "X",
+            "cat": "cpu_op",
+            "name": "aten::mm",
+            "pid": 1,
+            "tid": 1,
+            "ts": 1000 * i + 10,
+            "dur": 500,
+        }
+        for i in range(3)
+    ]
+    path = folder / "tiny.pt.trace.json"
+    path.write_text(json.dumps({"schemaVersion": 1, "traceEvents": events}))
+    return path
+
+
+@pytest.fixture
+def slow_reader(monkeypatch):
+    """Replace the trace reader with one that reports progress slowly; returns its call log."""
+    import torchdiag.traces.load as load
+
+    real = load.record_from_traces
+    calls: list[object] = []
+
+    def fake(path, *, progress=None):
+        calls.append(progress)
+        if progress is not None:
+            total = 3 << 20
+            for done in range(0, total + 1, 1 << 20):
+                progress(done, total)
+                time.sleep(0.15)
+        return real(path)
+
+    monkeypatch.setattr(load, "record_from_traces", fake)
+    monkeypatch.setattr(cli, "PROGRESS_DELAY_S", 0.2)
+    return calls
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, run_cli, slow_reader):
+    trace = _tiny_trace(tmp_path)
+    code, out, err = run_cli("report", str(trace), "--format", "text")
+    assert code == 0
+    assert err == ""
+    assert slow_reader == [None]  # not even asked for
+    assert "torchdiag: tiny.pt.trace.json" in out
+
+
+def test_progress_bar_appears_on_a_terminal_for_a_slow_read(
+    tmp_path, monkeypatch, capsys, slow_reader
+):
+    trace = _tiny_trace(tmp_path)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["report", str(trace), "--format", "text"]) == 0
+    shown = terminal.getvalue()
+    assert "reading trace" in shown
+    assert "3.1 MB" in shown  # the total, in rich's DownloadColumn units
+    out = capsys.readouterr().out
+    assert out.startswith("torchdiag: tiny.pt.trace.json")  # stdout untouched by the bar
+
+
+def test_progress_bar_waits_for_the_delay(tmp_path, monkeypatch, slow_reader):
+    trace = _tiny_trace(tmp_path)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(cli, "PROGRESS_DELAY_S", 60.0)  # the read ends long before
+    assert main(["report", str(trace), "--format", "text", "-o", str(tmp_path / "r.txt")]) == 0
+    assert slow_reader and slow_reader[0] is not None
+    assert terminal.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "extra", [["--format", "json", "-o", "-"], ["--format", "text", "--no-progress"]]
+)
+def test_no_progress_bar_for_json_on_stdout_or_when_declined(
+    tmp_path, monkeypatch, capsys, slow_reader, extra
+):
+    trace = _tiny_trace(tmp_path)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["report", str(trace), *extra]) == 0
+    assert terminal.getvalue() == ""
+    assert slow_reader == [None]
+    if "json" in extra:
+        json.loads(capsys.readouterr().out)  # stdout is the document alone
+
+
+def test_reader_without_progress_parameter_still_works(tmp_path, monkeypatch, capsys):
+    import torchdiag.traces.load as load
+
+    real = load.record_from_traces
+
+    def old_reader(path):  # the reader's signature before it grew ``progress``
+        return real(path)
+
+    monkeypatch.setattr(load, "record_from_traces", old_reader)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    trace = _tiny_trace(tmp_path)
+    assert main(["report", str(trace), "--format", "text"]) == 0
+    assert "torchdiag: tiny.pt.trace.json" in capsys.readouterr().out
+
+
+def test_progress_bar_with_unknown_total():
+    terminal = _Terminal()
+    bar = cli.ReadProgress(terminal, delay_s=0.0)
+    bar(5 << 20, None)
+    bar(6 << 20, None)
+    bar.close()
+    assert bar.shown
+    assert "reading trace" in terminal.getvalue()

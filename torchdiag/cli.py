@@ -7,11 +7,17 @@ a report. Bad input or usage gives one line on stderr and exit status 2, never a
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 from torchdiag.record import RecordError, RunRecord, decode_record
 
@@ -22,6 +28,11 @@ FORMATS = ("html", "md", "json", "text")
 _SUFFIX = {"html": ".html", "md": ".md", "json": ".findings.json", "text": ".txt"}
 # A run record is small (aggregates only); anything larger is certainly a trace.
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
+# A read shorter than this shows no bar at all: a bar that flashes up and vanishes is noise.
+PROGRESS_DELAY_S = 1.0
+
+ProgressCallback = Callable[[int, "int | None"], None]
+"""What the trace reader calls as it goes: (bytes done, total bytes or None when unknown)."""
 
 
 class UsageError(Exception):
@@ -60,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--cdn", action="store_true", help="HTML: load plotly.js from its CDN instead of inlining"
     )
+    report.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr while reading a large trace",
+    )
     return parser
 
 
@@ -96,8 +112,11 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
-def load_input(path: Path) -> RunRecord:
-    """A record from ``run.json``, or one built from trace file(s); raises on bad input."""
+def load_input(path: Path, *, progress: ProgressCallback | None = None) -> RunRecord:
+    """A record from ``run.json``, or one built from trace file(s); raises on bad input.
+
+    ``progress`` is handed to the trace reader when it takes one (see :class:`ReadProgress`).
+    """
     if not path.exists():
         raise UsageError(f"no such file or directory: {path}")
     if path.is_file() and not path.name.endswith(".gz"):
@@ -108,22 +127,118 @@ def load_input(path: Path) -> RunRecord:
                 return decode_record(data)
     from torchdiag.traces.load import record_from_traces
 
+    if progress is not None and _accepts_progress(record_from_traces):
+        return record_from_traces(path, progress=progress)  # type: ignore[call-arg]
     return record_from_traces(path)
+
+
+def _accepts_progress(reader: Callable[..., object]) -> bool:
+    """Whether ``reader`` takes a ``progress=`` callback.
+
+    The reader grows the parameter separately from the CLI; asking, rather than assuming, keeps
+    the CLI working against a reader with or without it.
+    """
+    try:
+        return "progress" in inspect.signature(reader).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class ReadProgress:
+    """A transient progress bar on a terminal for trace reads slower than ``delay_s``.
+
+    Called as the reader's ``progress`` callback. Nothing is drawn (and rich's progress module is
+    not even imported) until a call comes ``delay_s`` after construction; from then on the bar
+    shows bytes read out of the total, or a running count when the total is unknown. ``close``
+    removes it (``transient``), so the report printed afterwards starts on a clean line.
+    """
+
+    def __init__(self, stream: TextIO, *, delay_s: float = PROGRESS_DELAY_S) -> None:
+        self._stream = stream
+        self._deadline = time.monotonic() + delay_s
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self._bar is None:
+            if time.monotonic() < self._deadline:
+                return
+            self._show(done, total)
+            return
+        assert self._task is not None
+        self._bar.update(self._task, completed=done, total=total)
+
+    def _show(self, done: int, total: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("reading trace"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(file=self._stream),
+            transient=True,
+            # The report is written to stdout only after the bar is gone; leave both streams be.
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        # Added before start, so the first frame drawn already shows how far the read is.
+        self._task = self._bar.add_task("read", total=total, completed=done)
+        self._bar.start()
+
+    @property
+    def shown(self) -> bool:
+        """Whether the bar has appeared."""
+        return self._bar is not None
+
+    def close(self) -> None:
+        """Remove the bar, if it was shown."""
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@contextmanager
+def _read_progress(wanted: bool) -> Iterator[ReadProgress | None]:
+    """A :class:`ReadProgress` on stderr when ``wanted`` and stderr is a terminal, else None."""
+    stream = sys.stderr
+    if not wanted or stream is None or not stream.isatty():
+        yield None
+        return
+    bar = ReadProgress(stream, delay_s=PROGRESS_DELAY_S)
+    try:
+        yield bar
+    finally:
+        # Also on errors: the one-line error message must not land inside a live bar.
+        bar.close()
 
 
 def _report(args: argparse.Namespace) -> int:
     from torchdiag.analyze.registry import analyze
 
     source = Path(args.input)
-    record = load_input(source)
-    analysis = analyze(record)
     fmt = args.format
     summary_too = fmt is None and args.output is None
     fmt = fmt or "html"
-    rendered = _render(fmt, record, analysis, cdn=args.cdn)
     output = args.output
     if output is None:
         output = str(_beside(source, fmt)) if fmt == "html" else "-"
+    # JSON on stdout is for pipelines (`| jq`): keep the terminal quiet there too.
+    wanted = not args.no_progress and not (fmt == "json" and output == "-")
+    with _read_progress(wanted) as progress:
+        record = load_input(source, progress=progress)
+    analysis = analyze(record)
+    rendered = _render(fmt, record, analysis, cdn=args.cdn)
     if output == "-":
         sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
     else:
