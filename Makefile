@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 
 gpu-check: $(VENV)/.installed
 	$(PY) scripts/gpu_check.py
+	$(PY) scripts/gpu_scenarios.py
 
 clean:
 	rm -rf $(VENV) demo torchdiag_runs

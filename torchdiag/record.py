@@ -286,6 +286,91 @@ class TraceStep(Struct):
     breakdown: BreakdownMs = msgspec.field(default_factory=BreakdownMs)
     kernels: int = 0
     gpu_busy_ms: float = 0.0
+    # Host time inside DataLoader ``__next__`` in this step (whatever the GPU did meanwhile);
+    # ``breakdown.input_wait`` is the part of it the GPU spent idle.
+    dataloader_ms: float = 0.0
+    launches: int = 0
+    syncs: int = 0
+    sync_ms: float = 0.0
+    # GPU idle time from the end of each synchronisation in the step to the next GPU activity:
+    # the queue had drained, and the GPU starved until the host issued new work.
+    idle_after_sync_ms: float = 0.0
+
+
+class CopyStat(Struct):
+    """Memory copies of one kind (the trace's copy name), aggregated over the trace."""
+
+    name: str
+    direction: str = "other"  # HtoD, DtoH, DtoD, HtoH, PtoP, other
+    pageable: bool = False  # the host side is pageable (not pinned) memory
+    count: int = 0
+    bytes: int = 0
+    total_ms: float = 0.0
+
+
+class SyncStat(Struct):
+    """Host-device synchronisations by the runtime call or operator that caused them."""
+
+    name: str
+    count: int = 0
+    total_ms: float = 0.0
+    in_steps: int = 0
+
+
+class LaunchStats(Struct):
+    """Kernel launches: host cost, queueing delay and kernel durations."""
+
+    launches: int = 0
+    launch_ms: float = 0.0
+    median_launch_us: float = 0.0
+    median_kernel_us: float = 0.0
+    p90_kernel_us: float = 0.0
+    # Kernels that ran for less time than the host took to launch them.
+    short_kernels: int = 0
+    median_queue_us: float = 0.0
+    p90_queue_us: float = 0.0
+    cuda_graph_launches: int = 0
+
+
+class MathStats(Struct):
+    """GEMM, convolution and attention kernels: tensor-core use and the dtypes that launched them.
+
+    ``op_dtype_ms`` attributes each such kernel's time to the first input dtype of the operator
+    that launched it (``Input type`` in the trace), which holds whatever the kernel is named.
+    """
+
+    eligible_ms: float = 0.0
+    tensor_core_ms: float = 0.0
+    non_tensor_core_ms: float = 0.0
+    unknown_ms: float = 0.0
+    op_dtype_ms: dict[str, float] = msgspec.field(default_factory=dict)
+    conv_ms: float = 0.0
+    conv_nhwc_ms: float = 0.0
+    conv_nchw_ms: float = 0.0
+    layout_transform_ms: float = 0.0
+
+
+class OccupancyStats(Struct):
+    """How much of the GPU the kernels could fill, weighted by kernel time.
+
+    ``sm_efficiency_pct`` is the time-weighted mean of ``min(blocks per SM, 1)``: a kernel with
+    fewer blocks than SMs leaves SMs idle however long it runs.
+    """
+
+    kernels_with_launch_info: int = 0
+    sm_efficiency_pct: float | None = None
+    achieved_occupancy_pct: float | None = None
+
+
+class OptimizerStepStat(Struct):
+    """``Optimizer.step#<Class>.step`` regions: how much work one optimizer step issues."""
+
+    name: str
+    calls: int = 0
+    total_ms: float = 0.0
+    ops_per_call: float = 0.0
+    foreach_ops_per_call: float = 0.0
+    kernels_per_call: float = 0.0
 
 
 class OpStat(Struct):
@@ -336,6 +421,16 @@ class TraceSummary(Struct):
     devices: list[DeviceInfo] = msgspec.field(default_factory=list)
     step_detection: Literal["profiler-step", "fallback", "none"] = "none"
     steps: list[TraceStep] = msgspec.field(default_factory=list)
+    # The steps as a whole: from the first step's start to the later of the last step's end and
+    # the end of the GPU work its steps launched (the GPU may lag the host by whole steps), and
+    # the GPU activity inside that window. Per-step CPU spans cannot show GPU-bound steps.
+    window_ms: float = 0.0
+    window_gpu_busy_ms: float = 0.0
+    # Recorded host-side events inside the steps, and the profiler's own cost per event, read off
+    # view-like operators that cost well under a microsecond without it: together they estimate
+    # how much of the host time in the window the profiler added.
+    host_events: int = 0
+    profiler_event_us: float | None = None
     kernel_count: int = 0
     kernel_time_ms: float = 0.0
     gpu_busy_ms: float = 0.0
@@ -344,6 +439,20 @@ class TraceSummary(Struct):
     kernel_class_ms: dict[str, float] = msgspec.field(default_factory=dict)
     memory: list[MemoryTimeline] = msgspec.field(default_factory=list)
     dataloader_iterators: dict[str, int] = msgspec.field(default_factory=dict)
+    world_size: int | None = None
+    backend: str | None = None
+    copies: list[CopyStat] = msgspec.field(default_factory=list)
+    syncs: list[SyncStat] = msgspec.field(default_factory=list)
+    launch: LaunchStats | None = None
+    math: MathStats | None = None
+    occupancy: OccupancyStats | None = None
+    optimizer_steps: list[OptimizerStepStat] = msgspec.field(default_factory=list)
+    batch_size: int | None = None
+    batch_size_source: str | None = None
+    streams: int = 0
+    # Markers of parallelism and compilation seen in the trace: e.g. "DataParallel",
+    # "DistributedDataParallel", "FullyShardedDataParallel", "nccl_kernels", "compiled_regions".
+    markers: dict[str, int] = msgspec.field(default_factory=dict)
     notes: list[str] = msgspec.field(default_factory=list)
 
 

@@ -15,6 +15,8 @@ SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 # a lost fifth of the GPU budget (critical); 5% is worth a change (warning); less is a note.
 CRITICAL_SAVING_PCT = 20.0
 WARNING_SAVING_PCT = 5.0
+# Below this a possible saving is within the noise of step-time measurement: no finding.
+NEGLIGIBLE_SAVING_PCT = 1.0
 
 
 def severity_for_saving(saving_pct: float) -> Severity:

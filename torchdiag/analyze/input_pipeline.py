@@ -3,9 +3,9 @@ workers to feed it (``dataloader-workers``)."""
 
 from __future__ import annotations
 
-from torchdiag.analyze.finding import Finding, severity_for_saving
+from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.step_stats import SteadySteps, mean_gpu_busy_share, steady_steps
+from torchdiag.analyze.window import StepTime, primary_summary, step_time
 from torchdiag.record import LoaderInfo, RunRecord
 
 # Below this share the wait is within what timing a blocking call around prefetched batches can
@@ -13,19 +13,27 @@ from torchdiag.record import LoaderInfo, RunRecord
 NEGLIGIBLE_WAIT_SHARE = 0.02
 
 
-def _stall(record: RunRecord) -> tuple[SteadySteps, float, float | None]:
-    """Steady steps, the possible saving (0-1) and the GPU busy share used to bound it."""
-    if record.steps.count == 0:
+def _stall(record: RunRecord) -> tuple[StepTime, float, float]:
+    """The step estimate, the share of it spent waiting for data, and the possible saving."""
+    timing = step_time(record)
+    if timing is None or timing.step_ms <= 0:
         raise SkipRule("no steps were recorded")
-    steady = steady_steps(record)
-    if steady.wall_s <= 0:
-        raise SkipRule("the recorded steps have no duration")
-    share = steady.input_wait_share
-    busy = mean_gpu_busy_share(record)
+    summary = primary_summary(record)
+    if record.source == "trace" and summary is not None and summary.steps:
+        # A trace shows directly whether the GPU idled while the host waited for data
+        # (breakdown.input_wait): no estimate needed, and both shares come from the same
+        # profiled steps, so the profiler's slowing of other host work only makes them smaller.
+        wall = sum(s.duration_ms for s in summary.steps)
+        share = sum(s.dataloader_ms for s in summary.steps) / wall
+        idle = sum(s.breakdown.input_wait for s in summary.steps) / wall
+        saving = idle if summary.has_gpu else share
+        return timing, min(1.0, share), max(0.0, min(share, saving))
+    share = min(1.0, timing.input_wait_ms / timing.step_ms)
+    busy = timing.gpu_busy_share
     # While the host waits for data the GPU may still be draining queued kernels; a better
-    # loader can only reclaim time the GPU was idle. Without GPU samples the wait is the bound.
+    # loader can only reclaim time the GPU was idle. Without GPU data the wait is the bound.
     saving = share if busy is None else min(share, 1.0 - busy)
-    return steady, max(saving, 0.0), busy
+    return timing, share, max(saving, 0.0)
 
 
 def _slowest_loader(record: RunRecord) -> LoaderInfo | None:
@@ -36,20 +44,18 @@ def _slowest_loader(record: RunRecord) -> LoaderInfo | None:
 @rule("dataloader-stall")
 def dataloader_stall(record: RunRecord) -> Finding | None:
     """The training loop blocks on the next batch for a measurable share of each step."""
-    steady, saving, busy = _stall(record)
-    share = steady.input_wait_share
+    timing, share, saving = _stall(record)
     if share < NEGLIGIBLE_WAIT_SHARE:
         return None
     loader = _slowest_loader(record)
     evidence: dict[str, float | int | str | bool | None] = {
         "input_wait_share_pct": round(share * 100, 1),
-        "mean_input_wait_ms": round(steady.input_wait_s / steady.steps * 1e3, 2),
-        "mean_step_ms": round(steady.mean_step_ms, 2),
-        "steps": steady.steps,
-        "steps_used": steady.excluded,
+        "mean_input_wait_ms": round(timing.input_wait_ms, 2),
+        "mean_step_ms": round(timing.step_ms, 2),
+        "step_time_from": timing.source,
     }
-    if busy is not None:
-        evidence["gpu_busy_pct_nvml"] = round(busy * 100, 1)
+    if timing.gpu_busy_share is not None:
+        evidence["gpu_busy_pct"] = round(timing.gpu_busy_share * 100, 1)
     if loader is not None:
         evidence["num_workers"] = loader.num_workers
         evidence["batch_size"] = loader.batch_size
@@ -71,19 +77,24 @@ def dataloader_stall(record: RunRecord) -> Finding | None:
 @rule("dataloader-workers")
 def dataloader_workers(record: RunRecord) -> Finding | None:
     """The loader that stalls has no (or too few) worker processes for the cores available."""
-    steady, saving, _ = _stall(record)
-    share = steady.input_wait_share
+    _, share, saving = _stall(record)
     if share < NEGLIGIBLE_WAIT_SHARE:
         return None
     loader = _slowest_loader(record)
-    if loader is None:
-        raise SkipRule("no DataLoader settings were recorded")
+    iterator = loader.iterator if loader is not None else _trace_iterator(record)
+    if loader is None and iterator is None:
+        raise SkipRule("no DataLoader settings or iterator class were recorded")
     cores = _cores_per_rank(record)
-    workers = loader.num_workers
+    if loader is not None:
+        workers = loader.num_workers
+    elif iterator == "_SingleProcessDataLoaderIter":
+        workers = 0
+    else:
+        return None  # a multi-process iterator in a trace: the worker count is unknown
     busy_workers = _mean_workers_cpu_share(record)
     evidence: dict[str, float | int | str | bool | None] = {
         "num_workers": workers,
-        "iterator": loader.iterator or None,
+        "iterator": iterator or None,
         "cpu_cores_per_rank": cores,
         "input_wait_share_pct": round(share * 100, 1),
     }
@@ -172,3 +183,57 @@ def _has_gpu(record: RunRecord) -> bool:
     if record.profiler is not None and record.profiler.summary is not None:
         summaries.append(record.profiler.summary)
     return bool(record.environment.devices) or any(t.has_gpu for t in summaries)
+
+
+def _trace_iterator(record: RunRecord) -> str | None:
+    """The DataLoader iterator class a trace shows most often (says whether workers were used)."""
+    summary = primary_summary(record)
+    if summary is None or not summary.dataloader_iterators:
+        return None
+    return max(sorted(summary.dataloader_iterators), key=summary.dataloader_iterators.get)
+
+
+@rule("pin-memory")
+def pin_memory(record: RunRecord) -> Finding | None:
+    """Host-to-device copies from pageable memory: staged, synchronous, slower."""
+    summary = primary_summary(record)
+    if summary is None or not summary.steps:
+        raise SkipRule("needs a profiler window or trace to see the copies")
+    pageable = [c for c in summary.copies if c.direction == "HtoD" and c.pageable]
+    if not pageable:
+        return None
+    timing = step_time(record)
+    if timing is None or timing.step_ms <= 0:
+        raise SkipRule("no step time")
+    n = len(summary.steps)
+    copy_ms = sum(c.total_ms for c in pageable) / n
+    nbytes = sum(c.bytes for c in pageable)
+    # A pageable copy is staged through a driver buffer and blocks the host; pinned memory with
+    # non_blocking=True lets it overlap compute, so at most the copy's own time is won back.
+    saving = min(copy_ms, timing.step_ms) / timing.step_ms * 100
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    seconds = sum(c.total_ms for c in pageable) / 1e3
+    loader = _slowest_loader(record)
+    return Finding(
+        id="pin-memory",
+        severity=severity_for_saving(saving),
+        title="host-to-device copies come from pageable memory",
+        evidence={
+            "pageable_copies": sum(c.count for c in pageable),
+            "pageable_mib_per_step": round(nbytes / n / 2**20, 2),
+            "pageable_copy_ms_per_step": round(copy_ms, 2),
+            "pageable_bandwidth_gb_s": round(nbytes / seconds / 1e9, 2) if seconds else None,
+            "loader_pin_memory": None if loader is None else loader.pin_memory,
+            "step_ms": round(timing.step_ms, 2),
+        },
+        recommendation=(
+            "Let the DataLoader return batches in pinned (page-locked) memory and copy them "
+            "with non_blocking=True so the transfer overlaps compute at full bandwidth."
+        ),
+        snippet=(
+            "loader = torch.utils.data.DataLoader(dataset, ..., pin_memory=True)\n"
+            "images = images.to(device, non_blocking=True)"
+        ),
+        saving_pct_max=round(saving, 1),
+    )

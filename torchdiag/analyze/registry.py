@@ -90,4 +90,12 @@ def analyze(record: RunRecord) -> Analysis:
 
 def _load_rule_modules() -> None:
     # Importing a family module registers its rules; listed here so there is one place to look.
-    from torchdiag.analyze import input_pipeline  # noqa: F401
+    from torchdiag.analyze import (  # noqa: F401
+        compute,
+        host,
+        input_pipeline,
+        memory,
+        parallelism,
+        stability,
+        sync,
+    )

@@ -66,6 +66,9 @@ def verdict(record: RunRecord, analysis: Analysis) -> str:
     if not has_steps(record):
         return EMPTY_VERDICT
     top = top_finding(analysis)
+    thin = thin_trace_reason(record)
+    if top is None and thin is not None:
+        return f"too little in this trace to diagnose: {thin}"
     if top is None:
         notes = sum(1 for f in analysis.findings if f.severity == "info")
         if notes:
@@ -78,6 +81,26 @@ def verdict(record: RunRecord, analysis: Analysis) -> str:
     if more > 0:
         line += f" (+{more} more finding{'s' if more != 1 else ''})"
     return line
+
+
+# Fewer operator calls than this, and no kernels: the trace holds too little to measure a step.
+_THIN_TRACE_OPS = 20
+
+
+def thin_trace_reason(record: RunRecord) -> str | None:
+    """Why an imported trace holds too little to diagnose, or None when it holds enough."""
+    if record.source != "trace" or not record.traces:
+        return None
+    for summary in record.traces:
+        calls = sum(op.calls for op in summary.top_ops)
+        if summary.kernel_count or calls >= _THIN_TRACE_OPS:
+            return None
+    notes = [n for t in record.traces for n in t.notes]
+    for marker in ("nothing to diagnose", "too few", "no GPU activity"):
+        for note in notes:
+            if marker in note:
+                return note
+    return f"fewer than {_THIN_TRACE_OPS} operator calls and no GPU kernels"
 
 
 # ---------------------------------------------------------------------------------------------

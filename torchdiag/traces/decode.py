@@ -22,7 +22,7 @@ import gzip
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import msgspec
@@ -80,7 +80,8 @@ def open_trace(path: str | os.PathLike[str]) -> BinaryIO:
 class TraceDecoder:
     """Incremental reader of one trace stream.
 
-    Iterate :meth:`chunks` for lists of events in file order; once it is exhausted,
+    Iterate :meth:`chunks` for lists of events in file order; ``on_block`` is called after each
+    block is read (once per ``block_size`` bytes of JSON). Once :meth:`chunks` is exhausted,
     :attr:`metadata` holds the other top-level members and :attr:`form` says whether the file
     was an object (``"object"``, Kineto) or a bare event array (``"array"``).
     """
@@ -91,10 +92,13 @@ class TraceDecoder:
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        on_block: Callable[[], None] | None = None,
     ) -> None:
         if block_size < 1 or chunk_size < 1:
             raise ValueError("block_size and chunk_size must be positive")
         self._stream = stream
+        # Called after every block read: the caller's hook for progress reporting.
+        self._on_block = on_block
         self._block_size = block_size
         self._chunk_size = chunk_size
         self._buf = b""
@@ -155,6 +159,8 @@ class TraceDecoder:
             self._eof = True
             return False
         self._buf = rest + block if rest else block
+        if self._on_block is not None:
+            self._on_block()
         return True
 
     def _peek(self) -> bytes | None:

@@ -17,9 +17,6 @@ from typing import Any, TypeVar
 import msgspec
 
 __all__ = [
-    "CATEGORY_ALIASES",
-    "GPU_CATEGORIES",
-    "RUNTIME_CATEGORIES",
     "Event",
     "GpuArgs",
     "GpuColumns",
@@ -27,6 +24,7 @@ __all__ = [
     "MemoryArgs",
     "MemoryColumns",
     "OpArgs",
+    "OpTypes",
     "RuntimeArgs",
     "ThreadColumns",
     "decode_args",
@@ -55,17 +53,39 @@ class Event(msgspec.Struct, gc=False):
 
 
 class OpArgs(msgspec.Struct, gc=False):
-    """The arguments of a ``cpu_op`` that describe its inputs (with ``record_shapes=True``)."""
+    """The arguments of a ``cpu_op`` that describe its inputs (with ``record_shapes=True``).
+
+    Early Kineto (PyTorch 1.8) spelled the shapes ``Input dims``.
+    """
 
     input_type: list[Any] | None = msgspec.field(name="Input type", default=None)
     input_dims: list[Any] | None = msgspec.field(name="Input Dims", default=None)
+    input_dims_early: list[Any] | None = msgspec.field(name="Input dims", default=None)
+
+    @property
+    def dims(self) -> list[Any] | None:
+        """The input shapes, whichever spelling the trace used."""
+        return self.input_dims if self.input_dims is not None else self.input_dims_early
+
+
+class OpTypes(msgspec.Struct, gc=False):
+    """Only the input dtypes of a ``cpu_op``: decoded for every operator, so kept minimal."""
+
+    input_type: list[Any] | None = msgspec.field(name="Input type", default=None)
 
 
 class GpuArgs(msgspec.Struct, gc=False):
-    """Kernel / memcpy / memset arguments: the runtime ``correlation`` links to the launch."""
+    """Kernel / memcpy / memset arguments.
+
+    ``correlation`` links to the runtime call that launched it; ``bytes`` is a copy's size;
+    ``blocks_per_sm`` (grid blocks / SMs) and ``occupancy`` (CUPTI's estimate, percent) say how
+    much of the GPU a kernel could fill.
+    """
 
     correlation: int | None = None
-    stream: int | None = None
+    bytes: int | float | None = None
+    blocks_per_sm: float | None = msgspec.field(name="blocks per SM", default=None)
+    occupancy: float | None = msgspec.field(name="est. achieved occupancy %", default=None)
 
 
 class RuntimeArgs(msgspec.Struct, gc=False):
@@ -102,21 +122,6 @@ def decode_args(raw: msgspec.Raw, kind: type[_A]) -> _A | None:
         return None
 
 
-# Early Kineto (2020-2021, PyTorch 1.8-1.9) used capitalised categories; map them to the modern
-# names so the same summary code reads both.
-CATEGORY_ALIASES: dict[str, str] = {
-    "Operator": "cpu_op",
-    "Runtime": "cuda_runtime",
-    "Kernel": "kernel",
-    "Memcpy": "gpu_memcpy",
-    "Memset": "gpu_memset",
-}
-GPU_CATEGORIES = frozenset({"kernel", "gpu_memcpy", "gpu_memset"})
-RUNTIME_CATEGORIES = frozenset(
-    {"cuda_runtime", "cuda_driver", "hip_runtime", "hip_driver", "privateuse1_runtime"}
-)
-
-
 class Interner:
     """Maps strings (op and kernel names) to dense ints, so columns store 4 bytes per name."""
 
@@ -141,20 +146,24 @@ class Interner:
 class ThreadColumns:
     """What one host thread contributes to the global passes, one array entry per event.
 
-    Operators (start, duration, interned name) for nesting (self time) and the GPU time they
-    launch; runtime calls (start, end, correlation) to join kernels to their launching operator
-    and to tell when the host sat in the CUDA runtime.
+    Operators (start, duration, interned name, interned first input dtype or -1) for nesting
+    (self time) and the GPU time and dtype of what they launch; runtime calls (start, end,
+    correlation, :mod:`~torchdiag.traces.runtime` kind) to join kernels to their launching
+    operator, to count launches and synchronisations, and to tell when the host sat in the
+    runtime.
     """
 
-    __slots__ = ("op_dur", "op_name", "op_ts", "rt_corr", "rt_end", "rt_ts")
+    __slots__ = ("op_dtype", "op_dur", "op_name", "op_ts", "rt_corr", "rt_end", "rt_kind", "rt_ts")
 
     def __init__(self) -> None:
         self.op_ts = array("d")
         self.op_dur = array("d")
         self.op_name = array("l")
+        self.op_dtype = array("h")
         self.rt_ts = array("d")
         self.rt_end = array("d")
         self.rt_corr = array("q")
+        self.rt_kind = array("b")
 
 
 class GpuColumns:

@@ -8,10 +8,11 @@ window's length.
 
 from __future__ import annotations
 
+import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 
-__all__ = ["Intervals", "clip", "length", "merge_intervals", "partition", "union"]
+__all__ = ["Intervals", "clip", "length", "length_in", "merge_intervals", "partition", "union"]
 
 Intervals = tuple[list[float], list[float]]
 """Disjoint intervals sorted by start, as (starts, ends); ends are sorted too."""
@@ -50,13 +51,32 @@ def clip(intervals: Intervals, a: float, b: float) -> Intervals:
     """The part of ``intervals`` inside ``[a, b]``."""
     starts, ends = intervals
     lo, hi = bisect_right(ends, a), bisect_left(starts, b)
-    return [max(s, a) for s in starts[lo:hi]], [min(e, b) for e in ends[lo:hi]]
+    if lo >= hi:
+        return [], []
+    # Disjoint and sorted: only the first can start before a, only the last end after b.
+    out_s, out_e = list(starts[lo:hi]), list(ends[lo:hi])
+    out_s[0] = max(out_s[0], a)
+    out_e[-1] = min(out_e[-1], b)
+    return out_s, out_e
 
 
 def length(intervals: Intervals) -> float:
     """The total length covered."""
     starts, ends = intervals
-    return sum(e - s for s, e in zip(starts, ends, strict=True))
+    return sum(map(operator.sub, ends, starts))
+
+
+def length_in(intervals: Intervals, a: float, b: float) -> float:
+    """The length of ``intervals`` inside ``[a, b]``: :func:`clip` then :func:`length`, without
+    building the clipped lists (windows can hold millions of intervals)."""
+    starts, ends = intervals
+    lo, hi = bisect_right(ends, a), bisect_left(starts, b)
+    if lo >= hi:
+        return 0.0
+    total = sum(map(operator.sub, ends[lo:hi], starts[lo:hi]))
+    # The first and last intervals may stick out of the window.
+    total -= max(0.0, a - starts[lo]) + max(0.0, ends[hi - 1] - b)
+    return total
 
 
 def partition(a: float, b: float, layers: Sequence[Intervals]) -> list[float]:

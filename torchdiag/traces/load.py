@@ -1,17 +1,23 @@
 """Public entry points: a trace file (or a directory of them) to a summary or a run record.
 
 ``read_trace`` is what the live capture calls on the window it just recorded; ``record_from_traces``
-is what ``torchdiag report TRACE`` calls on a user's trace. Neither imports torch.
+is what ``torchdiag report TRACE`` calls on a user's trace (one file, or a directory with one trace
+per rank). Neither imports torch.
+
+Both take an optional ``progress(done, total)`` callback: bytes of the file(s) consumed so far
+(compressed bytes for ``.gz``: the position in the file on disk) and their total size. It is
+called once per block read (16 MiB of JSON by default, a fraction of a second of work) and once
+at the end of every file.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from torchdiag.record import (
     CollectorStatus,
@@ -30,13 +36,18 @@ from torchdiag.traces.decode import (
     TraceError,
     open_trace,
 )
+from torchdiag.traces.formats import distributed_info
 from torchdiag.traces.summary import SummaryBuilder
 
-__all__ = ["find_trace_files", "read_trace", "record_from_traces"]
+__all__ = ["Progress", "find_trace_files", "read_trace", "record_from_traces"]
 
 PathLike = str | os.PathLike[str]
+Progress = Callable[[int, "int | None"], None]
+"""``progress(bytes_done, total_bytes)``; ``total_bytes`` is None when unknown."""
 _TRACE_SUFFIXES = (".json", ".json.gz")
 _PROFILER_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
+# How a summary's steps were found -> StepSeries.detection (whole-trace "steps" are no series).
+_SERIES_DETECTION = {"profiler": "profiler", "optimizer": "optimizer", "annotation": "manual"}
 
 
 @dataclass(frozen=True)
@@ -46,26 +57,37 @@ class _Trace:
     summary: TraceSummary
     metadata: Mapping[str, Any]
     start_epoch_s: float | None
+    step_source: str
 
 
-def read_trace(path: PathLike, *, block_size: int = DEFAULT_BLOCK_SIZE) -> TraceSummary:
+def read_trace(
+    path: PathLike,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    progress: Progress | None = None,
+) -> TraceSummary:
     """Summarise one trace file (``.json`` or gzip-compressed ``.json.gz``).
 
     Raises :class:`~torchdiag.traces.decode.TraceError` for a file that is not a readable trace,
-    and ``OSError`` when it cannot be opened.
+    and ``OSError`` when it cannot be opened. ``progress`` is described in the module docstring.
     """
-    return _read(Path(path), block_size).summary
+    p = Path(path)
+    size = _size(p)
+    return _read(p, block_size, _file_progress(progress, 0, size)).summary
 
 
-def _read(path: Path, block_size: int) -> _Trace:
+def _read(path: Path, block_size: int, on_block: Callable[[BinaryIO], None] | None) -> _Trace:
     builder = SummaryBuilder(origin=path.name)
     with open_trace(path) as stream:
-        decoder = TraceDecoder(stream, block_size=block_size)
+        hook = (lambda: on_block(stream)) if on_block is not None else None
+        decoder = TraceDecoder(stream, block_size=block_size, on_block=hook)
         try:
             for chunk in decoder.chunks():
                 builder.add(chunk)
         except TraceError as exc:
             raise type(exc)(f"{path}: {exc}") from None
+        if on_block is not None:
+            on_block(stream)
     notes = []
     base_ns = decoder.metadata.get("baseTimeNanoseconds")
     if isinstance(base_ns, int) and base_ns:
@@ -78,7 +100,43 @@ def _read(path: Path, block_size: int) -> _Trace:
     if decoder.trailing_data:
         notes.append("data after the end of the JSON document was ignored")
     summary = builder.finish(decoder.metadata, form=decoder.form, notes=notes)
-    return _Trace(summary, decoder.metadata, _epoch_start(builder.t_min, base_ns))
+    return _Trace(
+        summary,
+        decoder.metadata,
+        _epoch_start(builder.t_min, base_ns),
+        builder.step_source,
+    )
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _position(stream: BinaryIO) -> int | None:
+    """Bytes of the file on disk consumed: the compressed position for gzip streams."""
+    raw = getattr(stream, "fileobj", None) or stream  # gzip.GzipFile wraps the file
+    try:
+        return raw.tell()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _file_progress(
+    progress: Progress | None, done_before: int, total: int | None
+) -> Callable[[BinaryIO], None] | None:
+    """A per-block hook that reports ``done_before`` + this file's position out of ``total``."""
+    if progress is None:
+        return None
+
+    def report(stream: BinaryIO) -> None:
+        pos = _position(stream)
+        if pos is not None:
+            progress(done_before + pos, total)
+
+    return report
 
 
 def _epoch_start(t_min_us: float, base_ns: Any) -> float | None:
@@ -107,45 +165,75 @@ def find_trace_files(path: PathLike) -> list[Path]:
 
 
 def record_from_traces(
-    paths: PathLike | Iterable[PathLike], *, block_size: int = DEFAULT_BLOCK_SIZE
+    paths: PathLike | Iterable[PathLike],
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    progress: Progress | None = None,
 ) -> RunRecord:
     """A :class:`RunRecord` (``source="trace"``) built from one or more trace files.
 
-    ``paths`` is a file, a directory (every trace file in it, one summary each) or a list of
-    either. Steps come from the traces' ``ProfilerStep#N`` annotations (the slowest trace's wall
-    time where several traces cover the same step, e.g. one per rank); devices from
-    ``deviceProperties``; rank and world size from ``distributedInfo``.
+    ``paths`` is a file, a directory (every trace file in it, one summary each: typically one
+    per rank) or a list of either. Files a directory listing found that turn out not to be
+    traces are skipped and named in ``collectors["trace"].reason``. ``traces`` holds the
+    summaries sorted by rank; rank, world size and backend come from ``distributedInfo``.
+
+    Steps come from each trace's steps (``ProfilerStep#N``, else optimizer-step or annotation
+    fallbacks): per step number the slowest trace's wall time, since that is what the job waits
+    for, and as input wait that trace's host time in ``DataLoader.__next__`` (as a live capture
+    measures it). Devices come from ``deviceProperties``.
     """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files: list[Path] = []
+    listed = False
     for item in items:
-        files.extend(find_trace_files(item))
+        found = find_trace_files(item)
+        listed = listed or Path(item).is_dir()
+        files.extend(found)
+    sizes = [_size(f) for f in files]
+    total = sum(s or 0 for s in sizes) if all(s is not None for s in sizes) else None
     traces: list[_Trace] = []
-    skipped: list[str] = []
-    for f in files:
+    not_traces: list[str] = []
+    unreadable: list[str] = []
+    first_error: TraceError | None = None
+    done = 0
+    for f, size in zip(files, sizes, strict=True):
         try:
-            traces.append(_read(f, block_size))
+            traces.append(_read(f, block_size, _file_progress(progress, done, total)))
         except NotATraceError:
             if len(files) == 1:
                 raise
-            skipped.append(f.name)  # JSON that is not a trace, found by a directory listing
+            not_traces.append(f.name)  # JSON that is not a trace: a config, samples ...
+        except TraceError as exc:
+            # A file named on its own must be readable; one a directory listing found may be
+            # a half-written or foreign file, reported instead of failing the whole run.
+            if len(files) == 1 or not listed:
+                raise
+            first_error = first_error or exc
+            unreadable.append(f.name)
+        done += size or 0
     if not traces:
+        if first_error is not None:
+            raise first_error
         raise TraceError(f"no trace files found in {', '.join(str(i) for i in items)}")
+    traces.sort(key=lambda t: (t.summary.rank is None, t.summary.rank or 0, t.summary.origin))
 
     first = traces[0]
-    dist = first.metadata.get("distributedInfo")
-    dist = dist if isinstance(dist, dict) else {}
-    rank = dist.get("rank") if isinstance(dist.get("rank"), int) else 0
-    world_size = dist.get("world_size") if isinstance(dist.get("world_size"), int) else 1
+    ranks = [distributed_info(t.metadata) for t in traces]
+    rank = next((r for r, _, _ in ranks if r is not None), 0)
+    world_size = next((w for _, w, _ in ranks if w is not None), 1)
+    backend = next((b for _, _, b in ranks if b is not None), None)
     starts = [t.start_epoch_s for t in traces if t.start_epoch_s is not None]
     ends = [
         t.start_epoch_s + t.summary.span_ms / 1000 for t in traces if t.start_epoch_s is not None
     ]
-    collectors = {"trace": CollectorStatus(available=True)}
-    if skipped:
-        collectors["trace"] = CollectorStatus(
-            available=True, reason="not traces, skipped: " + ", ".join(skipped)
-        )
+    reasons = []
+    if not_traces:
+        reasons.append("not traces, skipped: " + ", ".join(not_traces))
+    if unreadable:
+        reasons.append("unreadable traces, skipped: " + ", ".join(unreadable))
+    collectors = {
+        "trace": CollectorStatus(available=True, reason="; ".join(reasons) if reasons else None)
+    }
     name = files[0].name if len(files) == 1 else Path(str(items[0])).name
     return RunRecord(
         source="trace",
@@ -159,13 +247,15 @@ def record_from_traces(
         rank=rank,
         world_size=world_size,
         collectors=collectors,
-        steps=_step_series([t.summary for t in traces]),
+        steps=_step_series(traces),
         environment=Environment(
             cuda_version=_cuda_version(first.metadata),
             devices=_devices([t.summary for t in traces]),
             distributed=DistributedInfo(
-                initialized=bool(dist),
-                backend=dist.get("backend") if isinstance(dist.get("backend"), str) else None,
+                initialized=any(
+                    isinstance(t.metadata.get("distributedInfo"), dict) for t in traces
+                ),
+                backend=backend,
                 rank=rank,
                 world_size=world_size,
             ),
@@ -174,14 +264,17 @@ def record_from_traces(
     )
 
 
-def _step_series(summaries: list[TraceSummary]) -> StepSeries:
-    """One row per profiler step; a step seen in several traces keeps its slowest instance."""
+def _step_series(traces: list[_Trace]) -> StepSeries:
+    """One row per step number; a step seen in several traces (ranks) keeps its slowest one."""
     by_number: dict[int, tuple[float, float, float]] = {}
-    for s in summaries:
-        if s.step_detection != "profiler-step":
+    detections = set()
+    for t in traces:
+        detection = _SERIES_DETECTION.get(t.step_source)
+        if detection is None:
             continue
-        for step in s.steps:
-            row = (step.duration_ms, step.breakdown.input_wait, step.start_us)
+        detections.add(detection)
+        for step in t.summary.steps:
+            row = (step.duration_ms, step.dataloader_ms, step.start_us)
             known = by_number.get(step.number)
             if known is None or row[0] > known[0]:
                 by_number[step.number] = row
@@ -191,8 +284,10 @@ def _step_series(summaries: list[TraceSummary]) -> StepSeries:
     origin = min(row[2] for row in by_number.values())
     walls = [by_number[n][0] for n in numbers]
     waits = [by_number[n][1] for n in numbers]
+    # Mixed sources (some ranks with ProfilerStep markers, some without): the markers win.
+    detection = "profiler" if "profiler" in detections else sorted(detections)[0]
     return StepSeries(
-        detection="profiler",
+        detection=detection,  # type: ignore[arg-type]
         count=len(numbers),
         total_wall_s=sum(walls) / 1000,
         total_input_wait_s=sum(waits) / 1000,

@@ -1,0 +1,247 @@
+"""Compute rules: math that could run on tensor cores (``no-amp``, ``tf32-disabled``), memory
+layout for convolutions (``channels-last``) and cuDNN autotuning (``cudnn-benchmark``)."""
+
+from __future__ import annotations
+
+from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
+from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.analyze.window import (
+    StepTime,
+    device_capability,
+    primary_summary,
+    step_time,
+)
+from torchdiag.record import MathStats, RunRecord, TraceSummary
+
+# Dtype names as torch.profiler records them (``Input type``) for single-precision tensors.
+FP32_NAMES = ("float",)
+HALF_NAMES = ("c10::BFloat16", "c10::Half", "BFloat16", "Half", "bfloat16", "float16")
+
+
+def _math(record: RunRecord) -> tuple[TraceSummary, MathStats, StepTime, float]:
+    """The window's math statistics, the step estimate and the steps per window."""
+    summary = primary_summary(record)
+    if summary is None or not summary.steps:
+        raise SkipRule("needs a profiler window or trace with steps to see which kernels ran")
+    if not summary.has_gpu:
+        raise SkipRule("no GPU activity in the trace: tensor cores do not apply")
+    math = summary.math
+    if math is None or math.eligible_ms <= 0:
+        raise SkipRule("no GEMM, convolution or attention kernels in the trace")
+    timing = step_time(record)
+    if timing is None or timing.step_ms <= 0:
+        raise SkipRule("no step time to compare the math against")
+    return summary, math, timing, float(len(summary.steps))
+
+
+def _gpu_saving_pct(timing: StepTime, removable_ms: float) -> float:
+    """Share of the step saved if ``removable_ms`` of GPU work per step vanished.
+
+    Host and GPU run as a pipeline, so faster kernels shorten the step only down to the host's
+    own time: a host-bound step gains nothing from faster math.
+    """
+    busy = timing.gpu_busy_ms or 0.0
+    removable = min(removable_ms, busy)
+    if timing.host_ms is None:
+        floor = timing.step_ms - busy  # everything that was not GPU work stays
+    else:
+        floor = timing.host_ms + timing.input_wait_ms + timing.sync_idle_ms
+    new_step = max(floor, busy - removable)
+    return max(0.0, (timing.step_ms - new_step) / timing.step_ms * 100.0)
+
+
+def _fp32_ms(math: MathStats) -> tuple[float, str]:
+    """GEMM/conv/attention kernel time launched in fp32, and how it was known."""
+    known = sum(ms for dtype, ms in math.op_dtype_ms.items() if dtype != "unknown")
+    if known >= 0.5 * math.eligible_ms:
+        fp32 = sum(ms for dtype, ms in math.op_dtype_ms.items() if dtype in FP32_NAMES)
+        return fp32 * math.eligible_ms / known, "dtype of the operators that launched them"
+    return math.non_tensor_core_ms, "kernel names (operator dtypes not recorded)"
+
+
+@rule("no-amp")
+def no_amp(record: RunRecord) -> Finding | None:
+    """fp32 matrix math on a GPU with tensor cores, without autocast."""
+    summary, math, timing, n = _math(record)
+    capability = device_capability(record, summary)
+    if capability is not None and capability < 7.0:
+        raise SkipRule(f"compute capability {capability:.1f} has no tensor cores")
+    fp32_ms, how = _fp32_ms(math)
+    per_step = fp32_ms / n
+    share_of_math = fp32_ms / math.eligible_ms
+    saving = _gpu_saving_pct(timing, per_step)
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    autocast = record.environment.autocast
+    evidence: dict[str, float | int | str | bool | None] = {
+        "fp32_math_ms_per_step": round(per_step, 2),
+        "fp32_share_of_math_pct": round(share_of_math * 100, 1),
+        "math_ms_per_step": round(math.eligible_ms / n, 2),
+        "step_ms": round(timing.step_ms, 2),
+        "gpu_busy_pct": _pct(timing.gpu_busy_share),
+        "fp32_known_from": how,
+        "compute_capability": capability,
+        "autocast_regions": autocast.entered if autocast is not None else None,
+        "step_time_from": timing.source,
+    }
+    tensor = _mean_gpm_tensor(record)
+    if tensor is not None:
+        evidence["gpm_tensor_active_pct"] = round(tensor, 1)
+    dtype = "torch.bfloat16" if capability is None or capability >= 8.0 else "torch.float16"
+    return Finding(
+        id="no-amp",
+        severity=severity_for_saving(saving),
+        title=f"{share_of_math * 100:.0f}% of matrix math runs in fp32 without autocast",
+        evidence=evidence,
+        recommendation=(
+            "Run the forward pass and loss under torch.autocast so GEMMs, convolutions and "
+            "attention use tensor cores in reduced precision; keep the optimizer in fp32. "
+            + (
+                "bfloat16 needs no GradScaler."
+                if dtype == "torch.bfloat16"
+                else "float16 needs a GradScaler."
+            )
+        ),
+        snippet=(
+            f"with torch.autocast(device_type='cuda', dtype={dtype}):\n"
+            "    loss = loss_fn(model(inputs), targets)\n"
+            "loss.backward()\n"
+            "optimizer.step()"
+        ),
+        saving_pct_max=round(saving, 1),
+    )
+
+
+@rule("tf32-disabled")
+def tf32_disabled(record: RunRecord) -> Finding | None:
+    """fp32 GEMMs/convolutions on CUDA cores where TF32 tensor cores could run them."""
+    summary, math, timing, n = _math(record)
+    capability = device_capability(record, summary)
+    if capability is not None and capability < 8.0:
+        raise SkipRule(f"TF32 needs compute capability 8.0 or newer (found {capability:.1f})")
+    env = record.environment
+    if env.tf32_matmul and env.tf32_cudnn:
+        return None
+    non_tc = math.non_tensor_core_ms / n
+    saving = _gpu_saving_pct(timing, non_tc)
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    return Finding(
+        id="tf32-disabled",
+        severity=severity_for_saving(saving),
+        title="fp32 matrix math runs without TF32 tensor cores",
+        evidence={
+            "non_tensor_core_math_ms_per_step": round(non_tc, 2),
+            "math_ms_per_step": round(math.eligible_ms / n, 2),
+            "step_ms": round(timing.step_ms, 2),
+            "tf32_matmul": env.tf32_matmul,
+            "tf32_cudnn": env.tf32_cudnn,
+            "float32_matmul_precision": env.float32_matmul_precision,
+            "compute_capability": capability,
+        },
+        recommendation=(
+            "Where full fp32 precision is not required, let fp32 matmuls and convolutions use "
+            "TF32 tensor cores (10-bit mantissa, fp32 range). Autocast (no-amp) gains more."
+        ),
+        snippet=(
+            "torch.backends.cuda.matmul.allow_tf32 = True\n"
+            "torch.backends.cudnn.allow_tf32 = True\n"
+            "# or: torch.set_float32_matmul_precision('high')"
+        ),
+        saving_pct_max=round(saving, 1),
+    )
+
+
+@rule("channels-last")
+def channels_last(record: RunRecord) -> Finding | None:
+    """Convolutions in reduced precision fed NCHW tensors: cuDNN transposes them every call."""
+    _, math, timing, n = _math(record)
+    if math.conv_ms <= 0:
+        raise SkipRule("no convolution kernels in the trace")
+    half_ms = sum(ms for dtype, ms in math.op_dtype_ms.items() if dtype in HALF_NAMES)
+    if math.op_dtype_ms and half_ms < 0.5 * math.eligible_ms:
+        return None  # channels_last pays off with tensor-core (reduced precision) convolutions
+    transform = math.layout_transform_ms / n
+    if transform <= 0 and math.conv_nchw_ms <= math.conv_nhwc_ms:
+        return None
+    saving = _gpu_saving_pct(timing, transform)
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    return Finding(
+        id="channels-last",
+        severity=severity_for_saving(saving),
+        title="convolutions run on NCHW tensors and pay for layout transposes",
+        evidence={
+            "layout_transform_ms_per_step": round(transform, 2),
+            "conv_ms_per_step": round(math.conv_ms / n, 2),
+            "conv_nchw_ms_per_step": round(math.conv_nchw_ms / n, 2),
+            "conv_nhwc_ms_per_step": round(math.conv_nhwc_ms / n, 2),
+            "step_ms": round(timing.step_ms, 2),
+        },
+        recommendation=(
+            "Keep the model and its inputs in channels_last memory format so tensor-core "
+            "convolutions read NHWC directly instead of transposing around every call."
+        ),
+        snippet=(
+            "model = model.to(memory_format=torch.channels_last)\n"
+            "images = images.to(device, memory_format=torch.channels_last, non_blocking=True)"
+        ),
+        saving_pct_max=round(saving, 1),
+    )
+
+
+@rule("cudnn-benchmark")
+def cudnn_benchmark(record: RunRecord) -> Finding | None:
+    """Convolutions with fixed shapes while cuDNN autotuning is off."""
+    flag = record.environment.cudnn_benchmark
+    if flag is None:
+        raise SkipRule("torch.backends.cudnn.benchmark is only known from a live capture")
+    if flag:
+        return None
+    _, math, timing, n = _math(record)
+    if math.conv_ms <= 0:
+        return None
+    summary = primary_summary(record)
+    shapes = {
+        shape
+        for op in (summary.top_ops if summary else [])
+        if "conv" in op.name
+        for shape in op.input_shapes
+    }
+    conv = math.conv_ms / n
+    # Amdahl: the best algorithm can at most remove the convolutions' own time.
+    saving = _gpu_saving_pct(timing, conv)
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    return Finding(
+        id="cudnn-benchmark",
+        severity=severity_for_saving(saving),
+        title="cuDNN autotuning (cudnn.benchmark) is off for a convolutional model",
+        evidence={
+            "cudnn_benchmark": flag,
+            "conv_ms_per_step": round(conv, 2),
+            "step_ms": round(timing.step_ms, 2),
+            "distinct_conv_input_shapes": len(shapes),
+        },
+        recommendation=(
+            "With fixed input shapes, let cuDNN time its convolution algorithms once and keep "
+            "the fastest. Leave it off if input shapes change every step (each new shape is "
+            "autotuned again)."
+        ),
+        snippet="torch.backends.cudnn.benchmark = True",
+        saving_pct_max=round(saving, 1),
+    )
+
+
+def _pct(share: float | None) -> float | None:
+    return None if share is None else round(share * 100, 1)
+
+
+def _mean_gpm_tensor(record: RunRecord) -> float | None:
+    samples = record.samples
+    if samples is None:
+        return None
+    values = [
+        v for gpu in samples.gpus if gpu.gpm for v in gpu.gpm.tensor_active_pct if v is not None
+    ]
+    return sum(values) / len(values) if values else None

@@ -1,0 +1,266 @@
+"""Host-side rules: the GPU waits on Python and kernel launches (``cpu-bound``), too many tiny
+kernels (``launch-overhead``), a batch too small to fill the GPU (``small-batch``) and
+single-tensor optimizer loops (``optimizer-not-fused``)."""
+
+from __future__ import annotations
+
+from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
+from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.analyze.window import (
+    StepTime,
+    device_memory_bytes,
+    primary_summary,
+    step_time,
+)
+from torchdiag.record import RunRecord
+
+# Doubling the batch doubles the work per step. When the GPU does useful work less than half of
+# the step, that extra work fits into capacity the step already pays for: this is the point at
+# which a larger batch is expected to raise throughput, whatever the model.
+SMALL_BATCH_UTILISATION = 0.5
+# Below half GPU busy the host, not the GPU, is where most of each step goes: the threshold
+# TensorBoard's profiler plugin and Nsight Systems use for a starved GPU. Above it host and GPU
+# are roughly balanced and part of the idle time is kernel scheduling no host fix removes, so the
+# possible saving is still reported but only as a note (severity info).
+CPU_BOUND_BUSY = 0.5
+
+
+def _gpu_step(record: RunRecord) -> StepTime:
+    timing = step_time(record)
+    if timing is None:
+        raise SkipRule("no steps were recorded")
+    if timing.gpu_busy_ms is None:
+        raise SkipRule("no GPU activity measured (CPU-only run or no NVML/profiler data)")
+    return timing
+
+
+@rule("cpu-bound")
+def cpu_bound(record: RunRecord) -> Finding | None:
+    """The GPU idles while the host runs Python and launches kernels."""
+    timing = _gpu_step(record)
+    share = timing.host_bound_share or 0.0
+    saving = share * 100
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    summary = primary_summary(record)
+    evidence: dict[str, float | int | str | bool | None] = {
+        "gpu_idle_waiting_on_host_pct": round(saving, 1),
+        "gpu_busy_pct": round((timing.gpu_busy_share or 0.0) * 100, 1),
+        "step_ms": round(timing.step_ms, 2),
+        "gpu_busy_ms_per_step": round(timing.gpu_busy_ms or 0.0, 2),
+        "input_wait_ms_per_step": round(timing.input_wait_ms, 2),
+        "step_time_from": timing.source,
+    }
+    if timing.host_ms is not None:
+        evidence["host_ms_per_step"] = round(timing.host_ms, 2)
+    if summary is not None and summary.steps:
+        n = len(summary.steps)
+        evidence["kernels_per_step"] = round(sum(s.kernels for s in summary.steps) / n, 1)
+        if summary.profiler_event_us:
+            evidence["profiler_cost_per_event_us"] = round(summary.profiler_event_us, 2)
+    busy = timing.gpu_busy_share or 0.0
+    severity = severity_for_saving(saving) if busy < CPU_BOUND_BUSY else "info"
+    return Finding(
+        id="cpu-bound",
+        severity=severity,
+        title=f"the GPU waits on the host for {saving:.0f}% of each step",
+        evidence=evidence,
+        recommendation=(
+            "The host cannot issue work as fast as the GPU finishes it. Cut per-step Python and "
+            "launch overhead: compile the model (fewer, fused kernels), capture the step in a "
+            "CUDA graph (torch.compile mode='reduce-overhead'), and move per-step host work "
+            "(logging, metrics, .item()) out of the loop or to every N steps."
+        ),
+        snippet="model = torch.compile(model, mode='reduce-overhead')",
+        saving_pct_max=round(saving, 1),
+    )
+
+
+@rule("launch-overhead")
+def launch_overhead(record: RunRecord) -> Finding | None:
+    """Kernels that finish faster than the host can launch them."""
+    summary = primary_summary(record)
+    if summary is None or summary.launch is None or not summary.steps:
+        raise SkipRule("needs a profiler window or trace with kernel launches")
+    launch = summary.launch
+    if launch.launches == 0:
+        raise SkipRule("no kernel launches in the trace")
+    short_share = launch.short_kernels / launch.launches
+    # HolisticTraceAnalysis calls a kernel "short" when the GPU runs it for less time than the
+    # host spent launching it; when most kernels are like that the GPU cannot be kept fed one
+    # launch at a time, whatever else the host does.
+    if short_share < 0.5:
+        return None
+    timing = step_time(record)
+    if timing is None or timing.step_ms <= 0:
+        raise SkipRule("no step time")
+    n = len(summary.steps)
+    launch_ms = launch.launches * launch.median_launch_us / 1e3 / n
+    host_bound = (timing.host_bound_share or 0.0) * timing.step_ms
+    saving = min(launch_ms, host_bound) / timing.step_ms * 100
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    return Finding(
+        id="launch-overhead",
+        severity=severity_for_saving(saving),
+        title=f"{short_share * 100:.0f}% of kernels run shorter than their launch",
+        evidence={
+            "kernels_per_step": round(launch.launches / n, 1),
+            "median_kernel_us": round(launch.median_kernel_us, 2),
+            "median_launch_us": round(launch.median_launch_us, 2),
+            "short_kernel_pct": round(short_share * 100, 1),
+            "launch_ms_per_step": round(launch_ms, 2),
+            "step_ms": round(timing.step_ms, 2),
+            "cuda_graph_launches": launch.cuda_graph_launches,
+        },
+        recommendation=(
+            "Fuse the many tiny kernels: torch.compile generates fused kernels and with "
+            "mode='reduce-overhead' replays the step as one CUDA graph; foreach/fused optimizers "
+            "and fused layers (e.g. scaled_dot_product_attention) also cut launch counts."
+        ),
+        snippet="model = torch.compile(model, mode='reduce-overhead')",
+        saving_pct_max=round(saving, 1),
+    )
+
+
+@rule("small-batch")
+def small_batch(record: RunRecord) -> Finding | None:
+    """The batch is too small to fill the GPU, and memory would allow a larger one."""
+    timing = _gpu_step(record)
+    summary = primary_summary(record)
+    compute_ms = timing.step_ms - timing.input_wait_ms - timing.sync_idle_ms
+    if compute_ms <= 0:
+        return None
+    busy = min(1.0, (timing.gpu_busy_ms or 0.0) / compute_ms)
+    fill, fill_from = _sm_fill(record, summary)
+    utilisation = busy * (fill if fill is not None else 1.0)
+    if utilisation >= SMALL_BATCH_UTILISATION:
+        return None
+    batch, batch_from = _batch_size(record, summary)
+    if batch is None:
+        raise SkipRule("the batch size is unknown (no DataLoader settings or operator shapes)")
+    capacity = device_memory_bytes(record, summary)
+    peak = _peak_memory(record, summary)
+    headroom = capacity / peak if capacity and peak else None
+    if headroom is not None and headroom < 2.0:
+        return None  # a doubled batch would not fit: the finding would be advice nobody can take
+    saving = (1.0 - utilisation) * 100
+    evidence: dict[str, float | int | str | bool | None] = {
+        "batch_size": batch,
+        "batch_size_from": batch_from,
+        "gpu_busy_pct_of_compute": round(busy * 100, 1),
+        "sm_fill_pct": None if fill is None else round(fill * 100, 1),
+        "sm_fill_from": fill_from,
+        "useful_gpu_pct": round(utilisation * 100, 1),
+        "memory_headroom_x": None if headroom is None else round(headroom, 1),
+        "step_ms": round(timing.step_ms, 2),
+    }
+    return Finding(
+        id="small-batch",
+        severity=severity_for_saving(saving),
+        title=f"batch of {batch} uses {utilisation * 100:.0f}% of the GPU",
+        evidence=evidence,
+        recommendation=(
+            "Each step leaves most of the GPU unused, and memory allows a larger batch: raise "
+            "the batch size (scale the learning rate with it, or accumulate to keep the "
+            "effective batch) so each step does more work for the same fixed overhead. "
+            "saving_pct_max is per sample, not per step."
+        ),
+        snippet=(
+            f"loader = torch.utils.data.DataLoader(dataset, batch_size={batch * 4}, ...)\n"
+            "# and scale the learning rate, e.g. lr = base_lr * new_batch / old_batch"
+        ),
+        saving_pct_max=round(saving, 1),
+    )
+
+
+@rule("optimizer-not-fused")
+def optimizer_not_fused(record: RunRecord) -> Finding | None:
+    """The optimizer updates parameters one tensor at a time."""
+    summary = primary_summary(record)
+    live = [o for o in record.environment.optimizers if o.foreach is False and not o.fused]
+    if summary is None or not summary.optimizer_steps:
+        if live:
+            raise SkipRule("needs a profiler window to time the optimizer step")
+        raise SkipRule("no optimizer step regions in the trace")
+    timing = step_time(record)
+    if timing is None or timing.step_ms <= 0:
+        raise SkipRule("no step time")
+    worst = None
+    for stat in summary.optimizer_steps:
+        # A foreach/fused optimizer issues a handful of multi-tensor ops per step; a
+        # single-tensor loop issues several ops per parameter and no multi-tensor ones.
+        if stat.calls == 0 or stat.foreach_ops_per_call > 0 or stat.ops_per_call < 2:
+            continue
+        per_call_ms = stat.total_ms / stat.calls
+        overhead = (stat.ops_per_call + stat.kernels_per_call) * (summary.profiler_event_us or 0)
+        host_ms = max(0.0, per_call_ms - overhead / 1e3)
+        if worst is None or host_ms > worst[1]:
+            worst = (stat, host_ms)
+    if worst is None:
+        return None
+    stat, host_ms = worst
+    # Host time of the loop matters only while the GPU waits on the host.
+    limit = (timing.host_bound_share or 0.0) * timing.step_ms
+    if timing.gpu_busy_ms is None:
+        limit = timing.step_ms
+    saving = min(host_ms, limit) / timing.step_ms * 100
+    if saving < NEGLIGIBLE_SAVING_PCT:
+        return None
+    name = stat.name.split("#")[-1].split(".")[0] or "optimizer"
+    return Finding(
+        id="optimizer-not-fused",
+        severity=severity_for_saving(saving),
+        title=f"{name} updates parameters one tensor at a time",
+        evidence={
+            "optimizer": stat.name,
+            "ops_per_step": round(stat.ops_per_call, 1),
+            "multi_tensor_ops_per_step": round(stat.foreach_ops_per_call, 1),
+            "kernels_per_step": round(stat.kernels_per_call, 1),
+            "optimizer_host_ms_per_step": round(host_ms, 2),
+            "step_ms": round(timing.step_ms, 2),
+        },
+        recommendation=(
+            "Use the multi-tensor (foreach) or fused implementation: one kernel launch updates "
+            "many parameters. foreach is the default on CUDA unless foreach=False is passed; "
+            "fused=True is faster still for Adam/AdamW/SGD on CUDA."
+        ),
+        snippet=f"optimizer = torch.optim.{name}(model.parameters(), lr=lr, fused=True)",
+        saving_pct_max=round(saving, 1),
+    )
+
+
+def _sm_fill(record: RunRecord, summary) -> tuple[float | None, str | None]:
+    """Fraction of SMs the kernels could occupy: GPM SM activity, else blocks per SM."""
+    samples = record.samples
+    if samples is not None:
+        busy = [v for g in samples.gpus if g.gpm for v in g.gpm.sm_active_pct if v is not None]
+        util = [v for g in samples.gpus for v in g.utilization_pct if v]
+        if busy and util:
+            # SM activity is a share of all time; dividing by kernel-running time gives the
+            # fill of the SMs while kernels ran.
+            return min(1.0, (sum(busy) / len(busy)) / (sum(util) / len(util))), "NVML GPM"
+    occupancy = summary.occupancy if summary is not None else None
+    if occupancy is not None and occupancy.sm_efficiency_pct is not None:
+        return occupancy.sm_efficiency_pct / 100.0, "kernel blocks per SM"
+    return None, None
+
+
+def _batch_size(record: RunRecord, summary) -> tuple[int | None, str | None]:
+    for loader in record.environment.loaders:
+        if loader.batch_size:
+            return loader.batch_size, "DataLoader batch_size"
+    if summary is not None and summary.batch_size:
+        return summary.batch_size, summary.batch_size_source or "operator input shapes"
+    return None, None
+
+
+def _peak_memory(record: RunRecord, summary) -> int | None:
+    peaks = []
+    if summary is not None:
+        peaks += [m.peak_reserved_bytes or m.peak_allocated_bytes for m in summary.memory]
+    if record.samples is not None:
+        for gpu in record.samples.gpus:
+            peaks += [int(v) for v in gpu.memory_used_bytes if v]
+    peaks = [p for p in peaks if p]
+    return max(peaks) if peaks else None

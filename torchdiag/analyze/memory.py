@@ -1,0 +1,91 @@
+"""``memory-pressure``: peak GPU memory near capacity, or much more reserved than allocated."""
+
+from __future__ import annotations
+
+from torchdiag.analyze.finding import Finding, severity_for_saving
+from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.analyze.window import device_memory_bytes, primary_summary, step_time
+from torchdiag.record import RunRecord
+
+# Peers flag memory at 90% of capacity (TensorBoard plugin, gpuprof): past that a longer
+# sequence, a larger batch or fragmentation is one allocation away from an out-of-memory error.
+NEAR_CAPACITY = 0.90
+# The caching allocator keeps freed blocks reserved; when it holds twice what is in use, the
+# difference is fragmentation the allocator cannot reuse for larger requests.
+FRAGMENTATION_RATIO = 2.0
+
+_ALLOCATOR_CALLS = ("cudaMalloc", "cudaFree", "hipMalloc", "hipFree")
+
+
+@rule("memory-pressure")
+def memory_pressure(record: RunRecord) -> Finding | None:
+    """Peak memory against capacity, fragmentation, and allocator calls inside steps."""
+    summary = primary_summary(record)
+    capacity = device_memory_bytes(record, summary)
+    allocated, reserved = _peaks(record)
+    if not capacity:
+        raise SkipRule("device memory capacity unknown (no GPU in the record or trace)")
+    if not (allocated or reserved):
+        raise SkipRule("no memory figures (profile_memory events or NVML samples)")
+    used = max(reserved, allocated)
+    near = used / capacity
+    fragmented = allocated > 0 and reserved / allocated >= FRAGMENTATION_RATIO
+    if near < NEAR_CAPACITY and not fragmented:
+        return None
+    # Time is lost only when the allocator has to go back to the driver (cudaMalloc/cudaFree
+    # after freeing its cache); that time, inside steps, is the saving bound.
+    timing = step_time(record)
+    alloc_ms = _allocator_ms(summary)
+    saving = 0.0
+    if timing is not None and timing.step_ms > 0 and summary is not None and summary.steps:
+        saving = min(alloc_ms / len(summary.steps), timing.step_ms) / timing.step_ms * 100
+    title = (
+        f"peak GPU memory at {near * 100:.0f}% of capacity"
+        if near >= NEAR_CAPACITY
+        else f"allocator reserves {reserved / allocated:.1f}x the memory in use"
+    )
+    return Finding(
+        id="memory-pressure",
+        severity=severity_for_saving(saving),
+        title=title,
+        evidence={
+            "peak_used_pct_of_capacity": round(near * 100, 1),
+            "peak_allocated_gib": round(allocated / 2**30, 2) if allocated else None,
+            "peak_reserved_gib": round(reserved / 2**30, 2) if reserved else None,
+            "capacity_gib": round(capacity / 2**30, 2),
+            "allocator_calls_ms_in_trace": round(alloc_ms, 2),
+        },
+        recommendation=(
+            "Leave headroom or cut activation memory: activation checkpointing, a smaller "
+            "micro-batch with gradient accumulation, mixed precision, or "
+            "expandable segments to reduce fragmentation."
+        ),
+        snippet=(
+            "# before the first CUDA allocation (or in the environment):\n"
+            "os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'expandable_segments:True'"
+        ),
+        saving_pct_max=round(saving, 1),
+    )
+
+
+def _peaks(record: RunRecord) -> tuple[int, int]:
+    """Peak allocated and reserved bytes, from profiler memory events or NVML."""
+    allocated = reserved = 0
+    summary = primary_summary(record)
+    if summary is not None:
+        for timeline in summary.memory:
+            allocated = max(allocated, timeline.peak_allocated_bytes)
+            reserved = max(reserved, timeline.peak_reserved_bytes)
+    if record.samples is not None:
+        for gpu in record.samples.gpus:
+            used = [v for v in gpu.memory_used_bytes if v]
+            if used:
+                # NVML sees the whole process (allocator cache and CUDA context included).
+                reserved = max(reserved, int(max(used)))
+    return allocated, reserved
+
+
+def _allocator_ms(summary) -> float:
+    if summary is None:
+        return 0.0
+    return sum(s.total_ms for s in summary.syncs if s.name.startswith(_ALLOCATOR_CALLS))

@@ -1,0 +1,182 @@
+"""Training steps in a trace: where they are, and what each one's time went to.
+
+Where: ``ProfilerStep#N`` annotations (``profiler-step``). Without them (profiling by hand,
+``with profile():`` around a loop), the fallback (``fallback``) takes, in this order:
+
+1. the ends of the ``Optimizer.step#...`` regions as step boundaries (one update, one step), the
+   first step starting with the training process's first host event;
+2. a repeated top-level ``record_function`` annotation of the training process (the one
+   covering the most time), each instance one step;
+3. the whole trace as one step.
+
+What: each step's wall time is split into a :class:`~torchdiag.record.BreakdownMs` by
+prioritised interval layers (:func:`~torchdiag.traces.intervals.partition`), and the per-step
+counters are taken in the same window: kernels (by GPU start), kernel-launch calls, DataLoader
+time, synchronisations.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+
+from torchdiag.record import BreakdownMs, TraceStep
+from torchdiag.traces.events import Interner
+from torchdiag.traces.intervals import Intervals, length_in, partition
+from torchdiag.traces.launches import count_in
+
+__all__ = ["Annotations", "StepWindow", "build_steps", "fallback_windows", "profiler_windows"]
+
+StepWindow = tuple[int, float, float]  # (number, start µs, end µs)
+ThreadKey = tuple[int | str, int | str]
+# (syncs, sync ms, idle-after-sync ms) for a window [a, b)
+SyncFigures = Callable[[float, float], tuple[int, float, float]]
+
+
+class Annotations:
+    """``user_annotation`` intervals per thread, kept for the repeated-annotation fallback."""
+
+    def __init__(self) -> None:
+        self.names = Interner()
+        self._by_thread: dict[ThreadKey, tuple[array, array, array]] = {}
+
+    def add(self, name: str, key: ThreadKey, ts: float, end: float) -> None:
+        """One annotation on thread ``key``."""
+        cols = self._by_thread.get(key)
+        if cols is None:
+            cols = self._by_thread[key] = (array("d"), array("d"), array("l"))
+        cols[0].append(ts)
+        cols[1].append(end)
+        cols[2].append(self.names.intern(name))
+
+    def count_in(self, pid: int | str | None, a: float, b: float) -> int:
+        """Annotations of process ``pid`` that started in ``[a, b)``."""
+        return sum(
+            sum(1 for t in ts if a <= t < b)
+            for (p, _), (ts, _, _) in self._by_thread.items()
+            if p == pid
+        )
+
+    def first_start(self, pid: int | str | None) -> float | None:
+        """The earliest annotation of process ``pid``, if it has any."""
+        starts = [min(ts) for (p, _), (ts, _, _) in self._by_thread.items() if p == pid and ts]
+        return min(starts, default=None)
+
+    def repeated_top_level(self, pid: int | str | None) -> list[tuple[float, float]]:
+        """Instances of process ``pid``'s repeated outermost annotation (most time covered)."""
+        spans: dict[int, list[tuple[float, float]]] = {}
+        for (p, _), (ts, end, name) in self._by_thread.items():
+            if p != pid:
+                continue
+            order = sorted(range(len(ts)), key=lambda i: (ts[i], -end[i]))
+            outer_end = float("-inf")
+            for i in order:
+                if ts[i] >= outer_end:  # not inside the previous outermost annotation
+                    outer_end = end[i]
+                    spans.setdefault(name[i], []).append((ts[i], end[i]))
+        best: list[tuple[float, float]] = []
+        best_key = (0.0, "")
+        for nid, found in spans.items():
+            if len(found) < 2:
+                continue
+            key = (sum(e - s for s, e in found), self.names.names[nid])
+            if key > best_key:
+                best, best_key = sorted(found), key
+        return best
+
+
+def fallback_windows(
+    optimizer_ends: Sequence[float],
+    annotations: Annotations,
+    main_pid: int | str | None,
+    host_start: float,
+    t_min: float,
+    t_max: float,
+) -> tuple[list[StepWindow], str]:
+    """Step windows without ``ProfilerStep#`` markers, and which rule found them.
+
+    The rule is ``"optimizer"``, ``"annotation"``, ``"trace"`` (whole trace) or ``"none"``.
+    """
+    if optimizer_ends:
+        bounds = [min(host_start, optimizer_ends[0]), *optimizer_ends]
+        windows = [
+            (k, bounds[k], bounds[k + 1])
+            for k in range(len(optimizer_ends))
+            if bounds[k + 1] > bounds[k]
+        ]
+        if windows:
+            return windows, "optimizer"
+    repeated = annotations.repeated_top_level(main_pid)
+    if repeated:
+        return [(k, s, e) for k, (s, e) in enumerate(repeated)], "annotation"
+    if t_max > t_min:
+        return [(0, t_min, t_max)], "trace"
+    return [], "none"
+
+
+def build_steps(
+    windows: Sequence[StepWindow],
+    layers: Sequence[Intervals],
+    has_gpu: bool,
+    *,
+    kernel_starts: Sequence[float],
+    launch_starts: Sequence[float],
+    loader: Intervals,
+    syncs: SyncFigures,
+) -> list[TraceStep]:
+    """One :class:`TraceStep` per window.
+
+    ``layers`` are, with GPU activity: communication, compute, memcpy, memset, DataLoader, host
+    runtime, host operators; without: DataLoader, host operators. ``kernel_starts`` and
+    ``launch_starts`` are sorted; ``loader`` is the training process's DataLoader time.
+    """
+    steps = []
+    for number, start, end in windows:
+        parts = [p / 1000 for p in partition(start, end, layers)]
+        wall = (end - start) / 1000
+        if has_gpu:
+            comm, compute, memcpy, memset, loader_idle, runtime, host = parts[:7]
+            known = (comm, compute, memcpy, memset, loader_idle, runtime, host)
+            breakdown = BreakdownMs(
+                wall=wall,
+                compute=compute,
+                memcpy=memcpy,
+                memset=memset,
+                communication=comm,
+                input_wait=loader_idle,
+                host_runtime=runtime,
+                idle_host_wait=host,
+                idle_other=max(0.0, wall - sum(known)),
+            )
+            busy = comm + compute + memcpy + memset
+        else:
+            loader_idle, host = parts[:2]
+            breakdown = BreakdownMs(
+                wall=wall,
+                input_wait=loader_idle,
+                cpu_only=host,
+                idle_other=max(0.0, wall - loader_idle - host),
+            )
+            busy = 0.0
+        n_syncs, sync_ms, idle_after = syncs(start, end)
+        steps.append(
+            TraceStep(
+                number=number,
+                start_us=start,
+                duration_ms=wall,
+                breakdown=breakdown,
+                kernels=count_in(kernel_starts, start, end),
+                gpu_busy_ms=busy,
+                dataloader_ms=length_in(loader, start, end) / 1000,
+                launches=count_in(launch_starts, start, end),
+                syncs=n_syncs,
+                sync_ms=sync_ms,
+                idle_after_sync_ms=idle_after,
+            )
+        )
+    return steps
+
+
+def profiler_windows(found: Mapping[int, tuple[float, float, int | str]]) -> list[StepWindow]:
+    """``ProfilerStep#N`` windows by step number; ``found`` maps N to (start, duration, pid)."""
+    return [(n, ts, ts + dur) for n, (ts, dur, _) in sorted(found.items())]
