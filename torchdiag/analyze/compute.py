@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.window import (
+from torchdiag.analyze.step_model import (
     StepTime,
     device_capability,
     primary_summary,

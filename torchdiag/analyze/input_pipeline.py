@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.window import StepTime, primary_summary, step_time
+from torchdiag.analyze.step_model import StepTime, primary_summary, step_time
 from torchdiag.record import LoaderInfo, RunRecord
 
 # Below this share the wait is within what timing a blocking call around prefetched batches can

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.window import device_memory_bytes, primary_summary, step_time
+from torchdiag.analyze.step_model import device_memory_bytes, primary_summary, step_time
 from torchdiag.record import RunRecord
 
 # Peers flag memory at 90% of capacity (TensorBoard plugin, gpuprof): past that a longer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.window import primary_summary, step_time
+from torchdiag.analyze.step_model import primary_summary, step_time
 from torchdiag.record import RunRecord
 
 # A GPU whose mean NVML utilisation stays under this did no training work in the run.
