@@ -186,6 +186,10 @@ def optimizer_not_fused(record: RunRecord) -> Finding | None:
     timing = step_time(record)
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time")
+    if timing.gpu_busy_ms is None:
+        # On the CPU the loop's time is its arithmetic, which a multi-tensor implementation does
+        # not remove; what it saves is per-tensor launch overhead on an accelerator.
+        raise SkipRule("no GPU activity: the single-tensor loop costs launches only on a GPU")
     worst = None
     for stat in summary.optimizer_steps:
         # A foreach/fused optimizer issues a handful of multi-tensor ops per step; a
@@ -202,8 +206,6 @@ def optimizer_not_fused(record: RunRecord) -> Finding | None:
     stat, host_ms = worst
     # Host time of the loop matters only while the GPU waits on the host.
     limit = (timing.host_bound_share or 0.0) * timing.step_ms
-    if timing.gpu_busy_ms is None:
-        limit = timing.step_ms
     saving = min(host_ms, limit) / timing.step_ms * 100
     if saving < NEGLIGIBLE_SAVING_PCT:
         return None
