@@ -46,8 +46,12 @@ def _gpu_saving_pct(timing: StepTime, removable_ms: float) -> float:
         floor = timing.step_ms - busy  # everything that was not GPU work stays
     else:
         floor = timing.host_ms + timing.input_wait_ms + timing.sync_idle_ms
+    # Compare against the step the pipeline explains, not the measured one: a live step longer
+    # than max(host, GPU) keeps that unexplained remainder whatever the kernels do, so removing
+    # nothing must save nothing.
+    modelled = max(floor, busy)
     new_step = max(floor, busy - removable)
-    return max(0.0, (timing.step_ms - new_step) / timing.step_ms * 100.0)
+    return max(0.0, (modelled - new_step) / timing.step_ms * 100.0)
 
 
 def _fp32_ms(math: MathStats) -> tuple[float, str]:

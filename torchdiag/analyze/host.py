@@ -236,12 +236,18 @@ def _sm_fill(record: RunRecord, summary) -> tuple[float | None, str | None]:
     """Fraction of SMs the kernels could occupy: GPM SM activity, else blocks per SM."""
     samples = record.samples
     if samples is not None:
-        busy = [v for g in samples.gpus if g.gpm for v in g.gpm.sm_active_pct if v is not None]
-        util = [v for g in samples.gpus for v in g.utilization_pct if v]
-        if busy and util:
-            # SM activity is a share of all time; dividing by kernel-running time gives the
-            # fill of the SMs while kernels ran.
-            return min(1.0, (sum(busy) / len(busy)) / (sum(util) / len(util))), "NVML GPM"
+        # SM activity is a share of all time; dividing by kernel-running time over the same
+        # samples gives the fill of the SMs while kernels ran.
+        active = running = 0.0
+        for g in samples.gpus:
+            if g.gpm is None:
+                continue
+            for sm, util in zip(g.gpm.sm_active_pct, g.utilization_pct, strict=False):
+                if sm is not None and util:
+                    active += sm
+                    running += util
+        if running > 0:
+            return min(1.0, active / running), "NVML GPM"
     occupancy = summary.occupancy if summary is not None else None
     if occupancy is not None and occupancy.sm_efficiency_pct is not None:
         return occupancy.sm_efficiency_pct / 100.0, "kernel blocks per SM"

@@ -22,13 +22,15 @@ def memory_pressure(record: RunRecord) -> Finding | None:
     """Peak memory against capacity, fragmentation, and allocator calls inside steps."""
     summary = primary_summary(record)
     capacity = device_memory_bytes(record, summary)
-    allocated, reserved = _peaks(record)
+    allocated, reserved, device_used = _peaks(record)
     if not capacity:
         raise SkipRule("device memory capacity unknown (no GPU in the record or trace)")
-    if not (allocated or reserved):
+    if not (allocated or reserved or device_used):
         raise SkipRule("no memory figures (profile_memory events or NVML samples)")
-    used = max(reserved, allocated)
+    used = max(reserved, allocated, device_used)
     near = used / capacity
+    # Fragmentation compares the allocator's own figures: NVML's used memory also holds the
+    # CUDA context and other processes, which no allocator setting frees.
     fragmented = allocated > 0 and reserved / allocated >= FRAGMENTATION_RATIO
     if near < NEAR_CAPACITY and not fragmented:
         return None
@@ -52,6 +54,7 @@ def memory_pressure(record: RunRecord) -> Finding | None:
             "peak_used_pct_of_capacity": round(near * 100, 1),
             "peak_allocated_gib": round(allocated / 2**30, 2) if allocated else None,
             "peak_reserved_gib": round(reserved / 2**30, 2) if reserved else None,
+            "nvml_peak_used_gib": round(device_used / 2**30, 2) if device_used else None,
             "capacity_gib": round(capacity / 2**30, 2),
             "allocator_calls_ms_in_trace": round(alloc_ms, 2),
         },
@@ -68,9 +71,9 @@ def memory_pressure(record: RunRecord) -> Finding | None:
     )
 
 
-def _peaks(record: RunRecord) -> tuple[int, int]:
-    """Peak allocated and reserved bytes, from profiler memory events or NVML."""
-    allocated = reserved = 0
+def _peaks(record: RunRecord) -> tuple[int, int, int]:
+    """Peak allocated and reserved bytes (profiler memory events) and device use (NVML)."""
+    allocated = reserved = device_used = 0
     summary = primary_summary(record)
     if summary is not None:
         for timeline in summary.memory:
@@ -80,9 +83,9 @@ def _peaks(record: RunRecord) -> tuple[int, int]:
         for gpu in record.samples.gpus:
             used = [v for v in gpu.memory_used_bytes if v]
             if used:
-                # NVML sees the whole process (allocator cache and CUDA context included).
-                reserved = max(reserved, int(max(used)))
-    return allocated, reserved
+                # NVML sees the whole device (allocator cache and CUDA context included).
+                device_used = max(device_used, int(max(used)))
+    return allocated, reserved, device_used
 
 
 def _allocator_ms(summary) -> float:

@@ -7,6 +7,11 @@ from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.analyze.step_model import primary_summary, step_time
 from torchdiag.record import RunRecord
 
+# nn.DataParallel's autograd functions (torch.nn.parallel._functions), recorded by the profiler
+# under their class names: replicate broadcasts (its backward reduces), scatter and gather are
+# each other's backward. Exact names: aten::gather/scatter_ are ordinary model operators.
+_DP_FUNCTIONS = frozenset({"Broadcast", "ReduceAddCoalesced", "Scatter", "Gather"})
+
 # A GPU whose mean NVML utilisation stays under this did no training work in the run.
 IDLE_GPU_UTILISATION = 5.0
 
@@ -71,11 +76,7 @@ def _data_parallel_in_use(record: RunRecord, calls: int) -> Finding | None:
     overhead_ms = 0.0
     if summary is not None:
         # Replication, scatter and gather are the work DDP does not do per step.
-        overhead_ms = sum(
-            op.total_ms
-            for op in summary.top_ops
-            if any(k in op.name for k in ("replicate", "scatter", "gather", "Broadcast"))
-        )
+        overhead_ms = sum(op.total_ms for op in summary.top_ops if op.name in _DP_FUNCTIONS)
     saving = 0.0
     if timing is not None and timing.step_ms > 0 and summary is not None and summary.steps:
         saving = min(overhead_ms / len(summary.steps), timing.step_ms) / timing.step_ms * 100
