@@ -97,7 +97,105 @@
     }
   }
 
+  // Sortable tables: a header with data-sort="num" sorts by the cells' data-v (raw numbers),
+  // "text" by the shown text. Clicking again reverses; the first click on a number sorts largest
+  // first, which is what one looks for in a profile.
+  function cellKey(row, col, numeric) {
+    var cell = row.cells[col];
+    if (!cell) {
+      return numeric ? -Infinity : "";
+    }
+    if (numeric) {
+      var v = parseFloat(cell.getAttribute("data-v"));
+      return isNaN(v) ? -Infinity : v;
+    }
+    return cell.textContent.toLowerCase();
+  }
+
+  function sortTable(table, col, numeric, th) {
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    var descending = th.getAttribute("aria-sort") !== (numeric ? "descending" : "ascending");
+    if (!numeric) {
+      descending = !descending;
+    }
+    rows.sort(function (a, b) {
+      var x = cellKey(a, col, numeric);
+      var y = cellKey(b, col, numeric);
+      var order = x < y ? -1 : x > y ? 1 : 0;
+      return descending ? -order : order;
+    });
+    for (var i = 0; i < rows.length; i++) {
+      body.appendChild(rows[i]);
+    }
+    var heads = th.parentNode.children;
+    for (var j = 0; j < heads.length; j++) {
+      heads[j].removeAttribute("aria-sort");
+    }
+    th.setAttribute("aria-sort", descending ? "descending" : "ascending");
+  }
+
+  function wireSortableTables() {
+    var heads = document.querySelectorAll("table.sortable th[data-sort]");
+    for (var i = 0; i < heads.length; i++) {
+      (function (th) {
+        var handler = function () {
+          var table = th.closest("table");
+          var col = Array.prototype.indexOf.call(th.parentNode.children, th);
+          sortTable(table, col, th.getAttribute("data-sort") === "num", th);
+        };
+        th.addEventListener("click", handler);
+        th.addEventListener("keydown", function (event) {
+          if (event.key === "Enter" || event.key === " ") {
+            event.preventDefault();
+            handler();
+          }
+        });
+      })(heads[i]);
+    }
+  }
+
+  // Search boxes filter their table's body rows by substring (case-insensitive, any cell).
+  function wireTableSearch() {
+    var inputs = document.querySelectorAll("input.table-search[data-table]");
+    for (var i = 0; i < inputs.length; i++) {
+      inputs[i].addEventListener("input", function (event) {
+        var input = event.currentTarget;
+        var table = document.getElementById(input.getAttribute("data-table"));
+        if (!table) {
+          return;
+        }
+        var needle = input.value.toLowerCase();
+        var rows = table.tBodies[0].rows;
+        for (var j = 0; j < rows.length; j++) {
+          var hit = !needle || rows[j].textContent.toLowerCase().indexOf(needle) !== -1 ||
+            (rows[j].cells[0].getAttribute("title") || "").toLowerCase().indexOf(needle) !== -1;
+          rows[j].style.display = hit ? "" : "none";
+        }
+      });
+    }
+  }
+
+  // Charts inside a closed <details> have no size when drawn; redraw them when opened.
+  function wireDetailsResize() {
+    var details = document.querySelectorAll("details");
+    for (var i = 0; i < details.length; i++) {
+      details[i].addEventListener("toggle", function (event) {
+        if (typeof Plotly === "undefined" || !event.currentTarget.open) {
+          return;
+        }
+        var charts = event.currentTarget.querySelectorAll(".js-plotly-plot");
+        for (var j = 0; j < charts.length; j++) {
+          Plotly.Plots.resize(charts[j]);
+        }
+      });
+    }
+  }
+
   var data = readData();
   drawCharts(data);
   wireCopyButtons();
+  wireSortableTables();
+  wireTableSearch();
+  wireDetailsResize();
 })();

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchdiag.record import RunRecord, Samples, StepSeries, TraceSummary
+from torchdiag.record import RunRecord, StepSeries, TraceSummary
+from torchdiag.report.figures_base import MS_HOVER as _MS_HOVER
+from torchdiag.report.figures_base import axis as _axis
+from torchdiag.report.figures_base import band as _band
+from torchdiag.report.figures_base import bar as _bar
+from torchdiag.report.figures_base import layout as _layout
+from torchdiag.report.figures_base import num as _num
+from torchdiag.report.figures_base import plotly_text as _plotly_text
+from torchdiag.report.figures_base import series as _series
+from torchdiag.report.figures_detail import detail_figures
+from torchdiag.report.figures_timeline import cpu_heatmap_figure, samples_figure, shared_time
 
-_FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-_AXIS = {"gridcolor": "#eaeef2", "zerolinecolor": "#d0d7de", "linecolor": "#d0d7de"}
-# One colour per GPU index, reused in every sampler row so a GPU keeps its colour.
-_PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#eeca3b")
 # BreakdownMs fields in stacking order (GPU work first, then idle time by host activity).
 BREAKDOWN_PARTS: tuple[tuple[str, str, str], ...] = (
     ("compute", "compute", "#4c78a8"),
@@ -27,9 +33,6 @@ BREAKDOWN_PARTS: tuple[tuple[str, str, str], ...] = (
     ("idle_host_wait", "idle: host waits", "#9d755d"),
     ("idle_other", "idle: other", "#bab0ac"),
 )
-_GIB = 1024.0**3
-_MS_HOVER = "%{y:.2f} ms"
-SHARED_REF = "@shared:"
 
 
 def build_figures(record: RunRecord, summary: TraceSummary | None) -> dict[str, dict[str, Any]]:
@@ -45,10 +48,13 @@ def build_figures(record: RunRecord, summary: TraceSummary | None) -> dict[str, 
             figs["breakdown"] = breakdown
         if any(v > 0 for v in summary.kernel_class_ms.values()):
             figs["kernel_classes"] = _kernel_class_figure(summary.kernel_class_ms)
-    if record.samples is not None:
-        samples = _samples_figure(record.samples)
-        if samples is not None:
-            figs["samples"] = samples
+    for name, fig in (
+        ("samples", samples_figure(record)),
+        ("cpu_heatmap", cpu_heatmap_figure(record)),
+    ):
+        if fig is not None:
+            figs[name] = fig
+    figs.update(detail_figures(record, summary))
     return figs
 
 
@@ -60,74 +66,51 @@ def shared_series(record: RunRecord) -> dict[str, list[float | None]]:
     """
     shared: dict[str, list[float | None]] = {}
     if record.samples is not None and record.samples.t_s:
-        shared["t_s"] = [_num(t) for t in record.samples.t_s]
+        shared["t_s"] = shared_time(record.samples)
     return shared
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared pieces: layout, axes, bars and number rounding
-
-
-def _layout(height: int, **extra: Any) -> dict[str, Any]:
-    layout: dict[str, Any] = {
-        "height": height,
-        "margin": {"l": 64, "r": 16, "t": 36, "b": 48},
-        "font": {"family": _FONT, "size": 12, "color": "#1f2328"},
-        "paper_bgcolor": "#ffffff",
-        "plot_bgcolor": "#ffffff",
-        "legend": {"orientation": "h", "x": 0, "y": 1.0, "xanchor": "left", "yanchor": "bottom"},
-        "hovermode": "x unified",
-    }
-    layout.update(extra)
-    return layout
-
-
-def _axis(label: str | None = None, **extra: Any) -> dict[str, Any]:
-    """A styled axis, titled ``label`` when given; ``extra`` adds or overrides settings."""
-    axis: dict[str, Any] = {**_AXIS, **extra}
-    if label is not None:
-        axis["title"] = {"text": label}
-    return axis
-
-
-def _bar(name: str, x: list, y: list, color: str, **extra: Any) -> dict[str, Any]:
-    """A bar trace of millisecond values; ``extra`` adds or overrides trace settings."""
-    return {
-        "type": "bar",
-        "name": name,
-        "x": x,
-        "y": y,
-        "marker": {"color": color},
-        "hovertemplate": _MS_HOVER,
-        **extra,
-    }
-
-
-def _num(value: float | None, ndigits: int = 3) -> float | None:
-    if value is None or isinstance(value, bool) or value != value or abs(value) == float("inf"):
-        return None
-    return round(float(value), ndigits)
-
-
-def _series(values: list[float | None], scale: float = 1.0, ndigits: int = 2) -> list:
-    return [_num(v / scale if v is not None else None, ndigits) for v in values]
-
-
-def _plotly_text(text: str) -> str:
-    # plotly.js renders labels as a small HTML subset (<b>, <a href>, ...) and decodes entities;
-    # escaping makes a trace- or host-supplied name display literally.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _gpu_color(index: int) -> str:
-    return _PALETTE[index % len(_PALETTE)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Step times
 
 
+# Bars in the step chart: a record keeps at most 2048 rows, but a hand-made or foreign one may
+# not; past this, adjacent rows are merged as the recorder would.
+MAX_STEP_ROWS = 2048
+
+
+def cap_step_rows(s: StepSeries, limit: int = MAX_STEP_ROWS) -> StepSeries:
+    """``s`` with at most ``limit`` rows, merging runs of adjacent rows (mean wall and wait
+    weighted by steps, slowest step kept, profiled if any merged row was)."""
+    n = len(s.wall_ms)
+    if n <= limit:
+        return s
+    group = -(-n // limit)
+    counts = s.steps if len(s.steps) == n else [1] * n
+    firsts = s.first_step if len(s.first_step) == n else list(range(n))
+    waits = (list(s.input_wait_ms) + [0.0] * n)[:n]
+    maxes = s.max_wall_ms if len(s.max_wall_ms) == n else s.wall_ms
+    profiled = (list(s.profiled) + [False] * n)[:n]
+    starts = (list(s.start_s) + [0.0] * n)[:n]
+    out = StepSeries(detection=s.detection, count=s.count, max_rows=limit)
+    for a in range(0, n, group):
+        b = min(a + group, n)
+        w = [max(c, 1) for c in counts[a:b]]
+        total = sum(w)
+        out.first_step.append(firsts[a])
+        out.steps.append(total)
+        out.start_s.append(starts[a])
+        out.wall_ms.append(sum(x * k for x, k in zip(s.wall_ms[a:b], w, strict=True)) / total)
+        out.input_wait_ms.append(
+            sum((x or 0.0) * k for x, k in zip(waits[a:b], w, strict=True)) / total
+        )
+        out.max_wall_ms.append(max(maxes[a:b]))
+        out.profiled.append(any(profiled[a:b]))
+    return out
+
+
 def _steps_figure(s: StepSeries) -> dict[str, Any]:
+    s = cap_step_rows(s)
     n = len(s.wall_ms)
     counts = s.steps if len(s.steps) == n else [1] * n
     firsts = s.first_step if len(s.first_step) == n else list(range(n))
@@ -155,32 +138,9 @@ def _steps_figure(s: StepSeries) -> dict[str, Any]:
         )
     shapes, notes = [], []
     for start, end in _profiled_runs(firsts, counts, s.profiled):
-        shapes.append(
-            {
-                "type": "rect",
-                "xref": "x",
-                "yref": "paper",
-                "x0": start - 0.5,
-                "x1": end + 0.5,
-                "y0": 0,
-                "y1": 1,
-                "fillcolor": "rgba(191,135,0,0.13)",
-                "line": {"width": 0},
-                "layer": "below",
-            }
-        )
-        notes.append(
-            {
-                "x": (start + end) / 2,
-                "y": 1,
-                "xref": "x",
-                "yref": "paper",
-                "yanchor": "top",
-                "text": "profiled",
-                "showarrow": False,
-                "font": {"size": 11, "color": "#9a6700"},
-            }
-        )
+        shape, note = _band(start - 0.5, end + 0.5)
+        shapes.append(shape)
+        notes.append(note)
     return {
         "data": data,
         "layout": _layout(
@@ -258,117 +218,3 @@ def _kernel_class_figure(class_ms: dict[str, float]) -> dict[str, Any]:
             yaxis=_axis(type="category", automargin=True),
         ),
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampler series
-
-
-def _samples_figure(samples: Samples) -> dict[str, Any] | None:
-    """The sampler series as one figure: a row per metric, all rows on one shared time axis."""
-    if not samples.t_s:
-        return None
-    rows: list[tuple[str, list[dict[str, Any]]]] = []
-    gpus = sorted(samples.gpus, key=lambda g: g.index)
-
-    def line(name: str, values: list, color: str, group: str, dash: str = "solid") -> dict:
-        return {
-            "type": "scatter",
-            "mode": "lines",
-            "name": name,
-            "x": SHARED_REF + "t_s",
-            "y": values,
-            "legendgroup": group,
-            "line": {"color": color, "dash": dash, "width": 1.5},
-            "connectgaps": False,
-        }
-
-    def gpu_line(index: int, name: str, values: list, dash: str = "solid") -> dict:
-        # A GPU keeps its colour and legend group in every row.
-        return line(name, values, _gpu_color(index), f"gpu{index}", dash)
-
-    def add_row(title: str, traces: list[dict[str, Any]]) -> None:
-        traces = [t for t in traces if any(v is not None for v in t["y"])]
-        if traces:
-            rows.append((title, traces))
-
-    def per_gpu(field: str, scale: float = 1.0) -> list[dict[str, Any]]:
-        return [
-            gpu_line(g.index, f"GPU {g.index}", _series(getattr(g, field), scale)) for g in gpus
-        ]
-
-    add_row("GPU util %", per_gpu("utilization_pct"))
-    add_row("GPU memory GiB", per_gpu("memory_used_bytes", _GIB))
-    add_row("Power W", per_gpu("power_w"))
-    add_row("SM clock MHz", per_gpu("sm_clock_mhz"))
-    gpm_traces = []
-    for g in gpus:
-        if g.gpm is None:
-            continue
-        for field, label, dash in (
-            ("tensor_active_pct", "tensor active", "solid"),
-            ("sm_active_pct", "SM active", "dash"),
-            ("sm_occupancy_pct", "SM occupancy", "dot"),
-            ("dram_bandwidth_pct", "DRAM bandwidth", "dashdot"),
-        ):
-            gpm_traces.append(
-                gpu_line(g.index, f"GPU {g.index} {label}", _series(getattr(g.gpm, field)), dash)
-            )
-    add_row("GPM % of peak", gpm_traces)
-    host = samples.host
-    if host is not None:
-        mean_cpu = [_num(sum(c) / len(c), 2) if c else None for c in host.cpu_pct_per_core]
-        add_row(
-            "Host CPU %",
-            [
-                line("host CPU (mean of cores)", mean_cpu, "#1f2328", "host"),
-                line("process CPU", _series(host.process_cpu_pct), "#b279a2", "proc"),
-                line("workers CPU", _series(host.workers_cpu_pct), "#9d755d", "workers"),
-            ],
-        )
-        add_row(
-            "Host memory GiB",
-            [
-                line("process RSS", _series(host.process_rss_bytes, _GIB), "#b279a2", "proc"),
-                line("workers RSS", _series(host.workers_rss_bytes, _GIB), "#9d755d", "workers"),
-            ],
-        )
-    if not rows:
-        return None
-    return {"data": _stack_rows(rows), "layout": _rows_layout([t for t, _ in rows])}
-
-
-def _stack_rows(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
-    data = []
-    shown: set[str] = set()
-    for i, (_, traces) in enumerate(rows, start=1):
-        for t in traces:
-            t["xaxis"], t["yaxis"] = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
-            # "GPU 0" recurs in every row: list it once; its legend group toggles all its rows.
-            t["showlegend"] = t["name"] not in shown
-            shown.add(t["name"])
-            t["hovertemplate"] = "%{y:.3~f}"
-            data.append(t)
-    return data
-
-
-def _rows_layout(titles: list[str]) -> dict[str, Any]:
-    k = len(titles)
-    gap = 0.05 if k > 1 else 0.0
-    h = (1.0 - gap * (k - 1)) / k
-    axes: dict[str, Any] = {}
-    for i, title in enumerate(titles, start=1):
-        top = 1.0 - (i - 1) * (h + gap)
-        suffix = "" if i == 1 else str(i)
-        axes[f"yaxis{suffix}"] = _axis(
-            domain=[round(max(top - h, 0.0), 4), round(top, 4)],
-            title={"text": title, "font": {"size": 11}},
-            rangemode="tozero",
-        )
-        xaxis = _axis(anchor=f"y{suffix}", showticklabels=i == k)
-        if i > 1:
-            xaxis["matches"] = "x"
-        if i == k:
-            xaxis["title"] = {"text": "seconds since start"}
-        axes[f"xaxis{suffix}"] = xaxis
-    return _layout(90 + 150 * k, **axes)

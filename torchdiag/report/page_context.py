@@ -17,11 +17,20 @@ from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.figures import build_figures, shared_series
+from torchdiag.report.page_sections import (
+    distribution,
+    headline_extras,
+    input_pipeline,
+    kernel_table,
+    memory_view,
+    op_table,
+    overhead_rows,
+    raw_trace,
+)
 from torchdiag.report.verdict import (
     format_bytes,
     format_ms,
     format_number,
-    format_pct,
     format_seconds,
     format_value,
     has_steps,
@@ -31,11 +40,8 @@ from torchdiag.report.verdict import (
     verdict,
 )
 
-# Tables are cut here; the page says how many rows were left out.
-MAX_TABLE_ROWS = 50
-# Kernel names can be whole C++ template instantiations; show the start and keep the full name in
-# the cell's title (tooltip).
-MAX_NAME_CHARS = 160
+# Findings shown expanded; the rest are one click away.
+OPEN_FINDINGS = 3
 
 
 def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,9 +63,10 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
     context = {
         "version": torchdiag.__version__,
         "title": record.name or "torchdiag run",
+        "source": record.source,
         "verdict": verdict(record, analysis),
         "identity": _identity(record),
-        "headline": headline_items(headline(record)),
+        "headline": _headline(record, summary),
         "status": _status(record),
         "findings": _findings(analysis),
         "skipped": [
@@ -69,6 +76,13 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
         "steps_note": _steps_note(record),
         "figures": sorted(figs),
         "summary": _summary(record, summary, has_breakdown="breakdown" in figs),
+        "distribution": distribution(record),
+        "input": input_pipeline(record, summary),
+        "ops": op_table(summary),
+        "kernels": kernel_table(summary),
+        "memory": memory_view(record, summary),
+        "overhead": overhead_rows(record),
+        "raw_trace": raw_trace(record, summary),
         "environment": _environment_view(record),
         "collectors": [
             {"name": name, "available": c.available, "reason": c.reason or ""}
@@ -82,11 +96,27 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
 # Run: identity, status, findings
 
 
+def _headline(record: RunRecord, summary: TraceSummary | None) -> list[tuple[str, str]]:
+    """The shared headline cards plus the HTML-only ones, a trace's throughput replacing the
+    'not measured' one."""
+    items = headline_items(headline(record))
+    extras = headline_extras(record, summary)
+    labels = {label for label, _ in extras}
+    items = [(k, v) for k, v in items if not (k in labels and v == "not measured")]
+    # Keep the most telling cards first: step time, throughput, GPU busy, tensor cores.
+    return items[:5] + [e for e in extras if e[0] not in dict(items[:5])] + items[5:]
+
+
 def _identity(record: RunRecord) -> list[tuple[str, str]]:
     env = record.environment
-    devices = ", ".join(sorted({d.name for d in env.devices})) or "none recorded"
+    names = {d.name for d in env.devices}
+    summary = trace_summary(record)
+    if not names and summary is not None:
+        names = {d.name for d in summary.devices}
+    devices = ", ".join(sorted(names)) or "none recorded"
     rows = [
         ("Name", record.name or "(unnamed)"),
+        ("Script", env.argv[0] if env.argv else "—"),
         ("Source", record.source),
         ("Status", record.status.state),
         ("Started", record.started_utc or "unknown"),
@@ -135,14 +165,26 @@ def _findings(analysis: Analysis) -> list[dict[str, Any]]:
                 "snippet": f.snippet,
                 "saving": format_number(f.saving_pct_max) if f.saving_pct_max > 0 else "",
                 "docs": _safe_href(f.docs),
+                "docs_text": _docs_text(f.docs),
+                "open": i <= OPEN_FINDINGS,
             }
         )
     return out
 
 
+def _docs_text(url: str) -> str:
+    """A docs reference without a scheme (``docs/rules.md#id``), shown as text; '' otherwise."""
+    url = url.strip()
+    return "" if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", url) else url
+
+
 def _safe_href(url: str) -> str:
     """``url`` if it is http(s) or a relative path; '' for ``javascript:`` and other schemes."""
     url = url.strip()
+    if not url.lower().startswith(("http://", "https://")):
+        # A relative path (docs/rules.md#id) means the project's docs, not a file beside the
+        # report: the page shows it as text, not as a link that would be broken.
+        return ""
     scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*):", url)
     if scheme and scheme.group(1).lower() not in ("http", "https"):
         return ""
@@ -162,11 +204,6 @@ def _steps_note(record: RunRecord) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Trace summary: window facts, top operators and kernels
-
-
-def _name_cell(name: str) -> dict[str, str]:
-    short = name if len(name) <= MAX_NAME_CHARS else name[: MAX_NAME_CHARS - 1] + "…"
-    return {"text": short, "full": name}
 
 
 def _summary(
@@ -197,47 +234,12 @@ def _summary(
             ("Window wall time", format_seconds(window.wall_s)),
             ("Trace file", window.trace_file or "—"),
         ]
-    kernel_total = summary.kernel_time_ms or sum(k.total_ms for k in summary.top_kernels)
-    ops = [
-        {
-            "name": _name_cell(op.name),
-            "calls": format_number(op.calls),
-            "total": format_number(op.total_ms),
-            "self": format_number(op.self_ms),
-            "gpu": format_number(op.gpu_ms),
-            "dtypes": ", ".join(op.input_dtypes[:4]),
-            "shapes": "; ".join(op.input_shapes[:3]),
-        }
-        for op in summary.top_ops[:MAX_TABLE_ROWS]
-    ]
-    kernels = [
-        {
-            "name": _name_cell(k.name),
-            "class": k.kernel_class,
-            "tensor_core": format_value(k.tensor_core),
-            "calls": format_number(k.calls),
-            "total": format_number(k.total_ms),
-            "share": format_pct(100 * k.total_ms / kernel_total) if kernel_total else "—",
-            "median": format_number(k.median_us),
-            "max": format_number(k.max_us),
-        }
-        for k in summary.top_kernels[:MAX_TABLE_ROWS]
-    ]
     return {
         "info": info,
         "notes": list(summary.notes),
         "has_breakdown": has_breakdown,
-        "ops": ops,
-        "ops_more": _rows_left_out(summary.top_ops),
-        "kernels": kernels,
-        "kernels_more": _rows_left_out(summary.top_kernels),
         "other_traces": max(0, len(record.traces) - (0 if window and window.summary else 1)),
     }
-
-
-def _rows_left_out(rows: list) -> int:
-    """How many of ``rows`` a table cut at :data:`MAX_TABLE_ROWS` leaves out."""
-    return max(0, len(rows) - MAX_TABLE_ROWS)
 
 
 # ---------------------------------------------------------------------------------------------

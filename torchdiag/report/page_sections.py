@@ -1,0 +1,242 @@
+"""View-models of the HTML report's deeper sections: headline extras, step distribution, input
+pipeline, sortable op/kernel tables, memory, torchdiag's overhead and the raw-trace box.
+
+Values are formatted here; each section gets a ``missing`` reason when the record lacks its data,
+so the page says why instead of showing an empty box. Tables are cut to :data:`MAX_TABLE_ROWS`
+with a totals line for the rest, which bounds the page size whatever the record.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.report.step_view import step_waits, wall_stats
+from torchdiag.report.verdict import (
+    format_bytes,
+    format_ms,
+    format_number,
+    format_pct,
+    format_value,
+    headline,
+)
+
+MAX_TABLE_ROWS = 50
+# Kernel names can be whole C++ template instantiations; show the start, keep the rest in the
+# cell's title (tooltip), itself cut so one name cannot blow up the page.
+MAX_NAME_CHARS = 160
+MAX_TITLE_CHARS = 2000
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def name_cell(name: str) -> dict[str, str]:
+    """A table cell for a long name: shown cut, full (within reason) in the tooltip."""
+    return {"text": _cut(name, MAX_NAME_CHARS), "full": _cut(name, MAX_TITLE_CHARS)}
+
+
+def headline_extras(record: RunRecord, summary: TraceSummary | None) -> list[tuple[str, str]]:
+    """Cards the shared headline lacks: throughput from the trace's batch size, GPU busy share of
+    the profiled window and tensor-core activity (GPM when sampled, else the math-time share)."""
+    cards: list[tuple[str, str]] = []
+    numbers = headline(record)
+    if numbers["samples_per_s"] is None and summary is not None and summary.batch_size:
+        median = numbers["median_step_ms"]
+        if median:
+            rate = summary.batch_size * 1000.0 / median
+            cards.append(
+                ("Throughput", f"{format_number(rate)} samples/s (batch {summary.batch_size})")
+            )
+    if summary is not None and summary.window_ms > 0:
+        busy = 100.0 * summary.window_gpu_busy_ms / summary.window_ms
+        cards.append(("GPU busy (profiled steps)", format_pct(busy)))
+    elif summary is not None and summary.has_gpu and summary.span_ms > 0:
+        cards.append(
+            ("GPU busy (trace)", format_pct(100.0 * summary.gpu_busy_ms / summary.span_ms))
+        )
+    cards.append(("Tensor cores", _tensor_core_text(record, summary)))
+    return cards
+
+
+def _tensor_core_text(record: RunRecord, summary: TraceSummary | None) -> str:
+    values = [
+        v
+        for g in (record.samples.gpus if record.samples else [])
+        if g.gpm is not None
+        for v in g.gpm.tensor_active_pct
+        if v is not None
+    ]
+    if values:
+        return f"{format_pct(sum(values) / len(values))} active (GPM)"
+    math_stats = summary.math if summary is not None else None
+    if math_stats is not None and math_stats.eligible_ms > 0:
+        share = 100.0 * math_stats.tensor_core_ms / math_stats.eligible_ms
+        return f"{format_pct(share)} of math time"
+    return "not measured"
+
+
+def distribution(record: RunRecord) -> dict[str, Any] | None:
+    """Step-time percentiles and the outlier steps, formatted."""
+    stats = wall_stats(record)
+    if stats is None:
+        return None
+    rows = [
+        ("Step rows", format_number(stats["rows"])),
+        ("p50", format_ms(stats["p50"])),
+        ("p95", format_ms(stats["p95"])),
+        ("Max", format_ms(stats["max"])),
+        ("Mean", format_ms(stats["mean"])),
+        ("Outlier above", format_ms(stats["outlier_ms"])),
+        ("Outlier steps", format_number(len(stats["outliers"]))),
+    ]
+    slowest = [(f"step {n}", format_ms(w)) for n, w in stats["slowest"]]
+    return {"rows": rows, "slowest": slowest}
+
+
+def input_pipeline(record: RunRecord, summary: TraceSummary | None) -> dict[str, Any]:
+    """Input wait numbers, loader settings and the DataLoader iterators the trace saw."""
+    waits = step_waits(record)
+    rows: list[tuple[str, str]] = []
+    if waits:
+        ordered = sorted(waits)
+        rows = [
+            ("Steps", format_number(len(waits))),
+            ("Mean wait", format_ms(sum(waits) / len(waits))),
+            ("p95 wait", format_ms(ordered[max(int(0.95 * len(ordered)) - 1, 0)])),
+            ("Max wait", format_ms(ordered[-1])),
+        ]
+        numbers = headline(record)
+        if numbers["input_wait_pct"] is not None:
+            rows.append(("Share of step time", format_pct(numbers["input_wait_pct"])))
+    iterators = sorted((summary.dataloader_iterators if summary else {}).items())
+    return {
+        "rows": rows,
+        "iterators": [(k, format_number(v)) for k, v in iterators],
+        "missing": ""
+        if waits
+        else "not recorded: no step timings, so there is no per-step input wait",
+    }
+
+
+def _total_row(rows: list, fields: dict[str, float]) -> dict[str, str] | None:
+    left = rows[MAX_TABLE_ROWS:]
+    if not left:
+        return None
+    return {"count": format_number(len(left)), **{k: format_number(v) for k, v in fields.items()}}
+
+
+def op_table(summary: TraceSummary | None) -> dict[str, Any]:
+    """Top operators by total time, with raw sort keys and a line totalling the rest."""
+    ops = sorted(summary.top_ops, key=lambda o: (-o.total_ms, o.name)) if summary else []
+    rest = ops[MAX_TABLE_ROWS:]
+    return {
+        "rows": [
+            {
+                "name": name_cell(op.name),
+                "calls": (op.calls, format_number(op.calls)),
+                "total": (round(op.total_ms, 4), format_number(op.total_ms)),
+                "self": (round(op.self_ms, 4), format_number(op.self_ms)),
+                "gpu": (round(op.gpu_ms, 4), format_number(op.gpu_ms)),
+                "dtypes": _cut(", ".join(op.input_dtypes[:4]), 120),
+                "shapes": _cut("; ".join(op.input_shapes[:3]), 200),
+            }
+            for op in ops[:MAX_TABLE_ROWS]
+        ],
+        "total": len(ops),
+        "rest": _total_row(
+            ops,
+            {
+                "total": sum(o.total_ms for o in rest),
+                "self": sum(o.self_ms for o in rest),
+                "gpu": sum(o.gpu_ms for o in rest),
+            },
+        ),
+    }
+
+
+def kernel_table(summary: TraceSummary | None) -> dict[str, Any]:
+    """Top kernels by total time, with share of kernel time and a totals line for the rest."""
+    kernels = sorted(summary.top_kernels, key=lambda k: (-k.total_ms, k.name)) if summary else []
+    total_ms = (summary.kernel_time_ms if summary else 0.0) or sum(k.total_ms for k in kernels)
+    rest = kernels[MAX_TABLE_ROWS:]
+    return {
+        "rows": [
+            {
+                "name": name_cell(k.name),
+                "class": _cut(k.kernel_class, 40),
+                "tensor_core": format_value(k.tensor_core),
+                "calls": (k.calls, format_number(k.calls)),
+                "total": (round(k.total_ms, 4), format_number(k.total_ms)),
+                "share": (
+                    round(k.total_ms / total_ms, 5) if total_ms else 0,
+                    format_pct(100 * k.total_ms / total_ms) if total_ms else "—",
+                ),
+                "median": (round(k.median_us, 3), format_number(k.median_us)),
+                "max": (round(k.max_us, 3), format_number(k.max_us)),
+            }
+            for k in kernels[:MAX_TABLE_ROWS]
+        ],
+        "total": len(kernels),
+        "rest": _total_row(kernels, {"total": sum(k.total_ms for k in rest)}),
+    }
+
+
+def memory_view(record: RunRecord, summary: TraceSummary | None) -> dict[str, Any]:
+    """Peak memory against capacity, from the sampler (NVML) and the trace's allocator events."""
+    rows: list[tuple[str, str]] = []
+    capacity = {d.index: d.memory_total_bytes for d in record.environment.devices}
+    if summary is not None:
+        capacity.update({d.index: d.memory_total_bytes for d in summary.devices})
+    for g in sorted(record.samples.gpus if record.samples else [], key=lambda g: g.index)[:16]:
+        used = [m for m in g.memory_used_bytes if m is not None]
+        if used:
+            total = g.memory_total_bytes or capacity.get(g.index)
+            rows.append((f"GPU {g.index} peak used (NVML)", _of(max(used), total)))
+    for mem in (summary.memory if summary else [])[:16]:
+        total = capacity.get(mem.device)
+        rows.append((f"Device {mem.device} peak allocated", _of(mem.peak_allocated_bytes, total)))
+        rows.append((f"Device {mem.device} peak reserved", _of(mem.peak_reserved_bytes, total)))
+    has_events = bool(summary and any(m.t_us for m in summary.memory))
+    return {
+        "rows": rows,
+        "missing": ""
+        if rows
+        else "not recorded: no GPU memory samples and no profiler memory "
+        "events (profile with profile_memory=True for a timeline)",
+        "timeline_missing": ""
+        if has_events
+        else "No allocator timeline: the trace has no "
+        "memory events (torch.profiler(profile_memory=True) records them).",
+    }
+
+
+def _of(used: float, total: int | None) -> str:
+    if total:
+        return f"{format_bytes(used)} of {format_bytes(total)} ({format_pct(100 * used / total)})"
+    return format_bytes(used)
+
+
+def overhead_rows(record: RunRecord) -> list[tuple[str, str]]:
+    """torchdiag's own cost during the run (sampler CPU, hooks, profiler window)."""
+    rows = [(k.replace("_", " "), format_number(v)) for k, v in sorted(record.overhead.items())]
+    if record.samples is not None and record.samples.sampler_cpu_s:
+        rows.append(("sampler CPU time", f"{format_number(record.samples.sampler_cpu_s)} s"))
+    return rows
+
+
+def raw_trace(record: RunRecord, summary: TraceSummary | None) -> dict[str, str]:
+    """The raw trace file to open in Perfetto, or why there is none."""
+    path = record.profiler.trace_file if record.profiler else None
+    if not path and record.source == "trace":
+        path = (summary.origin if summary else "") or record.name
+    if path:
+        return {"path": _cut(path, 500), "name": _cut(os.path.basename(path), 200), "missing": ""}
+    reason = (
+        "not recorded: the profiler window did not save a trace file"
+        if record.profiler
+        else "not recorded: this run had no torch.profiler window"
+    )
+    return {"path": "", "name": "", "missing": reason}

@@ -1,0 +1,89 @@
+"""Per-step numbers the HTML report charts and tabulates: walls, input waits, outliers.
+
+Live step series win over trace steps (they cover the whole run); a record built from a trace
+falls back to the trace's profiled steps. Merged live rows count as their mean step here: the
+charts show the rows as recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torchdiag.analyze.stability import outlier_limit
+from torchdiag.record import RunRecord
+from torchdiag.report.verdict import trace_summary
+
+# Outliers listed by step number; the rest are counted.
+MAX_OUTLIERS_LISTED = 12
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def step_numbers(record: RunRecord) -> list[int]:
+    """The first step number of every row :func:`step_walls` returns."""
+    s = record.steps
+    if s.wall_ms:
+        n = len(s.wall_ms)
+        return list(s.first_step) if len(s.first_step) == n else list(range(n))
+    summary = trace_summary(record)
+    return [st.number for st in summary.steps] if summary is not None else []
+
+
+def step_walls(record: RunRecord) -> list[float]:
+    """Wall time of each step row in ms (live rows, else the trace's steps)."""
+    if record.steps.wall_ms:
+        return [w if _finite(w) else math.nan for w in record.steps.wall_ms]
+    summary = trace_summary(record)
+    return [st.duration_ms for st in summary.steps] if summary is not None else []
+
+
+def step_waits(record: RunRecord) -> list[float]:
+    """Input (DataLoader) wait of each step row in ms."""
+    s = record.steps
+    if s.wall_ms:
+        return [w if _finite(w) else 0.0 for w in s.input_wait_ms]
+    summary = trace_summary(record)
+    if summary is None:
+        return []
+    # The host's whole time in DataLoader.__next__: what the step waited for input, whether or
+    # not the GPU had other work meanwhile.
+    return [max(st.dataloader_ms, st.breakdown.input_wait) for st in summary.steps]
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank quantile of an already sorted, non-empty list."""
+    rank = max(math.ceil(q * len(sorted_values)) - 1, 0)
+    return sorted_values[min(rank, len(sorted_values) - 1)]
+
+
+def wall_stats(record: RunRecord) -> dict[str, Any] | None:
+    """p50/p95/max/mean step time, the outlier threshold and the outlier steps; ``None`` when
+    the record has no step timings.
+
+    Outliers are judged as the step-variance rule judges them
+    (:func:`torchdiag.analyze.stability.outlier_limit`), so the chart marks the steps the
+    finding talks about.
+    """
+    walls = step_walls(record)
+    numbers = step_numbers(record)
+    pairs = [(w, n) for w, n in zip(walls, numbers, strict=False) if _finite(w)]
+    if not pairs:
+        return None
+    ordered = sorted(w for w, _ in pairs)
+    p50 = quantile(ordered, 0.5)
+    fence = outlier_limit(ordered)
+    outliers = sorted((n for w, n in pairs if w > fence))
+    slowest = sorted(pairs, key=lambda p: (-p[0], p[1]))[:MAX_OUTLIERS_LISTED]
+    return {
+        "rows": len(pairs),
+        "p50": p50,
+        "p95": quantile(ordered, 0.95),
+        "max": ordered[-1],
+        "mean": sum(ordered) / len(ordered),
+        "outlier_ms": fence,
+        "outliers": outliers,
+        "slowest": [(n, w) for w, n in slowest if w > fence],
+    }
