@@ -755,3 +755,127 @@ def test_renderers_run_the_analysis_when_not_given(
     out = render(record)
     assert calls == [record]
     assert "input-bound" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown for pull requests: HTML link, escaping of trace names, the size bound
+
+
+def github_cells_consistent(md: str) -> bool:
+    """Every table's rows split into as many cells as its header, the way GitHub splits them:
+    a backslash escapes the next character, whatever it is, and an unescaped pipe ends a cell."""
+    widths: list[int] = []
+    for line in [*md.splitlines(), ""]:
+        if line.startswith("|"):
+            cells, i = 0, 0
+            while i < len(line):
+                if line[i] == "\\":
+                    i += 2
+                    continue
+                cells += line[i] == "|"
+                i += 1
+            widths.append(cells)
+        elif widths:
+            if len(set(widths)) != 1:
+                return False
+            widths = []
+    return True
+
+
+def _with_ops(record: RunRecord, ops: list[OpStat], kernels: list[KernelStat]) -> RunRecord:
+    summary = msgspec.structs.replace(record.profiler.summary, top_ops=ops, top_kernels=kernels)
+    return msgspec.structs.replace(
+        record, profiler=msgspec.structs.replace(record.profiler, summary=summary)
+    )
+
+
+def test_markdown_links_the_html_report(record: RunRecord) -> None:
+    md = render_markdown(record, make_analysis(), html_url="https://ci.example.org/r/1 (a).html")
+    link = "[Full HTML report](https://ci.example.org/r/1%20%28a%29.html)"
+    assert link in md
+    assert md.index("**input-bound") < md.index(link) < md.index("## Findings")
+    assert "Full HTML report" not in render_markdown(record, make_analysis())
+    for bad in ("javascript:alert(1)", "data:text/html,x", "ci/report.html"):
+        with pytest.raises(ValueError):
+            render_markdown(record, make_analysis(), html_url=bad)
+
+
+def test_cli_html_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from torchdiag.cli import main
+    from torchdiag.record import save_record
+
+    path = save_record(make_record(), tmp_path / "run.json")
+    url = "https://ci.example.org/artifacts/report.html"
+    assert main(["report", str(path), "--format", "md", "-o", "-", "--html-url", url]) == 0
+    assert f"[Full HTML report]({url})" in capsys.readouterr().out
+    assert main(["report", str(path), "--format", "md", "--html-url", "javascript:x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--html-url" in err
+
+
+def test_markdown_breakdown_table_and_pie(record: RunRecord) -> None:
+    md = render_markdown(record, make_analysis())
+    # The breakdown sits under the findings table, before the (folded) details.
+    assert md.index("## Findings") < md.index("## Step breakdown") < md.index("<details>")
+    pie = re.search(r"```mermaid\npie showData\n(.*?)\n```", md, re.S)
+    assert pie is not None and '"compute" : 30.000' in pie.group(1)
+    assert "```mermaid" not in render_markdown(record, make_analysis(), pie=False)
+    assert md.count("<details>") == md.count("</details>")
+
+
+def test_markdown_escapes_pipes_backticks_and_brackets_in_trace_names(record: RunRecord) -> None:
+    names = [
+        "aten::a|b",
+        "k`tick`|x",
+        "ends with backslash \\",
+        "backslash before pipe \\|y",
+        "<img src=x onerror=alert(1)>",
+        "``double``",
+        "@octocat ping",
+    ]
+    ops = [OpStat(name=n, calls=1, total_ms=10.0 - i) for i, n in enumerate(names)]
+    kernels = [KernelStat(name=n, total_ms=10.0 - i) for i, n in enumerate(names)]
+    rec = _with_ops(msgspec.structs.replace(record, name="a|b `c` <i>@team</i>"), ops, kernels)
+    analysis = make_analysis(evil="|`<b>x</b>`|")
+    md = render_markdown(rec, analysis)
+    assert github_cells_consistent(md)
+    # Each name is one code span in the first cell of its row, whatever it holds.
+    op_rows = [line for line in md.splitlines() if line.startswith("| `")]
+    assert len(op_rows) >= 2 * len(names)
+    assert "`` ``double`` ``" in md
+    # No raw HTML outside code spans, and no live @mention anywhere in prose.
+    prose = re.sub(r"(`+).*?\1", "", re.sub(r"```.*?```", "", md, flags=re.S))
+    assert "<img" not in prose and "<i>" not in prose and "<b>" not in prose
+    assert not re.search(r"@[A-Za-z]", prose)
+
+
+def test_markdown_stays_under_the_limit_for_a_huge_record(record: RunRecord) -> None:
+    long = "x|`<" * 2_000
+    ops = [OpStat(name=f"op{i}{long}", calls=i, total_ms=float(i)) for i in range(20_000)]
+    kernels = [KernelStat(name=f"k{i}{long}", total_ms=float(i)) for i in range(20_000)]
+    rec = _with_ops(msgspec.structs.replace(record, name=long), ops, kernels)
+    rec = msgspec.structs.replace(
+        rec, status=RunStatus(state="failed", exception_type=long, message=long * 10)
+    )
+    findings = [
+        Finding(
+            id=f"rule-{i}{long}",
+            severity="critical",
+            title=long,
+            evidence={f"k{j}{long}": long for j in range(20)},
+            recommendation=long * 5,
+            snippet=long,
+            saving_pct_max=50.0,
+        )
+        for i in range(2_000)
+    ]
+    skipped = [Skipped(id=f"s{i}{long}", reason=long) for i in range(2_000)]
+    md = render_markdown(
+        rec, Analysis(findings=findings, skipped=skipped), html_url="https://x.org/" + "a" * 5000
+    )
+    assert len(md) < MAX_CHARS < 65_536
+    assert github_cells_consistent(md)
+    for heading in ("## Findings (2,000)", "## Step breakdown", "## Top operators"):
+        assert heading in md
+    assert md.count("<details>") == md.count("</details>")
+    assert md.count("```") % 2 == 0

@@ -1,13 +1,16 @@
 """The ``torchdiag`` command line.
 
 ``torchdiag report INPUT`` reads a run record (``run.json``) or torch.profiler trace(s) and writes
-a report. Bad input or usage gives one line on stderr and exit status 2, never a traceback.
+a report. ``torchdiag diff BASE HEAD`` compares two of them and exits 1 when HEAD is slower beyond
+a threshold with confidence. Bad input or usage gives one line on stderr and exit status 2, never
+a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import sys
 import time
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
 from torchdiag.record import RecordError, RunRecord, decode_record
 
 EXIT_OK = 0
+EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 
 FORMATS = ("html", "md", "json", "text")
@@ -72,11 +76,60 @@ def build_parser() -> argparse.ArgumentParser:
         "--cdn", action="store_true", help="HTML: load plotly.js from its CDN instead of inlining"
     )
     report.add_argument(
+        "--html-url",
+        metavar="URL",
+        help="md: link to the HTML report at this http(s) URL (e.g. a CI artifact)",
+    )
+    report.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar on stderr while reading a large trace",
     )
+    _add_diff_parser(commands)
     return parser
+
+
+def _add_diff_parser(commands: argparse._SubParsersAction) -> None:
+    from torchdiag.diff import DEFAULT_THRESHOLD_PCT
+
+    diff = commands.add_parser(
+        "diff",
+        help="compare two runs (run.json or traces): step time, breakdown, findings, ops",
+        description=(
+            "Compare HEAD against BASE (each a run.json, a trace file or a directory of traces). "
+            "Exit status: 1 when HEAD is slower beyond --threshold with confidence (the lower "
+            "bound of the 95% bootstrap interval of the HEAD/BASE median step-time ratio is "
+            "above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
+        ),
+    )
+    diff.add_argument("base", help="the baseline run: run.json, a trace file, or a directory")
+    diff.add_argument("head", help="the run to judge: run.json, a trace file, or a directory")
+    diff.add_argument("-o", "--output", default="-", help="output file; '-' for stdout (default)")
+    diff.add_argument(
+        "--format", choices=("text", "md", "json"), default="text", help="text (default), md, json"
+    )
+    diff.add_argument(
+        "--threshold",
+        metavar="PCT",
+        type=_percentage,
+        default=DEFAULT_THRESHOLD_PCT,
+        help=f"slowdown in percent that fails the comparison (default {DEFAULT_THRESHOLD_PCT:g})",
+    )
+    diff.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr while reading a large trace",
+    )
+
+
+def _percentage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative percentage: {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "report":
             return _report(args)
-        raise UsageError("a command is required: report (see 'torchdiag --help')")
+        if args.command == "diff":
+            return _diff(args)
+        raise UsageError("a command is required: report or diff (see 'torchdiag --help')")
     except UsageError as err:
         _fail(str(err))
     except (RecordError, OSError) as err:
@@ -228,6 +283,8 @@ def _report(args: argparse.Namespace) -> int:
 
     source = Path(args.input)
     fmt = args.format
+    if args.html_url is not None:
+        _check_url(args.html_url)
     summary_too = fmt is None and args.output is None
     fmt = fmt or "html"
     output = args.output
@@ -238,17 +295,43 @@ def _report(args: argparse.Namespace) -> int:
     with _read_progress(wanted) as progress:
         record = load_input(source, progress=progress)
     analysis = analyze(record)
-    rendered = _render(fmt, record, analysis, cdn=args.cdn)
+    rendered = _render(fmt, record, analysis, cdn=args.cdn, html_url=args.html_url)
+    _write(rendered, output)
+    if summary_too:
+        sys.stdout.write(_render("text", record, analysis))
+        print(f"HTML report: {output}")
+    return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from torchdiag.diff import diff_runs
+    from torchdiag.report.diff_render import render_diff
+
+    wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
+    records = []
+    for path in (args.base, args.head):
+        with _read_progress(wanted) as progress:
+            records.append(load_input(Path(path), progress=progress))
+    result = diff_runs(records[0], records[1], threshold_pct=args.threshold)
+    _write(render_diff(result, args.format), args.output)
+    return EXIT_REGRESSION if result.regression else EXIT_OK
+
+
+def _check_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--html-url must be an http(s) URL, not {url!r}")
+
+
+def _write(rendered: str, output: str) -> None:
     if output == "-":
         sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
     else:
         target = Path(output)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(rendered, encoding="utf-8")
-    if summary_too:
-        sys.stdout.write(_render("text", record, analysis))
-        print(f"HTML report: {output}")
-    return EXIT_OK
 
 
 def _beside(source: Path, fmt: str) -> Path:
@@ -259,7 +342,14 @@ def _beside(source: Path, fmt: str) -> Path:
     return folder / f"{name or 'report'}{_SUFFIX[fmt]}"
 
 
-def _render(fmt: str, record: RunRecord, analysis: object, *, cdn: bool = False) -> str:
+def _render(
+    fmt: str,
+    record: RunRecord,
+    analysis: object,
+    *,
+    cdn: bool = False,
+    html_url: str | None = None,
+) -> str:
     if fmt == "html":
         from torchdiag.report.html import render_html
 
@@ -267,7 +357,7 @@ def _render(fmt: str, record: RunRecord, analysis: object, *, cdn: bool = False)
     if fmt == "md":
         from torchdiag.report.markdown import render_markdown
 
-        return render_markdown(record, analysis)  # type: ignore[arg-type]
+        return render_markdown(record, analysis, html_url=html_url)  # type: ignore[arg-type]
     if fmt == "json":
         from torchdiag.report.json_report import render_json
 

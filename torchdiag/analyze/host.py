@@ -8,6 +8,7 @@ from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_f
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.analyze.step_model import (
     StepTime,
+    batch_size,
     device_memory_bytes,
     primary_summary,
     step_time,
@@ -136,7 +137,7 @@ def small_batch(record: RunRecord) -> Finding | None:
     utilisation = busy * (fill if fill is not None else 1.0)
     if utilisation >= SMALL_BATCH_UTILISATION:
         return None
-    batch, batch_from = _batch_size(record, summary)
+    batch, batch_from = batch_size(record)
     if batch is None:
         raise SkipRule("the batch size is unknown (no DataLoader settings or operator shapes)")
     capacity = device_memory_bytes(record, summary)
@@ -251,15 +252,6 @@ def _sm_fill(record: RunRecord, summary) -> tuple[float | None, str | None]:
     occupancy = summary.occupancy if summary is not None else None
     if occupancy is not None and occupancy.sm_efficiency_pct is not None:
         return occupancy.sm_efficiency_pct / 100.0, "kernel blocks per SM"
-    return None, None
-
-
-def _batch_size(record: RunRecord, summary) -> tuple[int | None, str | None]:
-    for loader in record.environment.loaders:
-        if loader.batch_size:
-            return loader.batch_size, "DataLoader batch_size"
-    if summary is not None and summary.batch_size:
-        return summary.batch_size, summary.batch_size_source or "operator input shapes"
     return None, None
 
 

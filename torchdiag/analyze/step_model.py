@@ -210,6 +210,23 @@ def device_memory_bytes(record: RunRecord, summary: TraceSummary | None) -> int 
     return None
 
 
+def batch_size(record: RunRecord) -> tuple[int | None, str | None]:
+    """The training batch size and where it came from, or ``(None, None)``.
+
+    The loader that fed the most batches is the training loader (an evaluation loader iterated
+    in the same block must not count); an imported trace knows the batch only from the
+    operators' input shapes.
+    """
+    known = [ld for ld in record.environment.loaders if ld.batch_size]
+    if known:
+        loader = max(known, key=lambda ld: (ld.batches, -ld.loader_id))
+        return loader.batch_size, "DataLoader batch_size"
+    summary = primary_summary(record)
+    if summary is not None and summary.batch_size:
+        return summary.batch_size, summary.batch_size_source or "operator input shapes"
+    return None, None
+
+
 def _mean(summary: TraceSummary, field: str) -> float:
     steps = summary.steps
     return sum(getattr(s, field) for s in steps) / len(steps) if steps else 0.0

@@ -15,7 +15,9 @@ no random ids).
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import importlib.resources
 import importlib.util
 import json
@@ -62,6 +64,10 @@ def render_html(record: RunRecord, analysis: Analysis | None = None, *, cdn: boo
     context["plotly_js"] = plotly_js
     context["css"] = _asset("report.css")
     context["report_js"] = _asset("report.js")
+    # Only these exact scripts may run: a hash policy (unlike 'unsafe-inline') also blocks
+    # inline event handlers, so markup that slipped past escaping still could not execute.
+    scripts = [context["report_js"]] + ([plotly_js] if plotly_js else [])
+    context["script_hashes"] = " ".join(_script_hash(code) for code in scripts)
     return _environment().get_template("report.html").render(context)
 
 
@@ -139,3 +145,10 @@ def _plotly_js(*, inline: bool) -> tuple[str, str | None]:
         # never close its own <script> element. "<\/" means "</" in JS strings and regexes.
         code = code.replace("</script", "<\\/script").replace("<!--", "<\\!--")
     return match.group(1), code
+
+
+@functools.lru_cache(maxsize=8)
+def _script_hash(code: str) -> str:
+    """The CSP source expression allowing exactly this inline script."""
+    digest = hashlib.sha256(code.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"

@@ -3,12 +3,17 @@
 GitHub rejects comments over 65,536 characters, so the output is kept under :data:`MAX_CHARS`:
 tables are cut with a "... and N more" line and lower sections are dropped before the verdict,
 key numbers and findings table are.
+
+Everything that comes from a record or trace (names, titles, messages) goes through
+:func:`md_text` or :func:`md_code`, so no operator or kernel name can break a table, open HTML or
+mention a GitHub user.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from urllib.parse import quote, urlsplit
 
 from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis, analyze
@@ -32,7 +37,8 @@ MAX_NAME_CHARS = 100
 _RESERVE = 400
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
-_BREAKDOWN_LABELS = {
+_PIPE = re.compile(r"(\\*)\|")
+BREAKDOWN_LABELS = {
     "compute": "compute",
     "memcpy": "memcpy",
     "memset": "memset",
@@ -45,30 +51,43 @@ _BREAKDOWN_LABELS = {
 }
 
 
-def render_markdown(record: RunRecord, analysis: Analysis | None = None) -> str:
+def render_markdown(
+    record: RunRecord,
+    analysis: Analysis | None = None,
+    *,
+    html_url: str | None = None,
+    pie: bool = True,
+) -> str:
     """The report as GitHub-flavoured Markdown, always shorter than :data:`MAX_CHARS`.
 
-    When ``analysis`` is omitted the registered rules are run on ``record``.
+    When ``analysis`` is omitted the registered rules are run on ``record``. ``html_url`` (http or
+    https) adds a link to the full HTML report under the verdict; ``pie`` adds a mermaid pie chart
+    of where a profiled step goes beside the breakdown table (GitHub renders it).
     """
     if analysis is None:
         analysis = analyze(record)
-    # The bounded lower sections are rendered first so that however many findings there are,
-    # the findings table and details only take the room left over.
+    link = f"[Full HTML report]({md_url(html_url)})\n\n" if html_url is not None else ""
+    # The bounded sections are rendered first so that however many findings there are, the
+    # findings table and details only take the room left over. The breakdown goes right under
+    # the findings table (where a reviewer looks), the long tables after the details.
+    breakdown = _breakdown_section(record, _Budget(MAX_CHARS // 8), pie=pie)
     tail = _tail_sections(record, analysis, _Budget(MAX_CHARS // 4))
-    out = _Budget(MAX_CHARS - _RESERVE - len(tail))
+    out = _Budget(MAX_CHARS - _RESERVE - len(tail) - len(breakdown))
     out.add(f"# torchdiag: {md_text(record.name or 'unnamed run', 200)}\n\n")
     out.add(f"**{md_text(verdict(record, analysis), 500)}**\n\n")
+    out.add(link)
     status = record.status
     if status.state == "failed":
         message = f": {md_text(status.message)}" if status.message else ""
         out.add(
-            f"> **Run failed** with {md_code(status.exception_type or 'an exception')}{message}\n\n"
+            "> **Run failed** with "
+            f"{md_code(status.exception_type or 'an exception', table=False)}{message}\n\n"
         )
     out.add(_identity_line(record) + "\n\n")
     out.add(_table(["Key number", "Value"], headline_items(headline(record)), out) + "\n")
 
     findings = rank_findings(analysis.findings)
-    out.add(f"## Findings ({len(findings)})\n\n")
+    out.add(f"## Findings ({len(findings):,})\n\n")
     if findings:
         rows = [
             (
@@ -81,25 +100,24 @@ def render_markdown(record: RunRecord, analysis: Analysis | None = None) -> str:
             for i, f in enumerate(findings, start=1)
         ]
         out.add(_table(["#", "Severity", "Finding", "Saving up to", "Rule"], rows, out) + "\n")
-        _finding_details(findings, out)
     else:
         out.add("No findings.\n\n")
+    out.limit += len(breakdown)  # its room was set aside above
+    out.add(breakdown)
+    if findings:
+        _finding_details(findings, out)
     return out.text() + tail + "<sub>Made by torchdiag from the run record.</sub>\n"
 
 
-def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
-    """Skipped rules, step breakdown, top ops and kernels: each table capped in rows."""
-    if analysis.skipped:
-        rows = [
-            (md_code(s.id), md_text(s.reason, MAX_CELL_CHARS))
-            for s in sorted(analysis.skipped, key=lambda s: s.id)
-        ]
-        out.add(
-            f"<details><summary>{_plural(len(rows), 'rule')} skipped for lack of data</summary>"
-            "\n\n" + _table(["Rule", "Why"], rows, out, MAX_SKIPPED_ROWS) + "\n</details>\n\n"
-        )
+def _breakdown_section(record: RunRecord, out: _Budget, *, pie: bool) -> str:
+    """The mean step breakdown: a short table (and a mermaid pie when ``pie``)."""
     summary = trace_summary(record)
-    out.add("## Step breakdown\n\n" + _breakdown(record, summary, out) + "\n")
+    return "## Step breakdown\n\n" + _breakdown(record, summary, out, pie=pie) + "\n"
+
+
+def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
+    """Top ops and kernels, skipped rules: each table capped in rows."""
+    summary = trace_summary(record)
     if summary is not None and summary.top_ops:
         rows = [
             (
@@ -132,6 +150,15 @@ def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
             + _table(["Kernel", "Class", "Calls", "Total ms", "Median µs"], rows, out, MAX_OP_ROWS)
             + "\n"
         )
+    if analysis.skipped:
+        rows = [
+            (md_code(s.id), md_text(s.reason, MAX_CELL_CHARS))
+            for s in sorted(analysis.skipped, key=lambda s: s.id)
+        ]
+        out.add(
+            f"<details><summary>{_plural(len(rows), 'rule')} skipped for lack of data</summary>"
+            "\n\n" + _table(["Rule", "Why"], rows, out, MAX_SKIPPED_ROWS) + "\n</details>\n\n"
+        )
     return out.text()
 
 
@@ -141,18 +168,50 @@ def md_text(text: object, limit: int = MAX_CELL_CHARS) -> str:
     if len(s) > limit:
         s = s[: limit - 1] + "…"
     s = _MD_SPECIAL.sub(r"\\\1", s)
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # An "@name" in a PR comment notifies that user or team; a word joiner keeps it as text.
+    return s.replace("@", "@\u2060")
 
 
-def md_code(text: object, limit: int = MAX_CELL_CHARS) -> str:
-    """An inline code span safe in a table cell: pipes escaped, fence longer than any backticks."""
+def md_code(text: object, limit: int = MAX_CELL_CHARS, *, table: bool = True) -> str:
+    """An inline code span: fence longer than any backticks inside; pipes escaped for a table
+    cell (``table=False`` outside tables, where the escape would show as a backslash)."""
     s = " ".join(str(text).split())
     if len(s) > limit:
         s = s[: limit - 1] + "…"
-    s = s.replace("|", "\\|")
+    if not table:
+        return _code_span(s)
+    # GitHub splits table rows before it parses code spans, reading "\\x" as an escaped pair: a
+    # pipe needs a backslash, and backslashes already before it must be doubled, or the last of
+    # them would escape the new one and leave the pipe to end the cell.
+    s = _PIPE.sub(lambda m: m.group(1) * 2 + "\\|", s)
+    return _code_span(s)
+
+
+def _code_span(s: str) -> str:
     fence = "`" * (_longest_run(s, "`") + 1)
     pad = " " if s.startswith("`") or s.endswith("`") else ""
     return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def md_url(url: str) -> str:
+    """An http(s) URL made safe as a Markdown link destination.
+
+    Characters that would end the destination or the link (spaces, parentheses, angle brackets,
+    quotes, backticks, pipes in a table) are percent-encoded; the URL otherwise stays as given.
+    Other schemes (``javascript:``, ``data:``) are refused with :class:`ValueError`.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return quote(url.strip(), safe="/:?#[]@!$&'*+,;=%-._~")
+
+
+def _mermaid_pie(parts: Sequence[tuple[str, float]]) -> str:
+    """A mermaid ``pie`` of milliseconds per step by part (GitHub renders it as a chart)."""
+    lines = ["```mermaid", "pie showData", "    title Where a profiled step goes (ms per step)"]
+    lines += [f'    "{label}" : {value:.3f}' for label, value in parts]
+    return "\n" + "\n".join(lines) + "\n```\n"
 
 
 def _plural(n: int, word: str) -> str:
@@ -223,7 +282,21 @@ def _identity_line(record: RunRecord) -> str:
 
 
 def _finding_details(findings: list, out: _Budget) -> None:
-    """Recommendation, evidence and snippet of each finding, as many as the budget allows."""
+    """Recommendation, evidence and snippet of each finding, as many as the budget allows.
+
+    Folded into one ``<details>`` block: the table above is what a reviewer reads first, and the
+    fixes are a click away. Its closing tag is paid from the reserve, so it is always written.
+    """
+    out.add(
+        f"<details><summary>How to fix: {_plural(len(findings), 'finding')} in detail</summary>"
+        "\n\n",
+        force=True,
+    )
+    _finding_detail_parts(findings, out)
+    out.add("</details>\n\n", force=True)
+
+
+def _finding_detail_parts(findings: list, out: _Budget) -> None:
     for i, f in enumerate(findings, start=1):
         parts = [
             f"### {i}. {md_text(f.title, MAX_CELL_CHARS)}\n\n",
@@ -248,21 +321,31 @@ def _finding_details(findings: list, out: _Budget) -> None:
             return
 
 
-def _breakdown(record: RunRecord, summary: TraceSummary | None, out: _Budget) -> str:
-    """Mean time per step by part: from the trace breakdown when there is one, else live steps."""
+def _breakdown(
+    record: RunRecord, summary: TraceSummary | None, out: _Budget, *, pie: bool = False
+) -> str:
+    """Mean time per step by part: from the trace breakdown when there is one, else live steps.
+
+    With ``pie``, a profiled breakdown also gets a mermaid pie chart. Its labels are this module's
+    fixed part names, never text from the trace, so nothing in it needs escaping.
+    """
     steps = [st for st in summary.steps if st.breakdown.wall > 0] if summary else []
     if steps:
         wall = sum(st.breakdown.wall for st in steps)
         rows = []
-        for key, label in _BREAKDOWN_LABELS.items():
+        means: list[tuple[str, float]] = []
+        for key, label in BREAKDOWN_LABELS.items():
             total = sum(getattr(st.breakdown, key) for st in steps)
             if total > 0:
                 rows.append(
                     (label, format_number(total / len(steps)), format_pct(100 * total / wall))
                 )
+                means.append((label, total / len(steps)))
         rows.append(("**step wall time**", format_number(wall / len(steps)), "100%"))
         note = f"Mean over {len(steps)} profiled step{'s' if len(steps) != 1 else ''}.\n\n"
-        return note + _table(["Part", "ms per step", "Share"], rows, out)
+        table = _table(["Part", "ms per step", "Share"], rows, out)
+        # One slice is no chart; the table already says it all.
+        return note + table + (_mermaid_pie(means) if pie and len(means) > 1 else "")
     s = record.steps
     if s.count and s.total_wall_s > 0:
         wait = 1000 * s.total_input_wait_s / s.count

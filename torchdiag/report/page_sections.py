@@ -39,17 +39,9 @@ def name_cell(name: str) -> dict[str, str]:
 
 
 def headline_extras(record: RunRecord, summary: TraceSummary | None) -> list[tuple[str, str]]:
-    """Cards the shared headline lacks: throughput from the trace's batch size, GPU busy share of
-    the profiled window and tensor-core activity (GPM when sampled, else the math-time share)."""
+    """Cards the shared headline lacks: GPU busy share of the profiled window and tensor-core
+    activity (GPM when sampled, else the math-time share)."""
     cards: list[tuple[str, str]] = []
-    numbers = headline(record)
-    if numbers["samples_per_s"] is None and summary is not None and summary.batch_size:
-        median = numbers["median_step_ms"]
-        if median:
-            rate = summary.batch_size * 1000.0 / median
-            cards.append(
-                ("Throughput", f"{format_number(rate)} samples/s (batch {summary.batch_size})")
-            )
     if summary is not None and summary.window_ms > 0:
         busy = 100.0 * summary.window_gpu_busy_ms / summary.window_ms
         cards.append(("GPU busy (profiled steps)", format_pct(busy)))

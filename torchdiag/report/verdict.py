@@ -12,7 +12,8 @@ from typing import Any
 
 from torchdiag.analyze.finding import Finding, rank_findings
 from torchdiag.analyze.registry import Analysis
-from torchdiag.record import LoaderInfo, RunRecord, TraceSummary
+from torchdiag.analyze.step_model import batch_size
+from torchdiag.record import RunRecord, TraceSummary
 
 EMPTY_VERDICT = "nothing to diagnose: the record has no steps"
 CLEAN_VERDICT = "no problems found at warning level"
@@ -116,7 +117,7 @@ def headline(record: RunRecord) -> dict[str, Any]:
     steps when the record was built from a trace.
     """
     walls, weights, wait_pct, steps, total_s = _step_stats(record)
-    batch = _batch_size(record.environment.loaders)
+    batch, _ = batch_size(record)
     util, mem_peak, mem_total = _gpu_stats(record)
     return {
         "steps": steps,
@@ -197,15 +198,6 @@ def _step_stats(
 
 def _weighted_sum(weights: Sequence[float], values: Sequence[float]) -> float:
     return sum(w * v for w, v in zip(weights, values, strict=False) if _finite(v))
-
-
-def _batch_size(loaders: list[LoaderInfo]) -> int | None:
-    # The loader that fed the most batches is the training loader; an evaluation loader iterated
-    # in the same block must not set the throughput.
-    known = [ld for ld in loaders if ld.batch_size]
-    if not known:
-        return None
-    return max(known, key=lambda ld: (ld.batches, -ld.loader_id)).batch_size
 
 
 def _gpu_stats(record: RunRecord) -> tuple[float | None, int | None, int | None]:

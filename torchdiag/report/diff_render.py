@@ -1,0 +1,271 @@
+"""Render a :class:`~torchdiag.diff.RunDiff` as text (terminal, CI logs), Markdown (a PR comment)
+or JSON (``torchdiag.diff/1``, for scripts).
+
+Every format leads with the same sentence (:func:`diff_headline`) so a CI log, a PR comment and a
+script see the same verdict. Names from traces are escaped for Markdown with the report's own
+helpers, and every list is capped, so the Markdown stays far below GitHub's comment limit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from torchdiag.diff import FASTER, NO_CHANGE, SLOWER, FindingRef, NameDelta, RunDiff
+from torchdiag.report.markdown import BREAKDOWN_LABELS, MAX_NAME_CHARS, md_code, md_text
+from torchdiag.report.verdict import format_ms, format_number, format_pct
+
+DIFF_FORMATS = ("text", "md", "json")
+# Findings come from a fixed set of rules, but a record could be crafted with thousands.
+MAX_FINDING_ROWS = 40
+_PART_LABELS = {"wall": "step wall time", **BREAKDOWN_LABELS}
+
+
+def render_diff(diff: RunDiff, fmt: str = "text") -> str:
+    """The diff in ``fmt`` (``text``, ``md`` or ``json``), ending with a newline."""
+    if fmt == "json":
+        return render_diff_json(diff)
+    if fmt == "md":
+        return render_diff_markdown(diff)
+    if fmt == "text":
+        return render_diff_text(diff)
+    raise ValueError(f"unknown diff format {fmt!r} (one of {', '.join(DIFF_FORMATS)})")
+
+
+def render_diff_json(diff: RunDiff) -> str:
+    """The ``torchdiag.diff/1`` document: sorted keys, two-space indent, no NaN."""
+    doc = diff.to_jsonable()
+    return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def diff_headline(diff: RunDiff) -> str:
+    """One sentence: the verdict, the median change and whether it fails the threshold."""
+    change = _signed_pct(diff.median_change_pct)
+    if diff.verdict == SLOWER:
+        line = f"HEAD is slower: median step {change}"
+    elif diff.verdict == FASTER:
+        line = f"HEAD is faster: median step {change}"
+    else:
+        line = f"{NO_CHANGE} in step time (median step {change}, within the noise)"
+    if diff.regression:
+        line += f" — a regression beyond the {format_number(diff.threshold_pct)}% threshold"
+    return line
+
+
+def interval_sentence(diff: RunDiff) -> str:
+    """The ratio, its interval and what it was computed from."""
+    iv = diff.interval
+    steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD steady-state steps"
+    if iv.low is None or iv.high is None:
+        return f"HEAD/BASE median ratio {_ratio(iv.ratio)}; no interval ({steps})"
+    return (
+        f"HEAD/BASE median ratio {_ratio(iv.ratio)}, {round(100 * iv.confidence)}% CI "
+        f"[{_ratio(iv.low)}, {_ratio(iv.high)}] (bootstrap, {iv.resamples:,} resamples, "
+        f"seed {iv.seed}; {steps})"
+    )
+
+
+def gate_sentence(diff: RunDiff) -> str:
+    """Why the exit status is what it is."""
+    limit = 1 + diff.threshold_pct / 100
+    pct = format_number(diff.threshold_pct)
+    if diff.regression:
+        return f"Threshold {pct}%: fails (the whole interval lies above {_ratio(limit)})"
+    return f"Threshold {pct}%: passes (slower beyond {pct}% is not shown with confidence)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def render_diff_text(diff: RunDiff) -> str:
+    """Plain text for the terminal and CI logs."""
+    lines = [
+        f"torchdiag diff: {_one_line(diff.base.name)} -> {_one_line(diff.head.name)}",
+        diff_headline(diff),
+        "  " + interval_sentence(diff),
+        "  " + gate_sentence(diff),
+        "",
+    ]
+    rows = [(label, b, h, c) for label, b, h, c in _key_rows(diff)]
+    lines += _text_table(("", "BASE", "HEAD", "change"), rows)
+    if diff.breakdown:
+        lines += ["", "Breakdown (mean ms per profiled step)"]
+        lines += _text_table(
+            ("part", "BASE", "HEAD", "change"),
+            [
+                (
+                    _PART_LABELS.get(p.part, p.part),
+                    format_number(p.base_ms),
+                    format_number(p.head_ms),
+                    _signed(p.delta_ms),
+                )
+                for p in diff.breakdown
+            ],
+        )
+    lines += ["", "Findings"]
+    changes = [
+        *(("new", f) for f in diff.findings.new),
+        *(("resolved", f) for f in diff.findings.resolved),
+        *(("persisting", f) for f in diff.findings.persisting),
+    ]
+    if not changes:
+        lines.append("  none in either run")
+    for kind, f in changes[:MAX_FINDING_ROWS]:
+        lines.append(f"  {kind:10s} {_severity(f):20s} {f.id:22s} {_one_line(f.title)[:120]}")
+    if len(changes) > MAX_FINDING_ROWS:
+        lines.append(f"  ... and {len(changes) - MAX_FINDING_ROWS:,} more")
+    for title, deltas in (("operators", diff.top_ops), ("GPU kernels", diff.top_kernels)):
+        if deltas:
+            lines += ["", f"Top {title} by change (total ms per step)"]
+            lines += _text_table(
+                ("change", "BASE", "HEAD", "name"),
+                [
+                    (
+                        _signed(d.delta_ms),
+                        format_number(d.base_ms),
+                        format_number(d.head_ms),
+                        _one_line(d.name)[:MAX_NAME_CHARS],
+                    )
+                    for d in deltas
+                ],
+            )
+    if diff.notes:
+        lines += ["", *(f"note: {n}" for n in diff.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def _text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    # The last column is left free (names can be long); the others are padded to their widths.
+    table = [tuple(head), *(tuple(r) for r in rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head) - 1)]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1]
+        for r in table
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def render_diff_markdown(diff: RunDiff) -> str:
+    """GitHub-flavoured Markdown for a pull-request comment."""
+    icon = {SLOWER: "🔴" if diff.regression else "🟠", FASTER: "🟢"}.get(diff.verdict, "⚪")
+    out = [
+        f"## torchdiag diff: {md_text(diff.base.name, 120)} → {md_text(diff.head.name, 120)}\n",
+        f"{icon} **{md_text(diff_headline(diff), 400)}**\n",
+        f"{md_text(interval_sentence(diff), 400)}. {md_text(gate_sentence(diff), 300)}.\n",
+        _md_table(("", "BASE", "HEAD", "Change"), _key_rows(diff)),
+    ]
+    if diff.breakdown:
+        rows = [
+            (
+                md_text(_PART_LABELS.get(p.part, p.part)),
+                format_number(p.base_ms),
+                format_number(p.head_ms),
+                _signed(p.delta_ms),
+            )
+            for p in diff.breakdown
+        ]
+        out.append("### Step breakdown (mean ms per profiled step)\n")
+        out.append(_md_table(("Part", "BASE", "HEAD", "Change"), rows))
+    out.append(_md_findings(diff))
+    for title, deltas in (("operators", diff.top_ops), ("GPU kernels", diff.top_kernels)):
+        if deltas:
+            out.append(f"### Top {title} by change (total ms per step)\n")
+            out.append(_md_table(("Name", "BASE", "HEAD", "Change"), _md_delta_rows(deltas)))
+    if diff.notes:
+        out.append("".join(f"> {md_text(n, 400)}\n" for n in diff.notes))
+    out.append("<sub>Made by torchdiag diff.</sub>\n")
+    return "\n".join(out)
+
+
+def _md_findings(diff: RunDiff) -> str:
+    rows: list[tuple[str, str, str, str]] = []
+    for kind, found in (
+        ("new", diff.findings.new),
+        ("resolved", diff.findings.resolved),
+        ("persisting", diff.findings.persisting),
+    ):
+        rows += [
+            (kind, md_text(_severity(f, "→")), md_code(f.id, 80), md_text(f.title)) for f in found
+        ]
+    if not rows:
+        return "### Findings\n\nNo findings in either run.\n"
+    table = _md_table(("Change", "Severity", "Rule", "Finding"), rows[:MAX_FINDING_ROWS])
+    if len(rows) > MAX_FINDING_ROWS:
+        table += f"\n... and {len(rows) - MAX_FINDING_ROWS:,} more\n"
+    return "### Findings\n\n" + table
+
+
+def _md_delta_rows(deltas: Sequence[NameDelta]) -> list[tuple[str, str, str, str]]:
+    return [
+        (
+            md_code(d.name, MAX_NAME_CHARS),
+            format_number(d.base_ms),
+            format_number(d.head_ms),
+            _signed(d.delta_ms),
+        )
+        for d in deltas
+    ]
+
+
+def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _key_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
+    rows = [
+        (
+            "Median step",
+            format_ms(diff.base.median_step_ms),
+            format_ms(diff.head.median_step_ms),
+            _signed_pct(diff.median_change_pct),
+        )
+    ]
+    if diff.base.samples_per_s is not None or diff.head.samples_per_s is not None:
+        rows.append(
+            (
+                "Throughput (samples/s)",
+                _throughput(diff.base.samples_per_s, diff.base.batch_size),
+                _throughput(diff.head.samples_per_s, diff.head.batch_size),
+                _signed_pct(diff.throughput_change_pct),
+            )
+        )
+    rows.append(("Steady-state steps", f"{diff.base.steps:,}", f"{diff.head.steps:,}", ""))
+    return rows
+
+
+def _throughput(value: float | None, batch: int | None) -> str:
+    return f"{format_number(value)} (batch {batch})" if value is not None else "n/a"
+
+
+def _severity(f: FindingRef, arrow: str = "->") -> str:
+    if f.base_severity is not None and f.base_severity != f.severity:
+        return f"{f.base_severity} {arrow} {f.severity}"
+    return f.severity
+
+
+def _signed(value: float) -> str:
+    return ("+" if value > 0 else "") + format_number(value)
+
+
+def _signed_pct(pct: float | None) -> str:
+    if pct is None:
+        return "n/a"
+    return ("+" if pct > 0 else "") + format_pct(pct)
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
