@@ -113,3 +113,41 @@ def test_saved_trace_is_a_valid_report_input(captured):
     out = _report(str(trace), "--format", "json", "-o", "-")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["schema"] == "torchdiag.findings/1"
+
+
+def _capture_sample(tmp_path: Path, name: str, *args: str) -> Path:
+    out = tmp_path / name / "run.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "samples" / "input_bound.py"), "--output", str(out), *args],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    return out
+
+
+def test_diff_and_markdown_on_sample_captures(tmp_path):
+    """A slow input pipeline against a fast one: diff says slower with confidence (exit 1);
+    a run against itself is no change (exit 0); the Markdown names the stall."""
+    fast = _capture_sample(tmp_path, "fast", "--steps", "14", "--rounds", "1")
+    slow = _capture_sample(tmp_path, "slow", "--steps", "14", "--rounds", "12")
+    cmd = [sys.executable, "-m", "torchdiag", "diff"]
+    regression = subprocess.run(
+        [*cmd, str(fast), str(slow), "--format", "json", "-o", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert regression.returncode == 1, regression.stderr
+    doc = json.loads(regression.stdout)
+    assert doc["schema"] == "torchdiag.diff/1"
+    same = subprocess.run(
+        [*cmd, str(slow), str(slow)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert same.returncode == 0, same.stderr
+    md = _report(str(slow), "--format", "md", "-o", "-", "--html-url", "https://ci.example/r.html")
+    assert md.returncode == 0, md.stderr
+    assert "dataloader-stall" in md.stdout
+    assert "https://ci.example/r.html" in md.stdout
+    assert len(md.stdout) < 65536
