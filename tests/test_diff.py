@@ -9,6 +9,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+from markdown_checks import md_cells_consistent
 
 from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import Analysis
@@ -266,27 +267,6 @@ def test_breakdown_findings_and_name_deltas() -> None:
     assert "### Step breakdown" in md and "| compute | 40 | 50 | +10 |" in md
     text = render_diff(d, "text")
     assert "resolved" in text and "aten::gone" in text and "+10" in text
-
-
-def md_cells_consistent(md: str) -> bool:
-    """Every table's rows split into the same number of cells, the way GitHub splits them: a
-    backslash escapes the next character, whatever it is, and an unescaped pipe ends a cell."""
-    widths: list[int] = []
-    for line in [*md.splitlines(), ""]:
-        if line.startswith("|"):
-            cells, i = 0, 0
-            while i < len(line):
-                if line[i] == "\\":
-                    i += 2
-                    continue
-                cells += line[i] == "|"
-                i += 1
-            widths.append(cells)
-        elif widths:
-            if len(set(widths)) != 1:
-                return False
-            widths = []
-    return True
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from markdown_checks import md_cells_consistent
 
 from torchdiag.analyze.finding import Finding, Skipped
 from torchdiag.analyze.registry import Analysis
@@ -761,27 +762,6 @@ def test_renderers_run_the_analysis_when_not_given(
 # Markdown for pull requests: HTML link, escaping of trace names, the size bound
 
 
-def github_cells_consistent(md: str) -> bool:
-    """Every table's rows split into as many cells as its header, the way GitHub splits them:
-    a backslash escapes the next character, whatever it is, and an unescaped pipe ends a cell."""
-    widths: list[int] = []
-    for line in [*md.splitlines(), ""]:
-        if line.startswith("|"):
-            cells, i = 0, 0
-            while i < len(line):
-                if line[i] == "\\":
-                    i += 2
-                    continue
-                cells += line[i] == "|"
-                i += 1
-            widths.append(cells)
-        elif widths:
-            if len(set(widths)) != 1:
-                return False
-            widths = []
-    return True
-
-
 def _with_ops(record: RunRecord, ops: list[OpStat], kernels: list[KernelStat]) -> RunRecord:
     summary = msgspec.structs.replace(record.profiler.summary, top_ops=ops, top_kernels=kernels)
     return msgspec.structs.replace(
@@ -838,7 +818,7 @@ def test_markdown_escapes_pipes_backticks_and_brackets_in_trace_names(record: Ru
     rec = _with_ops(msgspec.structs.replace(record, name="a|b `c` <i>@team</i>"), ops, kernels)
     analysis = make_analysis(evil="|`<b>x</b>`|")
     md = render_markdown(rec, analysis)
-    assert github_cells_consistent(md)
+    assert md_cells_consistent(md)
     # Each name is one code span in the first cell of its row, whatever it holds.
     op_rows = [line for line in md.splitlines() if line.startswith("| `")]
     assert len(op_rows) >= 2 * len(names)
@@ -874,7 +854,7 @@ def test_markdown_stays_under_the_limit_for_a_huge_record(record: RunRecord) -> 
         rec, Analysis(findings=findings, skipped=skipped), html_url="https://x.org/" + "a" * 5000
     )
     assert len(md) < MAX_CHARS < 65_536
-    assert github_cells_consistent(md)
+    assert md_cells_consistent(md)
     for heading in ("## Findings (2,000)", "## Step breakdown", "## Top operators"):
         assert heading in md
     assert md.count("<details>") == md.count("</details>")
