@@ -128,9 +128,12 @@ def _capture_sample(tmp_path: Path, name: str, *args: str) -> Path:
 
 def test_diff_and_markdown_on_sample_captures(tmp_path):
     """A slow input pipeline against a fast one: diff says slower with confidence (exit 1);
-    a run against itself is no change (exit 0); the Markdown names the stall."""
-    fast = _capture_sample(tmp_path, "fast", "--steps", "14", "--rounds", "1")
-    slow = _capture_sample(tmp_path, "slow", "--steps", "14", "--rounds", "12")
+    a run against itself is no change (exit 0); the Markdown names the stall.
+
+    20 steps leave 13 steady-state steps a side (first and profiled steps excluded): enough for
+    the bootstrap interval to stay clear of 1 even on a loaded machine."""
+    fast = _capture_sample(tmp_path, "fast", "--steps", "20", "--rounds", "0")
+    slow = _capture_sample(tmp_path, "slow", "--steps", "20", "--rounds", "12")
     cmd = [sys.executable, "-m", "torchdiag", "diff"]
     regression = subprocess.run(
         [*cmd, str(fast), str(slow), "--format", "json", "-o", "-"],
