@@ -45,13 +45,10 @@ from torchdiag.report.html import DATA_ELEMENT_ID, json_for_script, render_html
 from torchdiag.report.json_report import render_json
 from torchdiag.report.markdown import MAX_CHARS, render_markdown
 from torchdiag.report.text import render_text
-from torchdiag.report.verdict import (
-    CLEAN_VERDICT,
-    EMPTY_VERDICT,
-    headline,
-    verdict,
-    weighted_quantile,
-)
+from torchdiag.report.verdict import CLEAN_VERDICT, EMPTY_VERDICT, verdict
+from torchdiag.view.headline import headline
+from torchdiag.view.numbers import weighted_quantile
+from torchdiag.view.step_model import step_time
 
 EVIL = "</script><script>alert(1)</script> <!-- <b>x</b> -->"
 # Raw markup that must never reach the page; "</script>" alone is the page's own closing tag, so
@@ -368,16 +365,21 @@ def test_headline_numbers(record: RunRecord) -> None:
     assert h["median_step_ms"] == 52.0
     assert h["p95_step_ms"] == 54.0
     assert h["batch_size"] == 32  # the training loader (most batches), not the validation one
-    total_s = record.steps.total_wall_s
-    assert h["samples_per_s"] == pytest.approx(32 * 40 / total_s, rel=1e-3)
-    assert h["input_wait_pct"] == pytest.approx(
-        100 * record.steps.total_input_wait_s / total_s, rel=1e-3
-    )
+    # Throughput and input wait are shares of the one step figure: the steady mean step.
+    timing = step_time(record)
+    assert h["step_time_measured"]
+    assert h["step_ms_estimate"] == pytest.approx(timing.step_ms, abs=1e-3)
+    assert h["samples_per_s"] == pytest.approx(32 * 1000 / timing.step_ms, rel=1e-3)
+    assert h["input_wait_pct"] == pytest.approx(100 * timing.input_wait_share, rel=1e-3)
     assert h["gpu_util_mean_pct"] == pytest.approx((40 + 55 + 60 + 62 + 58 + 61 + 63) / 7, 1e-3)
     assert h["gpu_memory_peak_bytes"] == 17 * GIB
     empty = headline(RunRecord())
     assert empty["steps"] == 0
-    assert all(v is None for k, v in empty.items() if k != "steps")
+    assert all(
+        v is None
+        for k, v in empty.items()
+        if k not in ("steps", "estimate_steps", "step_time_measured")
+    )
 
 
 def test_weighted_quantile_counts_merged_rows() -> None:
@@ -512,12 +514,12 @@ def test_empty_record_renders_everything() -> None:
     assert "No torch.profiler window or trace" in page
     assert "No operator statistics" in page and "No GPU kernel statistics" in page
     assert "No DataLoader was iterated" in page
-    assert "not measured" in page
+    assert "not measured" not in page  # missing numbers are left out, not called unmeasured
     assert data_island(page)["figures"] == {}
     md = render_markdown(rec, analysis)
     assert EMPTY_VERDICT in md and "No step timings in this record" in md
     text = render_text(rec, analysis)
-    assert EMPTY_VERDICT in text and "not measured" in text
+    assert EMPTY_VERDICT in text and "not measured" not in text
     doc = json.loads(render_json(rec, analysis))
     assert doc["verdict"] == EMPTY_VERDICT and doc["findings"] == []
 
@@ -526,8 +528,11 @@ def test_trace_only_record_uses_trace_steps(record: RunRecord) -> None:
     summary = record.profiler.summary
     rec = RunRecord(source="trace", name="imported", traces=[summary])
     h = headline(rec)
-    assert h["steps"] == 5 and h["median_step_ms"] == 52.0
-    assert h["input_wait_pct"] == pytest.approx(100 * 12 / 52, rel=1e-3)
+    assert h["steps"] == 5 and h["median_step_ms"] == 52.0 and h["step_rows"] == "profiled"
+    timing = step_time(rec)
+    assert h["step_ms_estimate"] == pytest.approx(timing.step_ms, abs=1e-3)
+    assert h["step_ms_profiled"] == pytest.approx(52.0)
+    assert h["input_wait_pct"] == pytest.approx(100 * timing.input_wait_share, abs=1e-3)
     page = render_html(rec, Analysis(findings=[], skipped=[]), cdn=True)
     figs = data_island(page)["figures"]
     assert "breakdown" in figs and "steps" not in figs

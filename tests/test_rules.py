@@ -13,8 +13,11 @@ corrected host time is exactly ``host_ms`` and a trace's step is ``max(host + wa
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
+from torchdiag.analyze import compute
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import analyze
 from torchdiag.record import (
@@ -166,12 +169,17 @@ def _run(record: RunRecord) -> tuple[dict[str, Finding], dict[str, str]]:
 
 
 def _finding(record: RunRecord, rule_id: str, *, banded: bool = True) -> Finding:
-    """The rule's finding; ``banded``: its severity follows from its saving bound."""
+    """The rule's finding; ``banded``: its severity follows from its expected saving (the bound
+    where the rule models none), and an alternative to another finding is a note."""
     found, skipped = _run(record)
     assert rule_id in found, f"{rule_id} did not fire (skipped: {skipped.get(rule_id)})"
     f = found[rule_id]
     if banded:
-        assert f.severity == severity_for_saving(f.saving_pct_max)
+        saving = f.saving_pct if f.saving_pct is not None else f.saving_pct_max
+        expected = "info" if f.alternative_to else severity_for_saving(saving)
+        assert f.severity == expected
+        if f.saving_pct is not None:
+            assert f.saving_pct_low <= f.saving_pct <= f.saving_pct_max
     assert f.snippet.strip() and f.recommendation.strip() and f.title.strip()
     assert f.docs == f"docs/rules.md#{rule_id}"
     return f
@@ -253,11 +261,24 @@ def test_pin_memory_skipped_without_a_window():
 # no-amp
 
 
+def _amp_saving(math_x: float, other_x: float, floor: float, math=60.0, busy=95.0, step=95.0):
+    """Percent saved when ``math`` ms of fp32 math run ``math_x`` faster and the rest of the GPU
+    work ``other_x`` faster, the step keeping at least ``floor`` ms."""
+    new = max(floor, math / math_x + (busy - math) / other_x)
+    return (max(floor, busy) - new) / step * 100
+
+
 def test_no_amp_gpu_bound_fp32_is_critical():
     f = _finding(_trace(_summary(math=_fp32_math(60.0))), "no-amp")
-    # GPU-bound: 95 ms busy, 60 ms of it fp32 math, host 20 ms. Without the fp32 math the GPU
-    # takes 35 ms: the step falls from 95 to 35.
-    assert f.saving_pct_max == pytest.approx(60 / 95 * 100, abs=0.05)
+    # GPU-bound: 95 ms busy, 60 ms of it fp32 math, host 20 ms. The expected saving keeps the
+    # host's 20 ms; the bound (a GPU-bound step: the host's time is not known) keeps only the
+    # rest of the GPU work at its fastest.
+    low_x, mid_x, _ = compute.AMP_MATH_SPEEDUP
+    other_low, other_mid, other_high = compute.AMP_OTHER_SPEEDUP
+    assert f.saving_pct == pytest.approx(_amp_saving(mid_x, other_mid, 20.0), abs=0.05)
+    assert f.saving_pct_low == pytest.approx(_amp_saving(low_x, other_low, 20.0), abs=0.05)
+    assert f.saving_pct_max == pytest.approx(_amp_saving(math.inf, other_high, 0.0), abs=0.05)
+    assert f.saving_pct_low <= f.saving_pct <= f.saving_pct_max
     assert f.severity == "critical"
     assert f.evidence["fp32_math_ms_per_step"] == pytest.approx(60.0)
     assert f.evidence["fp32_share_of_math_pct"] == pytest.approx(100.0)
@@ -272,14 +293,18 @@ def test_no_amp_small_fp32_share_is_a_warning():
     f = _finding(_trace(_summary(math=math)), "no-amp")
     assert f.evidence["fp32_math_ms_per_step"] == pytest.approx(8.0)
     assert f.evidence["fp32_share_of_math_pct"] == pytest.approx(13.3)
-    assert f.saving_pct_max == pytest.approx(8 / 95 * 100, abs=0.05)
+    # 13% of the model converts: the other kernels speed up only in that share.
+    share = 80 / 600
+    other = 1 - share + share / compute.AMP_OTHER_SPEEDUP[1]
+    expected = _amp_saving(compute.AMP_MATH_SPEEDUP[1], 1 / other, 20.0, math=8.0)
+    assert f.saving_pct == pytest.approx(expected, abs=0.05)
     assert f.severity == "warning"
 
 
 def test_no_amp_host_floor_caps_the_saving():
     # Pipeline model: faster math shortens the step only down to the host's 70 ms.
     f = _finding(_trace(_summary(host_ms=70.0, math=_fp32_math(60.0))), "no-amp")
-    assert f.saving_pct_max == pytest.approx((95 - 70) / 95 * 100, abs=0.05)
+    assert f.saving_pct == pytest.approx((95 - 70) / 95 * 100, abs=0.05)
 
 
 def test_no_amp_on_a_host_bound_step_saves_little():
@@ -295,8 +320,10 @@ def test_no_amp_live_saving_counts_only_modelled_gpu_time():
     # (the rest is outside both). Removing 3 ms of fp32 math can save at most those 3 ms.
     summary = _summary(host_ms=30.0, gpu_busy_ms=60.0, math=_fp32_math(3.0))
     f = _finding(_live(summary=summary), "no-amp")
-    assert f.saving_pct_max == pytest.approx(3.0, abs=0.05)
-    assert f.severity == "info"
+    mid_x, other_x = compute.AMP_MATH_SPEEDUP[1], compute.AMP_OTHER_SPEEDUP[1]
+    saved = 3.0 - 3.0 / mid_x + 57.0 * (1 - 1 / other_x)
+    assert f.saving_pct == pytest.approx(saved, abs=0.05)  # of the 100 ms live step
+    assert f.severity == severity_for_saving(f.saving_pct)
 
 
 def test_no_amp_falls_back_to_kernel_names_without_dtypes():
@@ -304,7 +331,7 @@ def test_no_amp_falls_back_to_kernel_names_without_dtypes():
     f = _finding(_trace(_summary(math=math)), "no-amp")
     assert f.evidence["fp32_math_ms_per_step"] == pytest.approx(30.0)
     assert "kernel names" in f.evidence["fp32_known_from"]
-    assert f.saving_pct_max == pytest.approx(30 / 95 * 100, abs=0.05)
+    assert f.evidence["fp32_share_of_math_pct"] == pytest.approx(50.0)
 
 
 def test_no_amp_before_ampere_suggests_fp16_with_a_scaler():
@@ -356,15 +383,23 @@ def test_tf32_disabled_fires_on_cuda_core_math():
     assert f.evidence["non_tensor_core_math_ms_per_step"] == pytest.approx(40.0)
     assert f.evidence["math_ms_per_step"] == pytest.approx(60.0)
     assert f.evidence["tf32_matmul"] is False
+    mid_x = compute.TF32_MATH_SPEEDUP[1]
+    assert f.saving_pct == pytest.approx((40 - 40 / mid_x) / 95 * 100, abs=0.05)
     assert f.saving_pct_max == pytest.approx(40 / 95 * 100, abs=0.05)
-    assert f.severity == "critical"
+    # No autocast recorded in a trace: the same math is the no-amp finding's, so this is its
+    # alternative, not an added saving.
+    assert f.alternative_to == "no-amp"
+    assert f.severity == "info"
     assert "allow_tf32 = True" in f.snippet
 
 
 def test_tf32_disabled_warning_band():
     math = MathStats(eligible_ms=600.0, non_tensor_core_ms=80.0, tensor_core_ms=520.0)
-    f = _finding(_trace(_summary(math=math)), "tf32-disabled")
-    assert f.saving_pct_max == pytest.approx(8 / 95 * 100, abs=0.05)
+    env = Environment(devices=[_device()], autocast=AutocastInfo(entered=3))
+    f = _finding(_live(summary=_summary(math=math), env=env), "tf32-disabled")
+    mid_x = compute.TF32_MATH_SPEEDUP[1]
+    assert f.saving_pct == pytest.approx(8 - 8 / mid_x, abs=0.05)  # of the 100 ms live step
+    assert f.alternative_to is None  # autocast is on: no-amp cannot claim this time
     assert f.severity == "warning"
 
 
@@ -835,9 +870,14 @@ def test_memory_allocator_time_is_the_bound():
 
 
 def test_memory_fragmentation():
-    f = _finding(_trace(_summary(memory=_memory(10.0, 25.0))), "memory-pressure")
+    f = _finding(_trace(_summary(memory=_memory(20.0, 50.0))), "memory-pressure")
     assert "2.5x" in f.title
     assert f.severity == "info"
+
+
+def test_memory_fragmentation_silent_with_plenty_left():
+    # 2.5x reserved over allocated, but 25 of 80 GiB in use: the reserve is free to grow.
+    _absent(_trace(_summary(memory=_memory(10.0, 25.0))), "memory-pressure")
 
 
 def test_memory_near_capacity_from_nvml():

@@ -24,8 +24,10 @@ import msgspec
 
 from torchdiag.analyze.finding import SEVERITY_ORDER
 from torchdiag.analyze.registry import Analysis, analyze
-from torchdiag.analyze.step_model import batch_size
 from torchdiag.record import BreakdownMs, RunRecord, TraceSummary
+from torchdiag.view.headline import headline
+from torchdiag.view.numbers import finite, to_jsonable
+from torchdiag.view.step_model import primary_summary, step_time
 
 DIFF_SCHEMA = "torchdiag.diff/1"
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -69,7 +71,7 @@ class StepSample:
 def step_sample(record: RunRecord) -> StepSample:
     """Steady-state step times of ``record``, chosen as the rules choose them.
 
-    The row selection mirrors :func:`torchdiag.analyze.step_stats.steady_steps`: the first step
+    The row selection mirrors :func:`torchdiag.view.steady.steady_steps`: the first step
     (one-off start-up costs) and profiled steps (slowed by the profiler) are left out whenever
     other steps remain. A record built from traces holds the trace steps in its step series
     (all profiled, the slowest rank per step); a trace whose steps are only in its summary is read
@@ -79,7 +81,7 @@ def step_sample(record: RunRecord) -> StepSample:
     rows = [
         i
         for i in range(min(len(s.wall_ms), len(s.steps), len(s.first_step), len(s.profiled)))
-        if s.steps[i] > 0 and _finite(s.wall_ms[i])
+        if s.steps[i] > 0 and finite(s.wall_ms[i])
     ]
     if rows:
         keep = [i for i in rows if not s.profiled[i] and s.first_step[i] > 0]
@@ -90,7 +92,7 @@ def step_sample(record: RunRecord) -> StepSample:
         pairs = [(s.wall_ms[i], s.steps[i]) for i in keep]
     else:
         summary = _summary(record)
-        steps = [st for st in summary.steps if _finite(st.duration_ms)] if summary else []
+        steps = [st for st in summary.steps if finite(st.duration_ms)] if summary else []
         keep_steps = [st for st in steps if st.number > 0] or steps
         excluded = "first step excluded" if len(keep_steps) < len(steps) else "all steps used"
         pairs = [(st.duration_ms, 1) for st in keep_steps]
@@ -166,9 +168,13 @@ class Side(msgspec.Struct, kw_only=True):
     source: str
     steps: int
     steps_excluded: str
+    # The steady-state median of a live run; the un-profiled estimate of a profiled trace,
+    # with its range (``estimated``), which is what a trace is compared on.
     median_step_ms: float | None
     batch_size: int | None
     samples_per_s: float | None
+    estimated: bool = False
+    step_ms_range: list[float] | None = None
 
 
 class RatioInterval(msgspec.Struct, kw_only=True):
@@ -181,6 +187,12 @@ class RatioInterval(msgspec.Struct, kw_only=True):
     resamples: int = RESAMPLES
     seed: int = SEED
     method: str = "percentile bootstrap of the ratio of medians over steady-state step times"
+
+
+MODEL_METHOD = (
+    "range of the un-profiled step estimates (a profiled trace has no un-profiled steps to "
+    "resample): HEAD's low over BASE's high to HEAD's high over BASE's low"
+)
 
 
 class PartShift(msgspec.Struct, kw_only=True):
@@ -238,8 +250,6 @@ class RunDiff(msgspec.Struct, kw_only=True):
 
     def to_jsonable(self) -> dict:
         """Plain JSON data (NaN and infinities as null)."""
-        from torchdiag.report.json_report import to_jsonable
-
         return to_jsonable(msgspec.to_builtins(self))
 
 
@@ -265,7 +275,10 @@ def diff_runs(
     notes: list[str] = []
     base_sample, head_sample = step_sample(base), step_sample(head)
     base_side, head_side = _side(base, base_sample), _side(head, head_sample)
-    interval = _interval(base_sample, head_sample, resamples, seed, notes)
+    if base_side.estimated or head_side.estimated:
+        interval = _model_interval(base_side, head_side, notes)
+    else:
+        interval = _interval(base_sample, head_sample, resamples, seed, notes)
     if interval.low is not None and interval.low > 1.0:
         verdict = SLOWER
     elif interval.high is not None and interval.high < 1.0:
@@ -295,8 +308,24 @@ def diff_runs(
 
 
 def _side(record: RunRecord, sample: StepSample) -> Side:
+    numbers = headline(record)
+    batch = numbers["batch_size"]
+    timing = step_time(record)
+    if record.source == "trace" and timing is not None and timing.step_ms > 0:
+        # Profiled steps are slowed by the profiler (and a GPU-bound window's first steps only
+        # fill the launch queue): a trace is compared on its un-profiled estimate.
+        return Side(
+            name=record.name,
+            source=record.source,
+            steps=timing.steps,
+            steps_excluded="profiled steps, un-profiled step estimated",
+            median_step_ms=timing.step_ms,
+            batch_size=batch,
+            samples_per_s=numbers["samples_per_s"],
+            estimated=True,
+            step_ms_range=list(timing.range_ms),
+        )
     median = sample_median(sample)
-    batch, _ = batch_size(record)
     return Side(
         name=record.name,
         source=record.source,
@@ -304,9 +333,28 @@ def _side(record: RunRecord, sample: StepSample) -> Side:
         steps_excluded=sample.excluded,
         median_step_ms=median,
         batch_size=batch,
-        # From the median step, not total time over total steps: the same robust figure the
-        # comparison uses, so the throughput change mirrors the step-time change.
-        samples_per_s=batch * 1000.0 / median if batch and median else None,
+        samples_per_s=numbers["samples_per_s"],
+    )
+
+
+def _model_interval(base: Side, head: Side, notes: list[str]) -> RatioInterval:
+    """The ratio of the step estimates and the widest ratio their ranges allow."""
+    b, h = base.median_step_ms, head.median_step_ms
+    if not b or h is None:
+        notes.append("no step time on one side: no ratio to judge")
+        return RatioInterval(ratio=None, low=None, high=None, resamples=0, method=MODEL_METHOD)
+    b_low, b_high = base.step_ms_range or (b, b)
+    h_low, h_high = head.step_ms_range or (h, h)
+    notes.append(
+        f"compared on un-profiled step estimates (BASE from {base.steps} profiled steps, "
+        f"HEAD from {head.steps})"
+    )
+    return RatioInterval(
+        ratio=h / b,
+        low=h_low / b_high if b_high > 0 else None,
+        high=h_high / b_low if b_low > 0 else None,
+        resamples=0,
+        method=MODEL_METHOD,
     )
 
 
@@ -355,10 +403,7 @@ def _change_pct(base: float | None, head: float | None) -> float | None:
 
 
 def _summary(record: RunRecord) -> TraceSummary | None:
-    # The summary every report describes (live profiler window, else the first trace).
-    from torchdiag.report.verdict import trace_summary
-
-    return trace_summary(record)
+    return primary_summary(record)
 
 
 def _breakdown(base: TraceSummary | None, head: TraceSummary | None) -> list[PartShift] | None:
@@ -431,10 +476,6 @@ def _per_step_ms(summary: TraceSummary, field: str) -> dict[str, float]:
     per_step = max(len(summary.steps), 1)
     out: dict[str, float] = {}
     for stat in getattr(summary, field):
-        if _finite(stat.total_ms):
+        if finite(stat.total_ms):
             out[stat.name] = out.get(stat.name, 0.0) + stat.total_ms / per_step
     return out
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

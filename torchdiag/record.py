@@ -423,13 +423,16 @@ class TraceSummary(Struct):
     steps: list[TraceStep] = msgspec.field(default_factory=list)
     # The steps as a whole: from the first step's start to the later of the last step's end and
     # the end of the GPU work its steps launched (the GPU may lag the host by whole steps), and
-    # the GPU activity inside that window. Per-step CPU spans cannot show GPU-bound steps.
+    # the GPU activity from the first kernel the steps launched to that end: the steps' own GPU
+    # work, without kernels of earlier steps still queued. Per-step CPU spans cannot show
+    # GPU-bound steps.
     window_ms: float = 0.0
     window_gpu_busy_ms: float = 0.0
-    # Recorded host-side events inside the steps, and the profiler's own cost per event, read off
-    # view-like operators that cost well under a microsecond without it: together they estimate
-    # how much of the host time in the window the profiler added.
+    # Recorded host-side events inside the steps (``loader_events`` of them inside DataLoader
+    # waits), and the profiler's own cost per event read off view operators that cost well under
+    # a microsecond without it: together they estimate how much host time the profiler added.
     host_events: int = 0
+    loader_events: int = 0
     profiler_event_us: float | None = None
     kernel_count: int = 0
     kernel_time_ms: float = 0.0

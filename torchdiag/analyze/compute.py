@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.step_model import (
+from torchdiag.record import MathStats, RunRecord, TraceSummary
+from torchdiag.view.step_model import (
     StepTime,
     device_capability,
     primary_summary,
     step_time,
 )
-from torchdiag.record import MathStats, RunRecord, TraceSummary
+
+# How much faster fp32 GEMM/conv/attention kernels run on tensor cores: (low, expected, high).
+# Peak ratios of dense bf16/fp16 tensor-core to fp32 CUDA-core throughput are 8x (V100), 16x
+# (A100), 15x (H100/H200); real layers reach part of that. TF32 peaks at about half of bf16.
+AMP_MATH_SPEEDUP = (3.0, 8.0, 16.0)
+TF32_MATH_SPEEDUP = (2.0, 4.0, 8.0)
+# Other kernels under autocast: memory-bound work moves half the bytes where its tensors are
+# reduced precision, and nothing where they stay fp32 (norms, softmax, losses).
+AMP_OTHER_SPEEDUP = (1.0, 1.25, 2.0)
 
 # Dtype names as torch.profiler records them (``Input type``) for single-precision tensors.
 FP32_NAMES = ("float",)
@@ -19,7 +28,12 @@ HALF_NAMES = ("c10::BFloat16", "c10::Half", "BFloat16", "Half", "bfloat16", "flo
 
 
 def _math(record: RunRecord) -> tuple[TraceSummary, MathStats, StepTime, float]:
-    """The window's math statistics, the step estimate and the steps per window."""
+    """The window's math statistics, the step estimate, and the divisor that turns the trace's
+    kernel milliseconds into milliseconds per step.
+
+    A trace may hold more GPU work than its steps launched (kernels of an earlier step still
+    queued when the window opened), so totals are scaled to the steps' own GPU time.
+    """
     summary = primary_summary(record)
     if summary is None or not summary.steps:
         raise SkipRule("needs a profiler window or trace with steps to see which kernels ran")
@@ -31,7 +45,50 @@ def _math(record: RunRecord) -> tuple[TraceSummary, MathStats, StepTime, float]:
     timing = step_time(record)
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time to compare the math against")
-    return summary, math, timing, float(len(summary.steps))
+    per_step = float(len(summary.steps))
+    if timing.gpu_busy_ms and summary.kernel_time_ms > timing.gpu_busy_ms * per_step:
+        per_step = summary.kernel_time_ms / timing.gpu_busy_ms
+    return summary, math, timing, per_step
+
+
+def _floor_ms(timing: StepTime) -> float:
+    """What a step keeps however fast the kernels run: host work, input waits, sync idling."""
+    if timing.host_ms is None:
+        return timing.step_ms - (timing.gpu_busy_ms or 0.0)
+    return timing.host_ms + timing.input_wait_ms + timing.sync_idle_ms
+
+
+def _modelled_saving(
+    timing: StepTime,
+    math_ms: float,
+    speedups: tuple[float, float, float],
+    other_speedup: tuple[float, float, float],
+    converted: float,
+) -> tuple[float, float, float]:
+    """(low, expected, upper bound) percent of the step saved when ``math_ms`` of the step's
+    GPU work runs ``speedups`` faster and the ``converted`` share of the rest of its GPU work
+    ``other_speedup`` faster (the share of the model the fix changes).
+
+    All three keep the host's share as the step's floor, except the bound on a GPU-bound step:
+    there the host waited on a full launch queue, and the trace cannot show how fast it would run
+    once the GPU keeps up, so the bound assumes it keeps up with any GPU time.
+    """
+    busy = timing.gpu_busy_ms or 0.0
+    math_ms = min(math_ms, busy)
+    other = busy - math_ms
+    floor = _floor_ms(timing)
+    modelled = max(floor, busy)
+
+    def saved(math_x: float, other_x: float, floor_ms: float) -> float:
+        faster_other = other * (1 - converted) + other * converted / other_x
+        new = max(floor_ms, math_ms / math_x + faster_other)
+        return max(0.0, (modelled - new) / timing.step_ms * 100.0)
+
+    low = saved(speedups[0], other_speedup[0], floor)
+    expected = saved(speedups[1], other_speedup[1], floor)
+    bound_floor = 0.0 if timing.bound == "gpu" else floor
+    bound = saved(float("inf"), other_speedup[2], bound_floor)
+    return low, expected, max(bound, expected)
 
 
 def _gpu_saving_pct(timing: StepTime, removable_ms: float) -> float:
@@ -73,8 +130,10 @@ def no_amp(record: RunRecord) -> Finding | None:
     fp32_ms, how = _fp32_ms(math)
     per_step = fp32_ms / n
     share_of_math = fp32_ms / math.eligible_ms
-    saving = _gpu_saving_pct(timing, per_step)
-    if saving < NEGLIGIBLE_SAVING_PCT:
+    low, expected, bound = _modelled_saving(
+        timing, per_step, AMP_MATH_SPEEDUP, AMP_OTHER_SPEEDUP, converted=share_of_math
+    )
+    if expected < NEGLIGIBLE_SAVING_PCT:
         return None
     autocast = record.environment.autocast
     evidence: dict[str, float | int | str | bool | None] = {
@@ -82,7 +141,9 @@ def no_amp(record: RunRecord) -> Finding | None:
         "fp32_share_of_math_pct": round(share_of_math * 100, 1),
         "math_ms_per_step": round(math.eligible_ms / n, 2),
         "step_ms": round(timing.step_ms, 2),
+        "gpu_busy_ms_per_step": round(timing.gpu_busy_ms or 0.0, 2),
         "gpu_busy_pct": _pct(timing.gpu_busy_share),
+        "tensor_core_speedup_assumed_x": _speedups(AMP_MATH_SPEEDUP),
         "fp32_known_from": how,
         "compute_capability": capability,
         "autocast_regions": autocast.entered if autocast is not None else None,
@@ -94,7 +155,7 @@ def no_amp(record: RunRecord) -> Finding | None:
     dtype = "torch.bfloat16" if capability is None or capability >= 8.0 else "torch.float16"
     return Finding(
         id="no-amp",
-        severity=severity_for_saving(saving),
+        severity=severity_for_saving(expected),
         title=f"{share_of_math * 100:.0f}% of matrix math runs in fp32 without autocast",
         evidence=evidence,
         recommendation=(
@@ -112,7 +173,9 @@ def no_amp(record: RunRecord) -> Finding | None:
             "loss.backward()\n"
             "optimizer.step()"
         ),
-        saving_pct_max=round(saving, 1),
+        saving_pct_max=round(bound, 1),
+        saving_pct=round(expected, 1),
+        saving_pct_low=round(low, 1),
     )
 
 
@@ -127,17 +190,23 @@ def tf32_disabled(record: RunRecord) -> Finding | None:
     if env.tf32_matmul and env.tf32_cudnn:
         return None
     non_tc = math.non_tensor_core_ms / n
-    saving = _gpu_saving_pct(timing, non_tc)
-    if saving < NEGLIGIBLE_SAVING_PCT:
+    low, expected, bound = _modelled_saving(
+        timing, non_tc, TF32_MATH_SPEEDUP, (1.0, 1.0, 1.0), converted=0.0
+    )
+    if expected < NEGLIGIBLE_SAVING_PCT:
         return None
+    # Autocast moves the same matrix math to tensor cores (and further): when it applies, the
+    # two findings claim the same time and only one of the fixes is taken.
+    amp = no_amp(record) if env.autocast is None or not env.autocast.entered else None
     return Finding(
         id="tf32-disabled",
-        severity=severity_for_saving(saving),
+        severity=severity_for_saving(expected) if amp is None else "info",
         title="fp32 matrix math runs without TF32 tensor cores",
         evidence={
             "non_tensor_core_math_ms_per_step": round(non_tc, 2),
             "math_ms_per_step": round(math.eligible_ms / n, 2),
             "step_ms": round(timing.step_ms, 2),
+            "tf32_speedup_assumed_x": _speedups(TF32_MATH_SPEEDUP),
             "tf32_matmul": env.tf32_matmul,
             "tf32_cudnn": env.tf32_cudnn,
             "float32_matmul_precision": env.float32_matmul_precision,
@@ -145,14 +214,18 @@ def tf32_disabled(record: RunRecord) -> Finding | None:
         },
         recommendation=(
             "Where full fp32 precision is not required, let fp32 matmuls and convolutions use "
-            "TF32 tensor cores (10-bit mantissa, fp32 range). Autocast (no-amp) gains more."
+            "TF32 tensor cores (10-bit mantissa, fp32 range). Autocast (no-amp) gains more: "
+            "the two fixes claim the same time."
         ),
         snippet=(
             "torch.backends.cuda.matmul.allow_tf32 = True\n"
             "torch.backends.cudnn.allow_tf32 = True\n"
             "# or: torch.set_float32_matmul_precision('high')"
         ),
-        saving_pct_max=round(saving, 1),
+        saving_pct_max=round(bound, 1),
+        saving_pct=round(expected, 1),
+        saving_pct_low=round(low, 1),
+        alternative_to="no-amp" if amp is not None else None,
     )
 
 
@@ -235,6 +308,11 @@ def cudnn_benchmark(record: RunRecord) -> Finding | None:
         snippet="torch.backends.cudnn.benchmark = True",
         saving_pct_max=round(saving, 1),
     )
+
+
+def _speedups(speedups: tuple[float, float, float]) -> str:
+    low, expected, high = speedups
+    return f"{low:g}–{high:g} (expected {expected:g})"
 
 
 def _pct(share: float | None) -> float | None:

@@ -33,7 +33,10 @@ class Finding(msgspec.Struct, kw_only=True):
 
     ``evidence`` holds the numbers the rule used (name -> value), so a reader can check the
     reasoning; ``recommendation`` says what to change and ``snippet`` is code to paste.
-    ``saving_pct_max`` is an upper bound on the share of step time (percent) the fix could remove.
+    ``saving_pct_max`` is an upper bound on the share of step time (percent) the fix could remove;
+    ``saving_pct``, where the rule can model the fix, the expected share (between a low estimate
+    and the bound). ``alternative_to`` names a finding that claims the same time: fix one or the
+    other, the two savings do not add up.
     """
 
     id: str
@@ -43,6 +46,9 @@ class Finding(msgspec.Struct, kw_only=True):
     recommendation: str
     snippet: str = ""
     saving_pct_max: float = 0.0
+    saving_pct: float | None = None
+    saving_pct_low: float | None = None
+    alternative_to: str | None = None
     docs: str = ""
 
 

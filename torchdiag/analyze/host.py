@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.step_model import (
+from torchdiag.record import RunRecord
+from torchdiag.view.step_model import (
     StepTime,
     batch_size,
     device_memory_bytes,
     primary_summary,
     step_time,
 )
-from torchdiag.record import RunRecord
 
 # Doubling the batch doubles the work per step. When the GPU does useful work less than half of
 # the step, that extra work fits into capacity the step already pays for: this is the point at
@@ -167,10 +167,7 @@ def small_batch(record: RunRecord) -> Finding | None:
             "effective batch) so each step does more work for the same fixed overhead. "
             "saving_pct_max is per sample, not per step."
         ),
-        snippet=(
-            f"loader = torch.utils.data.DataLoader(dataset, batch_size={batch * 4}, ...)\n"
-            "# and scale the learning rate, e.g. lr = base_lr * new_batch / old_batch"
-        ),
+        snippet=_batch_snippet(batch, headroom),
         saving_pct_max=round(saving, 1),
     )
 
@@ -230,6 +227,22 @@ def optimizer_not_fused(record: RunRecord) -> Finding | None:
         ),
         snippet=f"optimizer = torch.optim.{name}(model.parameters(), lr=lr, fused=True)",
         saving_pct_max=round(saving, 1),
+    )
+
+
+def _batch_snippet(batch: int, headroom: float | None) -> str:
+    """A larger batch that memory allows: up to 4x, within the measured headroom (activations
+    grow with the batch, so keep a quarter spare); no number when the headroom is unknown."""
+    if headroom is None:
+        return (
+            "# memory headroom unknown: double it, watch torch.cuda.max_memory_allocated()\n"
+            f"loader = torch.utils.data.DataLoader(dataset, batch_size=2 * {batch}, ...)\n"
+            "# and scale the learning rate, e.g. lr = base_lr * new_batch / old_batch"
+        )
+    factor = max(2, min(4, int(headroom / 1.25)))
+    return (
+        f"loader = torch.utils.data.DataLoader(dataset, batch_size={batch * factor}, ...)\n"
+        "# and scale the learning rate, e.g. lr = base_lr * new_batch / old_batch"
     )
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.step_model import StepTime, primary_summary, step_time
 from torchdiag.record import LoaderInfo, RunRecord
+from torchdiag.view.step_model import StepTime, primary_summary, step_time
 
 # Below this share the wait is within what timing a blocking call around prefetched batches can
 # resolve (tens of microseconds against millisecond steps) and not worth a user's attention.
@@ -19,16 +19,14 @@ def _stall(record: RunRecord) -> tuple[StepTime, float, float]:
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no steps were recorded")
     summary = primary_summary(record)
-    if record.source == "trace" and summary is not None and summary.steps:
+    share = timing.input_wait_share
+    if record.source == "trace" and summary is not None and summary.steps and summary.has_gpu:
         # A trace shows directly whether the GPU idled while the host waited for data
-        # (breakdown.input_wait): no estimate needed, and both shares come from the same
-        # profiled steps, so the profiler's slowing of other host work only makes them smaller.
-        wall = sum(s.duration_ms for s in summary.steps)
-        share = sum(s.dataloader_ms for s in summary.steps) / wall
-        idle = sum(s.breakdown.input_wait for s in summary.steps) / wall
-        saving = idle if summary.has_gpu else share
-        return timing, min(1.0, share), max(0.0, min(share, saving))
-    share = min(1.0, timing.input_wait_ms / timing.step_ms)
+        # (breakdown.input_wait): a better loader can reclaim only that part of the wait.
+        waited = sum(s.dataloader_ms for s in summary.steps)
+        idle = sum(s.breakdown.input_wait for s in summary.steps)
+        saving = share * (idle / waited) if waited > 0 else 0.0
+        return timing, share, max(0.0, min(share, saving))
     busy = timing.gpu_busy_share
     # While the host waits for data the GPU may still be draining queued kernels; a better
     # loader can only reclaim time the GPU was idle. Without GPU data the wait is the bound.
@@ -77,7 +75,7 @@ def dataloader_stall(record: RunRecord) -> Finding | None:
 @rule("dataloader-workers")
 def dataloader_workers(record: RunRecord) -> Finding | None:
     """The loader that stalls has no (or too few) worker processes for the cores available."""
-    _, share, saving = _stall(record)
+    timing, share, saving = _stall(record)
     if share < NEGLIGIBLE_WAIT_SHARE:
         return None
     loader = _slowest_loader(record)
@@ -109,6 +107,14 @@ def dataloader_workers(record: RunRecord) -> Finding | None:
     if workers >= target:
         return None
     evidence["suggested_num_workers"] = target
+    compute_ms = max(0.0, timing.step_ms - timing.input_wait_ms)
+    load_ms = _batch_load_ms(workers, timing.input_wait_ms, compute_ms)
+    new_step = max(compute_ms, load_ms / target)
+    saving = min(saving, max(0.0, 1.0 - new_step / timing.step_ms))
+    evidence["batch_load_ms"] = round(load_ms, 2)
+    evidence["step_without_wait_ms"] = round(compute_ms, 2)
+    if saving * 100 < NEGLIGIBLE_SAVING_PCT:
+        return None
     title = (
         "DataLoader runs in the training process (num_workers=0)"
         if workers == 0
@@ -127,6 +133,18 @@ def dataloader_workers(record: RunRecord) -> Finding | None:
         snippet=_loader_snippet(loader, record, workers=target),
         saving_pct_max=round(saving * 100, 1),
     )
+
+
+def _batch_load_ms(workers: int, wait_ms: float, compute_ms: float) -> float:
+    """Time one process takes to prepare one batch, from the wait it causes.
+
+    Without workers the training process prepares each batch while the step waits: the wait is
+    the load. With ``workers`` processes taking turns, a batch is ready every load / workers, and
+    the step waits for the part of that not hidden behind its own work.
+    """
+    if workers <= 0:
+        return wait_ms
+    return workers * (wait_ms + compute_ms)
 
 
 def _cores_per_rank(record: RunRecord) -> int | None:

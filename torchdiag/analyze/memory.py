@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.step_model import device_memory_bytes, primary_summary, step_time
 from torchdiag.record import RunRecord
+from torchdiag.view.step_model import device_memory_bytes, primary_summary, step_time
 
 # Peers flag memory at 90% of capacity (TensorBoard plugin, gpuprof): past that a longer
 # sequence, a larger batch or fragmentation is one allocation away from an out-of-memory error.
 NEAR_CAPACITY = 0.90
 # The caching allocator keeps freed blocks reserved; when it holds twice what is in use, the
-# difference is fragmentation the allocator cannot reuse for larger requests.
+# difference is fragmentation the allocator cannot reuse for larger requests. It matters only
+# where memory is getting short: below half the device in use, a reserve is free to grow.
 FRAGMENTATION_RATIO = 2.0
+FRAGMENTATION_MATTERS = 0.5
 
 _ALLOCATOR_CALLS = ("cudaMalloc", "cudaFree", "hipMalloc", "hipFree")
 
@@ -31,7 +33,11 @@ def memory_pressure(record: RunRecord) -> Finding | None:
     near = used / capacity
     # Fragmentation compares the allocator's own figures: NVML's used memory also holds the
     # CUDA context and other processes, which no allocator setting frees.
-    fragmented = allocated > 0 and reserved / allocated >= FRAGMENTATION_RATIO
+    fragmented = (
+        allocated > 0
+        and reserved / allocated >= FRAGMENTATION_RATIO
+        and near >= FRAGMENTATION_MATTERS
+    )
     if near < NEAR_CAPACITY and not fragmented:
         return None
     # Time is lost only when the allocator has to go back to the driver (cudaMalloc/cudaFree

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.step_model import primary_summary, step_time
 from torchdiag.record import RunRecord
+from torchdiag.view.step_model import primary_summary, step_time
 
 # nn.DataParallel's autograd functions (torch.nn.parallel._functions), recorded by the profiler
 # under their class names: replicate broadcasts (its backward reduces), scatter and gather are

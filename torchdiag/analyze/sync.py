@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.analyze.step_model import primary_summary, step_time
 from torchdiag.record import RunRecord
+from torchdiag.view.step_model import primary_summary, step_time
 
 
 @rule("sync-points")

@@ -29,8 +29,8 @@ import jinja2
 
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord
-from torchdiag.report.json_report import to_jsonable
 from torchdiag.report.page_context import build_context
+from torchdiag.view.numbers import to_jsonable
 
 TEMPLATES_PACKAGE = "torchdiag.report_templates"
 DATA_ELEMENT_ID = "torchdiag-data"

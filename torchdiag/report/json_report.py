@@ -7,7 +7,6 @@ numbers, so the same record and analysis always give the same bytes.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import msgspec
@@ -15,7 +14,9 @@ import msgspec
 from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import FINDINGS_SCHEMA, Analysis, analyze
 from torchdiag.record import RunRecord
-from torchdiag.report.verdict import headline, verdict
+from torchdiag.report.verdict import verdict
+from torchdiag.view.headline import headline
+from torchdiag.view.numbers import to_jsonable
 
 # The fields of a finding, in the document; listed so the schema does not drift silently if
 # Finding grows a field.
@@ -60,16 +61,3 @@ def render_json(record: RunRecord, analysis: Analysis | None = None) -> str:
     """
     doc = findings_document(record, analysis)
     return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON data: NaN and infinities become ``None`` (JSON has no spelling for them)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return to_jsonable(msgspec.to_builtins(value))

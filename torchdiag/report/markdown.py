@@ -22,11 +22,11 @@ from torchdiag.report.verdict import (
     format_number,
     format_pct,
     format_value,
-    headline,
     headline_items,
-    trace_summary,
     verdict,
 )
+from torchdiag.view.headline import headline
+from torchdiag.view.step_model import primary_summary
 
 MAX_CHARS = 65_000
 MAX_OP_ROWS = 15
@@ -111,13 +111,13 @@ def render_markdown(
 
 def _breakdown_section(record: RunRecord, out: _Budget, *, pie: bool) -> str:
     """The mean step breakdown: a short table (and a mermaid pie when ``pie``)."""
-    summary = trace_summary(record)
+    summary = primary_summary(record)
     return "## Step breakdown\n\n" + _breakdown(record, summary, out, pie=pie) + "\n"
 
 
 def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
     """Top ops and kernels, skipped rules: each table capped in rows."""
-    summary = trace_summary(record)
+    summary = primary_summary(record)
     if summary is not None and summary.top_ops:
         rows = [
             (

@@ -34,11 +34,11 @@ from torchdiag.report.verdict import (
     format_seconds,
     format_value,
     has_steps,
-    headline,
     headline_items,
-    trace_summary,
     verdict,
 )
+from torchdiag.view.headline import headline
+from torchdiag.view.step_model import primary_summary
 
 # Findings shown expanded; the rest are one click away.
 OPEN_FINDINGS = 3
@@ -49,7 +49,7 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
 
     The context lacks only what rendering adds: the serialised island and the page assets.
     """
-    summary = trace_summary(record)
+    summary = primary_summary(record)
     figs = build_figures(record, summary)
     data = {
         "figures": figs,
@@ -97,20 +97,16 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
 
 
 def _headline(record: RunRecord, summary: TraceSummary | None) -> list[tuple[str, str]]:
-    """The shared headline cards plus the HTML-only ones, a trace's throughput replacing the
-    'not measured' one."""
+    """The shared headline cards plus the HTML-only ones."""
     items = headline_items(headline(record))
-    extras = headline_extras(record, summary)
-    labels = {label for label, _ in extras}
-    items = [(k, v) for k, v in items if not (k in labels and v == "not measured")]
     # Keep the most telling cards first: step time, throughput, GPU busy, tensor cores.
-    return items[:5] + [e for e in extras if e[0] not in dict(items[:5])] + items[5:]
+    return items[:3] + headline_extras(record, summary) + items[3:]
 
 
 def _identity(record: RunRecord) -> list[tuple[str, str]]:
     env = record.environment
     names = {d.name for d in env.devices}
-    summary = trace_summary(record)
+    summary = primary_summary(record)
     if not names and summary is not None:
         names = {d.name for d in summary.devices}
     devices = ", ".join(sorted(names)) or "none recorded"

@@ -19,8 +19,8 @@ from torchdiag.report.verdict import (
     format_number,
     format_pct,
     format_value,
-    headline,
 )
+from torchdiag.view.headline import headline
 
 MAX_TABLE_ROWS = 50
 # Kernel names can be whole C++ template instantiations; show the start, keep the rest in the
@@ -39,21 +39,13 @@ def name_cell(name: str) -> dict[str, str]:
 
 
 def headline_extras(record: RunRecord, summary: TraceSummary | None) -> list[tuple[str, str]]:
-    """Cards the shared headline lacks: GPU busy share of the profiled window and tensor-core
-    activity (GPM when sampled, else the math-time share)."""
-    cards: list[tuple[str, str]] = []
-    if summary is not None and summary.window_ms > 0:
-        busy = 100.0 * summary.window_gpu_busy_ms / summary.window_ms
-        cards.append(("GPU busy (profiled steps)", format_pct(busy)))
-    elif summary is not None and summary.has_gpu and summary.span_ms > 0:
-        cards.append(
-            ("GPU busy (trace)", format_pct(100.0 * summary.gpu_busy_ms / summary.span_ms))
-        )
-    cards.append(("Tensor cores", _tensor_core_text(record, summary)))
-    return cards
+    """Cards the shared headline lacks: tensor-core activity (GPM when sampled, else the
+    math-time share), when there is any to show."""
+    text = _tensor_core_text(record, summary)
+    return [("Tensor cores", text)] if text is not None else []
 
 
-def _tensor_core_text(record: RunRecord, summary: TraceSummary | None) -> str:
+def _tensor_core_text(record: RunRecord, summary: TraceSummary | None) -> str | None:
     values = [
         v
         for g in (record.samples.gpus if record.samples else [])
@@ -67,7 +59,7 @@ def _tensor_core_text(record: RunRecord, summary: TraceSummary | None) -> str:
     if math_stats is not None and math_stats.eligible_ms > 0:
         share = 100.0 * math_stats.tensor_core_ms / math_stats.eligible_ms
         return f"{format_pct(share)} of math time"
-    return "not measured"
+    return None
 
 
 def distribution(record: RunRecord) -> dict[str, Any] | None:

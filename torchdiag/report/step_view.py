@@ -12,14 +12,11 @@ from typing import Any
 
 from torchdiag.analyze.stability import outlier_limit
 from torchdiag.record import RunRecord
-from torchdiag.report.verdict import trace_summary
+from torchdiag.view.numbers import finite, nearest_rank
+from torchdiag.view.step_model import primary_summary
 
 # Outliers listed by step number; the rest are counted.
 MAX_OUTLIERS_LISTED = 12
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
 
 
 def step_numbers(record: RunRecord) -> list[int]:
@@ -28,15 +25,15 @@ def step_numbers(record: RunRecord) -> list[int]:
     if s.wall_ms:
         n = len(s.wall_ms)
         return list(s.first_step) if len(s.first_step) == n else list(range(n))
-    summary = trace_summary(record)
+    summary = primary_summary(record)
     return [st.number for st in summary.steps] if summary is not None else []
 
 
 def step_walls(record: RunRecord) -> list[float]:
     """Wall time of each step row in ms (live rows, else the trace's steps)."""
     if record.steps.wall_ms:
-        return [w if _finite(w) else math.nan for w in record.steps.wall_ms]
-    summary = trace_summary(record)
+        return [w if finite(w) else math.nan for w in record.steps.wall_ms]
+    summary = primary_summary(record)
     return [st.duration_ms for st in summary.steps] if summary is not None else []
 
 
@@ -44,19 +41,13 @@ def step_waits(record: RunRecord) -> list[float]:
     """Input (DataLoader) wait of each step row in ms."""
     s = record.steps
     if s.wall_ms:
-        return [w if _finite(w) else 0.0 for w in s.input_wait_ms]
-    summary = trace_summary(record)
+        return [w if finite(w) else 0.0 for w in s.input_wait_ms]
+    summary = primary_summary(record)
     if summary is None:
         return []
     # The host's whole time in DataLoader.__next__: what the step waited for input, whether or
     # not the GPU had other work meanwhile.
     return [max(st.dataloader_ms, st.breakdown.input_wait) for st in summary.steps]
-
-
-def quantile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank quantile of an already sorted, non-empty list."""
-    rank = max(math.ceil(q * len(sorted_values)) - 1, 0)
-    return sorted_values[min(rank, len(sorted_values) - 1)]
 
 
 def wall_stats(record: RunRecord) -> dict[str, Any] | None:
@@ -69,18 +60,18 @@ def wall_stats(record: RunRecord) -> dict[str, Any] | None:
     """
     walls = step_walls(record)
     numbers = step_numbers(record)
-    pairs = [(w, n) for w, n in zip(walls, numbers, strict=False) if _finite(w)]
+    pairs = [(w, n) for w, n in zip(walls, numbers, strict=False) if finite(w)]
     if not pairs:
         return None
     ordered = sorted(w for w, _ in pairs)
-    p50 = quantile(ordered, 0.5)
+    p50 = nearest_rank(ordered, 0.5)
     fence = outlier_limit(ordered)
     outliers = sorted((n for w, n in pairs if w > fence))
     slowest = sorted(pairs, key=lambda p: (-p[0], p[1]))[:MAX_OUTLIERS_LISTED]
     return {
         "rows": len(pairs),
         "p50": p50,
-        "p95": quantile(ordered, 0.95),
+        "p95": nearest_rank(ordered, 0.95),
         "max": ordered[-1],
         "mean": sum(ordered) / len(ordered),
         "outlier_ms": fence,

@@ -16,7 +16,8 @@ from rich.text import Text
 from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord
-from torchdiag.report.verdict import format_number, headline, headline_items, verdict
+from torchdiag.report.verdict import format_number, headline_items, verdict
+from torchdiag.view.headline import headline
 
 MAX_TEXT_CHARS = 400
 

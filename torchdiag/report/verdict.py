@@ -7,25 +7,27 @@ JSON renderers so that every format says the same thing in the same words.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from torchdiag.analyze.finding import Finding, rank_findings
 from torchdiag.analyze.registry import Analysis
-from torchdiag.analyze.step_model import batch_size
-from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.record import RunRecord
+from torchdiag.view.step_model import primary_summary
 
 EMPTY_VERDICT = "nothing to diagnose: the record has no steps"
 CLEAN_VERDICT = "no problems found at warning level"
 
-# Keys of :func:`headline`, in display order, with their labels.
+# Keys of :func:`torchdiag.view.headline.headline`, in display order, with their labels.
 HEADLINE_LABELS: dict[str, str] = {
-    "steps": "Steps",
+    "step_ms_estimate": "Step time",
+    "samples_per_s": "Throughput",
+    "gpu_busy_pct": "GPU busy",
+    "input_wait_pct": "Input wait",
+    "step_ms_profiled": "Profiled step",
     "median_step_ms": "Median step",
     "p95_step_ms": "p95 step",
-    "input_wait_pct": "Input wait",
-    "samples_per_s": "Throughput",
-    "gpu_util_mean_pct": "GPU utilisation (mean)",
+    "steps": "Steps",
+    "gpu_util_mean_pct": "GPU utilisation (NVML)",
     "gpu_memory_peak_bytes": "GPU memory peak",
     "duration_s": "Duration",
 }
@@ -35,18 +37,11 @@ HEADLINE_LABELS: dict[str, str] = {
 # Verdict
 
 
-def trace_summary(record: RunRecord) -> TraceSummary | None:
-    """The trace summary the report describes: the live profiler window's, else the first trace."""
-    if record.profiler is not None and record.profiler.summary is not None:
-        return record.profiler.summary
-    return record.traces[0] if record.traces else None
-
-
 def has_steps(record: RunRecord) -> bool:
     """Whether there is any step timing at all, from the live step series or a trace."""
     if record.steps.count > 0 or record.steps.wall_ms:
         return True
-    summary = trace_summary(record)
+    summary = primary_summary(record)
     return summary is not None and bool(summary.steps)
 
 
@@ -108,42 +103,33 @@ def thin_trace_reason(record: RunRecord) -> str | None:
 # Headline numbers
 
 
-def headline(record: RunRecord) -> dict[str, Any]:
-    """The key numbers of a run; a value is ``None`` when the record does not have it.
-
-    Keys: ``steps``, ``duration_s``, ``median_step_ms``, ``p95_step_ms``, ``input_wait_pct``,
-    ``batch_size``, ``samples_per_s``, ``gpu_util_mean_pct``, ``gpu_memory_peak_bytes`` and
-    ``gpu_memory_total_bytes``. Step statistics come from the live step series, or from the trace
-    steps when the record was built from a trace.
-    """
-    walls, weights, wait_pct, steps, total_s = _step_stats(record)
-    batch, _ = batch_size(record)
-    util, mem_peak, mem_total = _gpu_stats(record)
-    return {
-        "steps": steps,
-        "duration_s": _round(record.duration_s) if record.duration_s > 0 else None,
-        "median_step_ms": _round(weighted_quantile(walls, weights, 0.5)),
-        "p95_step_ms": _round(weighted_quantile(walls, weights, 0.95)),
-        "input_wait_pct": _round(wait_pct),
-        "batch_size": batch,
-        "samples_per_s": _round(batch * steps / total_s) if batch and total_s > 0 else None,
-        "gpu_util_mean_pct": _round(util),
-        "gpu_memory_peak_bytes": mem_peak,
-        "gpu_memory_total_bytes": mem_total,
-    }
-
-
 def headline_items(numbers: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(label, formatted value)`` pairs of :func:`headline`'s numbers, for display."""
+    """``(label, formatted value)`` pairs of the headline numbers, for display.
+
+    A number the record does not have is left out rather than shown as missing.
+    """
     items: list[tuple[str, str]] = []
+    profiled_rows = numbers.get("step_rows") == "profiled"
     for key, label in HEADLINE_LABELS.items():
         value = numbers.get(key)
         if value is None:
-            text = "not measured"
+            continue
+        if key == "step_ms_estimate":
+            text = format_ms(value)
+            if not numbers.get("step_time_measured"):
+                low, high = numbers.get("step_ms_estimate_range") or (None, None)
+                spread = (
+                    f" ({format_number(low)}–{format_number(high)})"
+                    if low is not None and high is not None and high - low >= 0.05 * value
+                    else ""
+                )
+                text += f" estimated without the profiler{spread}"
         elif key == "steps":
             text = f"{value:,}"
         elif key.endswith("_ms"):
             text = format_ms(value)
+            if profiled_rows and key in ("median_step_ms", "p95_step_ms"):
+                label = f"{label} (profiled)"
         elif key.endswith("_pct"):
             text = format_pct(value)
         elif key == "samples_per_s":
@@ -157,78 +143,6 @@ def headline_items(numbers: dict[str, Any]) -> list[tuple[str, str]]:
             text = format_number(value)
         items.append((label, text))
     return items
-
-
-def weighted_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float | None:
-    """Nearest-rank quantile where ``values[i]`` counts ``weights[i]`` times (merged step rows)."""
-    pairs = sorted((v, w) for v, w in zip(values, weights, strict=False) if _finite(v) and w > 0)
-    if not pairs:
-        return None
-    target = q * sum(w for _, w in pairs)
-    seen = 0.0
-    for value, weight in pairs:
-        seen += weight
-        if seen >= target:
-            return value
-    return pairs[-1][0]
-
-
-def _step_stats(
-    record: RunRecord,
-) -> tuple[list[float], list[float], float | None, int, float]:
-    """(row walls ms, row weights, input-wait %, step count, total wall s) from the best source."""
-    s = record.steps
-    if s.wall_ms:
-        weights = [float(n) for n in s.steps] if len(s.steps) == len(s.wall_ms) else []
-        weights = weights or [1.0] * len(s.wall_ms)
-        total_s = s.total_wall_s or _weighted_sum(weights, s.wall_ms) / 1000
-        waited_s = s.total_input_wait_s or _weighted_sum(weights, s.input_wait_ms) / 1000
-        count = s.count or int(sum(weights))
-        wait_pct = 100.0 * waited_s / total_s if total_s > 0 else None
-        return list(s.wall_ms), weights, wait_pct, count, total_s
-    summary = trace_summary(record)
-    if summary is None or not summary.steps:
-        return [], [], None, s.count, s.total_wall_s
-    walls = [st.duration_ms for st in summary.steps]
-    total_ms = sum(walls)
-    waited_ms = sum(st.breakdown.input_wait for st in summary.steps)
-    wait_pct = 100.0 * waited_ms / total_ms if total_ms > 0 else None
-    return walls, [1.0] * len(walls), wait_pct, len(walls), total_ms / 1000
-
-
-def _weighted_sum(weights: Sequence[float], values: Sequence[float]) -> float:
-    return sum(w * v for w, v in zip(weights, values, strict=False) if _finite(v))
-
-
-def _gpu_stats(record: RunRecord) -> tuple[float | None, int | None, int | None]:
-    """(mean utilisation %, peak memory used bytes, that GPU's total bytes) over sampled GPUs."""
-    samples = record.samples
-    if samples is None or not samples.gpus:
-        return None, None, None
-    merged = samples.rows_merged
-    util_sum = util_weight = 0.0
-    peak: float | None = None
-    peak_total: int | None = None
-    for gpu in samples.gpus:
-        for i, u in enumerate(gpu.utilization_pct):
-            if _finite(u):
-                # Each row is the mean of rows_merged[i] raw samples; weight it accordingly.
-                w = float(merged[i]) if i < len(merged) and merged[i] > 0 else 1.0
-                util_sum += w * u
-                util_weight += w
-        for m in gpu.memory_used_bytes:
-            if _finite(m) and (peak is None or m > peak):
-                peak, peak_total = m, gpu.memory_total_bytes
-    util = util_sum / util_weight if util_weight else None
-    return util, (int(peak) if peak is not None else None), peak_total
-
-
-def _finite(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _round(x: float | None) -> float | None:
-    return round(x, 3) if x is not None and math.isfinite(x) else None
 
 
 # ---------------------------------------------------------------------------------------------

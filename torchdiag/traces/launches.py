@@ -116,23 +116,28 @@ class KernelLaunches:
         slots, corrs = self.slots, th.rt_corr
         return sum(self.count(slots[corrs[j]]) for j in calls if corrs[j] in slots)
 
-    def last_end(self, th: ThreadColumns, calls: Sequence[int], a: float, b: float) -> float:
-        """When the last kernel launched by the thread in ``[a, b)`` ended (-inf if none).
+    def launched_span(
+        self, th: ThreadColumns, calls: Sequence[int], a: float, b: float
+    ) -> tuple[float, float]:
+        """(first start, last end) of the kernels the thread launched in ``[a, b)``.
 
-        ``calls`` are the thread's launching calls sorted by start (:meth:`launches_of`).
+        ``(inf, -inf)`` when it launched none. ``calls`` are the thread's launching calls sorted
+        by start (:meth:`launches_of`). The GPU may still be running kernels launched before
+        ``a`` when the first of these starts (a full launch queue); they belong to earlier steps.
         """
         starts = th.rt_ts
         lo = bisect_left(calls, a, key=starts.__getitem__)
         hi = bisect_left(calls, b, key=starts.__getitem__)
         if lo == hi:
-            return -math.inf
+            return math.inf, -math.inf
         slots, corrs, first_ts, first_dur = self.slots, th.rt_corr, self.first_ts, self.first_dur
         found = [slots[corrs[j]] for j in calls[lo:hi]]
+        first = min([first_ts[s] for s in found])
         end = max([first_ts[s] + first_dur[s] for s in found])
         if self.multi:  # launches of several kernels (CUDA graphs) may end after their first
             launched = set(found)
             end = max([end, *(m[2] for s, m in self.multi.items() if s in launched)])
-        return end
+        return first, end
 
     def stats(
         self, threads: Iterable[ThreadColumns], kernel_durations: Sequence[float]

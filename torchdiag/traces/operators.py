@@ -39,8 +39,9 @@ _UNTYPED_TRIES = 16
 _SIGNATURES_KEPT = 4
 _NEST_EPS_US = 0.01  # a child may end this much after its parent (rounded timestamps)
 # View operators that do nothing but call one other view (as_strided): without the profiler they
-# cost a fraction of a microsecond, so their self time under it, when they have a nested event,
-# is the profiler's cost of that event (its enter and exit), plus theirs (profiler_event_samples).
+# cost a fraction of a microsecond, so their self time under it, when exactly one event is nested
+# in them, is the profiler's cost of that event (its enter and exit), plus theirs
+# (profiler_event_samples). A view with more nested events would count several costs.
 VIEW_OPS = frozenset(
     {
         "aten::t",
@@ -223,7 +224,7 @@ class OperatorStats:
         dtype_time = self.dtypes
         attributed = 0.0
         view, samples = self._view, self.profiler_event_samples
-        # frames: [end, name id, duration, children, gpu, dtype id]
+        # frames: [end, name id, duration, children's time, gpu, dtype id, children]
         stack: list[list[float]] = []
 
         # Frames open per name: an operator nested in one of the same name (autocast re-enters
@@ -231,7 +232,7 @@ class OperatorStats:
         open_frames = [0] * len(aggs)
 
         def pop() -> None:
-            _, nid, d, children, gpu, _ = stack.pop()
+            _, nid, d, children, gpu, _, kids = stack.pop()
             n = int(nid)
             agg = aggs[n]
             agg.self_time += max(0.0, d - children)
@@ -239,12 +240,13 @@ class OperatorStats:
             if not open_frames[n]:
                 agg.total += d
                 agg.gpu += gpu
-            if view[n] and children and len(samples) < _VIEW_SAMPLES:
+            if view[n] and kids == 1 and len(samples) < _VIEW_SAMPLES:
                 samples.append(max(0.0, d - children))
             if stack:
                 parent = stack[-1]
                 parent[3] += d
                 parent[4] += gpu
+                parent[6] += 1
 
         def launch(j: int) -> float:
             t = call_ts[j]
@@ -285,7 +287,7 @@ class OperatorStats:
             if dtype < 0 and stack:
                 dtype = stack[-1][5]
             nid = names[i]
-            stack.append([end, nid, d, 0.0, 0.0, dtype])
+            stack.append([end, nid, d, 0.0, 0.0, dtype, 0])
             open_frames[nid] += 1
         for j in calls[li:]:
             attributed += launch(j)

@@ -357,17 +357,31 @@ class SummaryBuilder:
         windows = self._windows(main_pid)
         span = step_span(windows)
         op_names = self.operators.names.names
-        launched_ends: list[float] = []
+        launched: list[tuple[float, float]] = []
         host_events = self.annotations.count_in(main_pid, *span) if span is not None else 0
+        loader = merge_intervals(
+            self._loader_s,
+            self._loader_e,
+            (i for i, p in enumerate(self._loader_pid) if p == main_pid),
+        )
+        # Waits for the DataLoader inside the steps: events recorded there (a loader without
+        # workers runs the dataset in this process) inflate the wait, not the rest of the step.
+        loader_waits = (
+            [(a, b) for a, b in zip(*loader, strict=True) if span[0] <= a < span[1]]
+            if span is not None
+            else []
+        )
+        loader_events = sum(self.annotations.count_in(main_pid, a, b) for a, b in loader_waits)
 
         def visit(key: ThreadKey, th: ThreadColumns, order: list[int], calls: list[int]) -> None:
             # The nesting pass sorts every thread once; these reuse its sorted indices.
-            nonlocal host_events
+            nonlocal host_events, loader_events
             self.optimizer.count_thread(key, th, order, calls, op_names, self.launches)
             if span is not None and key[0] == main_pid:
                 host_events += thread_events_in(th, order, *span)
+                loader_events += sum(thread_events_in(th, order, a, b) for a, b in loader_waits)
                 if calls:
-                    launched_ends.append(self.launches.last_end(th, calls, *span))
+                    launched.append(self.launches.launched_span(th, calls, *span))
 
         host_ops, unattributed_us = self.operators.nest(
             self.threads, main_pid, self.launches, visit
@@ -380,11 +394,6 @@ class SummaryBuilder:
         )
         gpu_unions = [self._gpu_union(kind) for kind in range(4)]
         gpu_busy = union(gpu_unions)
-        loader = merge_intervals(
-            self._loader_s,
-            self._loader_e,
-            (i for i, p in enumerate(self._loader_pid) if p == main_pid),
-        )
         has_gpu_activity = len(self.gpu) > 0
         if has_gpu_activity:
             layers = [*gpu_unions, loader, host_runtime, host_ops]
@@ -412,9 +421,14 @@ class SummaryBuilder:
         )
         window_ms = window_busy_ms = 0.0
         if span is not None:
-            start, end = span[0], max([span[1], *launched_ends])
+            first_launched = min([a for a, _ in launched], default=math.inf)
+            last_launched = max([b for _, b in launched], default=-math.inf)
+            start, end = span[0], max(span[1], last_launched)
             window_ms = (end - start) / 1000
-            window_busy_ms = length_in(gpu_busy, start, end) / 1000
+            # GPU work of the steps: from the first kernel they launched to the last. Before the
+            # first one starts, a full launch queue still runs kernels of earlier steps.
+            gpu_start = first_launched if first_launched < end else start
+            window_busy_ms = length_in(gpu_busy, gpu_start, end) / 1000
         all_notes.extend(step_notes(self.step_source))
         if unattributed_us >= 1.0:
             # Typically kernels launched before the window opened, still running in it.
@@ -465,6 +479,7 @@ class SummaryBuilder:
             window_ms=window_ms,
             window_gpu_busy_ms=window_busy_ms,
             host_events=host_events,
+            loader_events=loader_events,
             profiler_event_us=profiler_event_us(self.operators.profiler_event_samples),
             kernel_count=len(durations),
             kernel_time_ms=sum(totals) / 1000,

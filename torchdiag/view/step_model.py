@@ -1,0 +1,325 @@
+"""Where a step's time goes, estimated once for every rule and output from the record.
+
+Rules and reports need the same few figures: how long a step takes without the profiler, how much
+of it the GPU was busy, and how much of the rest is input waits, synchronisations or host work.
+This module derives them from whatever the record holds:
+
+- a live record measures un-profiled step times directly (``steps``) and the GPU busy time per
+  step in its profiler window (GPU kernel times are not inflated by the profiler);
+- a trace-only record has profiled steps only. Host and GPU work as a pipeline and the slower
+  side sets the step:
+
+  - the GPU side is the GPU work of the kernels the steps launched (``window_gpu_busy_ms``: a
+    GPU-bound window also holds queued kernels of the step before the first, which are not
+    counted);
+  - the host side is the steps' host time less what the profiler added (events recorded times
+    the cost per event, :mod:`torchdiag.view.profiler_cost`), less time blocked on the GPU (a
+    full launch queue, synchronising calls); DataLoader waits are corrected for the events
+    recorded inside them and kept apart;
+  - a deep launch queue (kernels waiting :data:`DEEP_QUEUE_US` or more after their launch) shows
+    the host ran ahead of the GPU: the step is the GPU's, whatever the host estimate says.
+
+  The profiler's cost per event is uncertain, so the estimate comes with a range
+  (``low_ms``–``high_ms``) from the low and high ends of that cost.
+
+Measured error against un-profiled step times: docs/rules.md, "Step model".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.view.profiler_cost import ProfilerCost, profiler_cost
+from torchdiag.view.steady import mean_gpu_busy_share, steady_steps
+
+Bound = Literal["gpu", "host", "input"]
+
+# Kernels that wait this long after their launch had a queue of work ahead of them: about 100x
+# the launch latency of an idle queue (~10 µs). Host-bound runs keep their median in the tens of
+# microseconds (8–17 µs on the reference traces), GPU-bound ones in milliseconds (11–218 ms).
+DEEP_QUEUE_US = 1000.0
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One step's time and what occupied it (milliseconds per step).
+
+    ``step_ms`` is the un-profiled step: measured (live steps) or estimated (a trace), with
+    ``low_ms``–``high_ms`` its range (equal to it when measured). ``profiled_ms`` is the mean step
+    inside the profiler window, as the trace shows it.
+    """
+
+    step_ms: float
+    gpu_busy_ms: float | None
+    input_wait_ms: float
+    sync_idle_ms: float
+    source: str
+    # Host work per step without the profiler's cost, time blocked on the GPU and input waits
+    # removed; None when no trace window says how busy the host was.
+    host_ms: float | None = None
+    low_ms: float | None = None
+    high_ms: float | None = None
+    profiled_ms: float | None = None
+    steps: int = 0
+    bound: Bound | None = None
+    launch_queue_us: float | None = None
+    cost: ProfilerCost | None = None
+
+    @property
+    def measured(self) -> bool:
+        """Whether ``step_ms`` was measured without the profiler (not estimated)."""
+        return self.low_ms == self.step_ms == self.high_ms
+
+    @property
+    def range_ms(self) -> tuple[float, float]:
+        """(low, high) of the un-profiled step estimate."""
+        low = self.step_ms if self.low_ms is None else self.low_ms
+        high = self.step_ms if self.high_ms is None else self.high_ms
+        return low, high
+
+    @property
+    def gpu_busy_share(self) -> float | None:
+        """Fraction of the step the GPU was busy (None without GPU data)."""
+        if self.gpu_busy_ms is None or self.step_ms <= 0:
+            return None
+        return min(1.0, self.gpu_busy_ms / self.step_ms)
+
+    @property
+    def input_wait_share(self) -> float:
+        """Fraction of the step spent waiting for the next batch."""
+        return min(1.0, self.input_wait_ms / self.step_ms) if self.step_ms > 0 else 0.0
+
+    @property
+    def host_bound_share(self) -> float | None:
+        """GPU idle time not explained by input waits or syncs: the GPU waiting on the host."""
+        busy = self.gpu_busy_share
+        if busy is None:
+            return None
+        rest = 1.0 - busy - (self.input_wait_ms + self.sync_idle_ms) / self.step_ms
+        return max(0.0, rest)
+
+
+def primary_summary(record: RunRecord) -> TraceSummary | None:
+    """The trace summary every rule and output describes: the live window, else the slowest
+    rank's trace (the one that sets the pace of a synchronous job)."""
+    if record.profiler is not None and record.profiler.summary is not None:
+        return record.profiler.summary
+    with_steps = [t for t in record.traces if t.steps]
+    if not with_steps:
+        return record.traces[0] if record.traces else None
+    return max(with_steps, key=lambda t: t.window_ms or sum(s.duration_ms for s in t.steps))
+
+
+def profiled_step_ms(summary: TraceSummary | None) -> float | None:
+    """Mean step inside the profiler window (the host's ProfilerStep spans)."""
+    if summary is None or not summary.steps:
+        return None
+    return sum(s.duration_ms for s in summary.steps) / len(summary.steps)
+
+
+def _host_and_wait(summary: TraceSummary, cost_us: float) -> tuple[float, float]:
+    """(host work, DataLoader wait) per step without the profiler's cost at ``cost_us``.
+
+    From the steps' host time remove: DataLoader waits (kept apart); time blocked in kernel
+    launches beyond a typical launch (a full launch queue: the host waited for the GPU) and in
+    synchronising calls; the profiler's cost of the events recorded outside the waits. The waits
+    lose the cost of the events recorded inside them (a loader without workers runs the dataset
+    in this process, under the profiler).
+    """
+    steps = summary.steps
+    n = len(steps)
+    cpu_ms = sum(s.duration_ms for s in steps)
+    loader_ms = sum(s.dataloader_ms for s in steps)
+    blocked_ms = sum(s.sync_ms for s in steps)
+    launch = summary.launch
+    if launch is not None and launch.launches:
+        typical_ms = launch.launches * launch.median_launch_us / 1e3
+        in_steps = sum(s.launches for s in steps) / launch.launches
+        blocked_ms += max(0.0, launch.launch_ms - typical_ms) * min(1.0, in_steps)
+    inside = min(summary.loader_events, summary.host_events)
+    outside = summary.host_events - inside
+    host = max(0.0, cpu_ms - loader_ms - blocked_ms - outside * cost_us / 1e3) / n
+    wait = max(0.0, loader_ms - inside * cost_us / 1e3) / n
+    return host, wait
+
+
+def corrected_host_ms(summary: TraceSummary) -> float:
+    """Host work per step as it would be without the profiler (milliseconds)."""
+    if not summary.steps:
+        return 0.0
+    return _host_and_wait(summary, profiler_cost(summary.profiler_event_us).us)[0]
+
+
+def _mean(summary: TraceSummary, field: str) -> float:
+    steps = summary.steps
+    return sum(getattr(s, field) for s in steps) / len(steps) if steps else 0.0
+
+
+def _bound(gpu: float | None, host: float, wait: float, sync_idle: float, deep: bool) -> Bound:
+    if gpu is not None and (deep or gpu >= host + wait + sync_idle):
+        return "gpu"
+    return "input" if wait > host else "host"
+
+
+def trace_step_time(summary: TraceSummary) -> StepTime | None:
+    """Estimate an un-profiled step from a profiled trace window (None without steps)."""
+    n = len(summary.steps)
+    if n == 0:
+        return None
+    cost = profiler_cost(summary.profiler_event_us)
+    has_gpu = summary.has_gpu and (summary.window_gpu_busy_ms > 0 or summary.gpu_busy_ms > 0)
+    gpu = (summary.window_gpu_busy_ms or sum(s.gpu_busy_ms for s in summary.steps)) / n
+    sync_idle = _mean(summary, "idle_after_sync_ms") if has_gpu else 0.0
+    queue = summary.launch.median_queue_us if summary.launch and summary.launch.launches else None
+    deep = has_gpu and queue is not None and queue >= DEEP_QUEUE_US
+
+    def step_at(cost_us: float) -> float:
+        host, wait = _host_and_wait(summary, cost_us)
+        if not has_gpu:
+            return host + wait
+        return gpu if deep else max(host + wait + sync_idle, gpu)
+
+    host, wait = _host_and_wait(summary, cost.us)
+    # More profiler cost removed gives the shorter step: the high cost bounds it from below.
+    low, step, high = step_at(cost.high_us), step_at(cost.us), step_at(cost.low_us)
+    return StepTime(
+        step_ms=step,
+        gpu_busy_ms=gpu if has_gpu else None,
+        input_wait_ms=wait,
+        sync_idle_ms=sync_idle,
+        source="profiled trace, host time corrected for profiler overhead",
+        host_ms=host,
+        low_ms=low,
+        high_ms=high,
+        profiled_ms=profiled_step_ms(summary),
+        steps=n,
+        bound=_bound(gpu if has_gpu else None, host, wait, sync_idle, deep),
+        launch_queue_us=queue,
+        cost=cost,
+    )
+
+
+def step_time(record: RunRecord) -> StepTime | None:
+    """The best estimate of an un-profiled step this record allows."""
+    summary = primary_summary(record)
+    if record.source == "live" and record.steps.count:
+        steady = steady_steps(record)
+        if steady.steps == 0 or steady.wall_s <= 0:
+            return None
+        step_ms = steady.mean_step_ms
+        wait_ms = steady.input_wait_s / steady.steps * 1e3
+        busy_ms: float | None = None
+        sync_idle = 0.0
+        source = "live steps"
+        host_ms: float | None = None
+        estimate = trace_step_time(summary) if summary is not None else None
+        if estimate is not None and estimate.host_ms is not None:
+            host_ms = min(estimate.host_ms, step_ms)
+        if summary is not None and summary.has_gpu and summary.steps:
+            n = len(summary.steps)
+            busy_ms = (summary.window_gpu_busy_ms or summary.gpu_busy_ms) / n
+            sync_idle = _mean(summary, "idle_after_sync_ms")
+            source = "live steps, GPU busy from the profiler window"
+        else:
+            nvml = mean_gpu_busy_share(record)
+            if nvml is not None:
+                # NVML utilisation over-states busy time, so this under-states GPU idleness.
+                busy_ms = nvml * step_ms
+                source = "live steps, GPU busy from NVML utilisation"
+        busy = None if busy_ms is None else min(busy_ms, step_ms)
+        sync_idle = min(sync_idle, step_ms)
+        host_side = host_ms if host_ms is not None else max(0.0, step_ms - wait_ms - sync_idle)
+        return StepTime(
+            step_ms=step_ms,
+            gpu_busy_ms=busy,
+            input_wait_ms=wait_ms,
+            sync_idle_ms=sync_idle,
+            source=source,
+            host_ms=host_ms,
+            low_ms=step_ms,
+            high_ms=step_ms,
+            profiled_ms=profiled_step_ms(summary),
+            steps=steady.steps,
+            bound=_bound(busy, host_side, wait_ms, sync_idle, deep=False),
+            launch_queue_us=estimate.launch_queue_us if estimate is not None else None,
+            cost=estimate.cost if estimate is not None else None,
+        )
+    if summary is None:
+        return None
+    return trace_step_time(summary)
+
+
+
+
+
+# Kernel-name prefixes that tell a GPU generation when a trace lacks device properties (old
+# Kineto traces carry none): cuBLAS/cuDNN/CUTLASS name kernels after the architecture they target.
+_ARCH_PREFIXES = (
+    ("sm100", 10.0),
+    ("sm90", 9.0),
+    ("sm89", 8.9),
+    ("sm86", 8.6),
+    ("sm80", 8.0),
+    ("ampere_", 8.0),
+    ("turing_", 7.5),
+    ("sm75", 7.5),
+    ("volta_", 7.0),
+    ("sm70", 7.0),
+    ("maxwell_", 5.0),
+)
+
+
+def device_capability(record: RunRecord, summary: TraceSummary | None) -> float | None:
+    """Compute capability of the first device (e.g. 9.0): from the record or the trace's device
+    properties, else inferred from architecture-specific kernel names."""
+    devices = list(record.environment.devices)
+    if summary is not None:
+        devices += summary.devices
+    for device in devices:
+        if device.capability:
+            try:
+                return float(device.capability)
+            except ValueError:
+                continue
+    if summary is None:
+        return None
+    for kernel in summary.top_kernels:
+        name = kernel.name.lower()
+        for prefix, capability in _ARCH_PREFIXES:
+            if name.startswith(prefix) or f"<{prefix}" in name or f" {prefix}" in name:
+                return capability
+    return None
+
+
+def device_memory_bytes(record: RunRecord, summary: TraceSummary | None) -> int | None:
+    """Total memory of the first device, from the record, the trace or NVML."""
+    devices = list(record.environment.devices)
+    if summary is not None:
+        devices += summary.devices
+    for device in devices:
+        if device.memory_total_bytes:
+            return device.memory_total_bytes
+    if record.samples is not None:
+        for gpu in record.samples.gpus:
+            if gpu.memory_total_bytes:
+                return gpu.memory_total_bytes
+    return None
+
+
+def batch_size(record: RunRecord) -> tuple[int | None, str | None]:
+    """The training batch size and where it came from, or ``(None, None)``.
+
+    The loader that fed the most batches is the training loader (an evaluation loader iterated
+    in the same block must not count); an imported trace knows the batch only from the
+    operators' input shapes.
+    """
+    known = [ld for ld in record.environment.loaders if ld.batch_size]
+    if known:
+        loader = max(known, key=lambda ld: (ld.batches, -ld.loader_id))
+        return loader.batch_size, "DataLoader batch_size"
+    summary = primary_summary(record)
+    if summary is not None and summary.batch_size:
+        return summary.batch_size, summary.batch_size_source or "operator input shapes"
+    return None, None
