@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
-H200 = SHARED / "traces" / "h200"
-EXTERNAL = SHARED / "traces" / "external"
+from tracedata import EXTERNAL, H200
 
 
 @dataclass(frozen=True)

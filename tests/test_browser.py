@@ -32,6 +32,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from tracedata import H200
 
 from torchdiag.analyze.registry import analyze
 from torchdiag.record import (
@@ -56,7 +57,6 @@ from torchdiag.record import (
 from torchdiag.report.html import render_html
 from torchdiag.report.verdict import verdict
 
-H200 = Path("/work/shared/traces/h200")
 STALL_TRACE = H200 / "dataloader_stall_w0.pt.trace.json.gz"
 STALL_SAMPLES = H200 / "dataloader_stall_w0.samples.json"
 

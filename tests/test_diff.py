@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from markdown_checks import md_cells_consistent
+from tracedata import H200
 
 from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import Analysis
@@ -39,7 +40,7 @@ from torchdiag.record import (
 from torchdiag.report.diff_render import render_diff
 from torchdiag.view.headline import headline
 
-TRACES = Path("/work/shared/traces/h200")
+TRACES = H200
 
 
 def noisy_steps(n: int, median_ms: float, seed: int, *, spread: float = 0.05) -> list[float]:

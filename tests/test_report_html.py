@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import html
 import re
-from pathlib import Path
 
 import pytest
+from tracedata import h200_trace
 
 from tests.test_report import (
     ASSET_URL,
@@ -36,7 +36,7 @@ from torchdiag.record import (
 )
 from torchdiag.report.html import render_html
 
-H200_TRACE = Path("/work/shared/traces/h200/dataloader_stall_w0.pt.trace.json.gz")
+H200_TRACE = h200_trace("dataloader_stall_w0")
 SECTIONS = (
     "summary",
     "findings",

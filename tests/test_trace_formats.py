@@ -1,8 +1,8 @@
 """Trace dialects and derived figures: synthetic traces of every dialect, and the real ones.
 
 The synthetic traces are small and hand-checked: each test builds the events it needs, so the
-expected numbers can be read off the test. The real traces (``/work/shared/traces/external``,
-see MANIFEST.tsv) are checked per dialect family.
+expected numbers can be read off the test. The real traces (``shared/traces/external`` beside
+the repository, see MANIFEST.tsv) are checked per dialect family.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from tracedata import EXTERNAL
 
 from torchdiag.record import TraceSummary
 from torchdiag.traces.batch import BatchSizes
@@ -25,7 +26,6 @@ from torchdiag.traces.launches import quantile
 from torchdiag.traces.load import read_trace, record_from_traces
 from torchdiag.traces.runtime import GRAPH_LAUNCH, KERNEL_LAUNCH, OTHER, SYNC, runtime_kind
 
-EXTERNAL = Path("/work/shared/traces/external")
 needs_external = pytest.mark.skipif(not EXTERNAL.is_dir(), reason="external traces not available")
 
 

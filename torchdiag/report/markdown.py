@@ -19,10 +19,11 @@ from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.verdict import (
+    evidence_items,
     format_number,
     format_pct,
-    format_value,
     headline_items,
+    saving_text,
     verdict,
 )
 from torchdiag.view.headline import headline
@@ -94,12 +95,12 @@ def render_markdown(
                 str(i),
                 f.severity,
                 md_text(f.title, MAX_CELL_CHARS),
-                f"{format_number(f.saving_pct_max)}%" if f.saving_pct_max > 0 else "—",
+                md_text(saving_text(f), MAX_CELL_CHARS) or "—",
                 md_code(f.id),
             )
             for i, f in enumerate(findings, start=1)
         ]
-        out.add(_table(["#", "Severity", "Finding", "Saving up to", "Rule"], rows, out) + "\n")
+        out.add(_table(["#", "Severity", "Finding", "Saving", "Rule"], rows, out) + "\n")
     else:
         out.add("No findings.\n\n")
     out.limit += len(breakdown)  # its room was set aside above
@@ -303,9 +304,9 @@ def _finding_detail_parts(findings: list, out: _Budget) -> None:
             f"{md_text(f.recommendation, 2000)}\n\n",
         ]
         if f.evidence:
-            ev = ", ".join(
-                f"{md_text(k, 80)}: {md_text(format_value(v), 120)}"
-                for k, v in sorted(f.evidence.items())
+            ev = "; ".join(
+                f"{md_text(label, 80)}: {md_text(value, 120)}"
+                for label, value in evidence_items(f.evidence)
             )
             parts.append(f"Evidence: {ev}\n\n")
         if f.snippet:

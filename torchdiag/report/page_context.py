@@ -28,6 +28,7 @@ from torchdiag.report.page_sections import (
     raw_trace,
 )
 from torchdiag.report.verdict import (
+    evidence_items,
     format_bytes,
     format_ms,
     format_number,
@@ -35,6 +36,7 @@ from torchdiag.report.verdict import (
     format_value,
     has_steps,
     headline_items,
+    saving_text,
     verdict,
 )
 from torchdiag.view.headline import headline
@@ -144,7 +146,34 @@ def _status(record: RunRecord) -> dict[str, Any]:
 
 
 def _rank(record: RunRecord) -> str:
+    """Which rank(s) the record holds: a directory of rank traces holds several."""
+    ranks = sorted({t.rank for t in record.traces if t.rank is not None})
+    if len(ranks) > 1:
+        shown = primary_summary(record)
+        listed = ", ".join(str(r) for r in ranks)
+        text = f"ranks {listed} ({len(ranks)} traces) of {record.world_size}"
+        if shown is not None and shown.rank is not None:
+            text += f"; numbers from rank {shown.rank}, the slowest"
+        return text
     return f"{record.rank} of {record.world_size}"
+
+
+def _trace_optimizers(summary: TraceSummary | None) -> list[list[str]]:
+    """Optimizer rows from a trace's ``Optimizer.step#...`` regions (settings are only known to
+    a live capture: what the trace shows is the class, multi-tensor ops and the steps)."""
+    if summary is None:
+        return []
+    return [
+        [
+            stat.name.split("#")[-1].removesuffix(".step"),
+            "yes" if stat.foreach_ops_per_call > 0 else "no",
+            "—",
+            "—",
+            "—",
+            format_number(stat.calls),
+        ]
+        for stat in summary.optimizer_steps
+    ]
 
 
 def _findings(analysis: Analysis) -> list[dict[str, Any]]:
@@ -156,10 +185,10 @@ def _findings(analysis: Analysis) -> list[dict[str, Any]]:
                 "id": f.id,
                 "severity": f.severity,
                 "title": f.title,
-                "evidence": [(k, format_value(v)) for k, v in sorted(f.evidence.items())],
+                "evidence": evidence_items(f.evidence),
                 "recommendation": f.recommendation,
                 "snippet": f.snippet,
-                "saving": format_number(f.saving_pct_max) if f.saving_pct_max > 0 else "",
+                "saving": saving_text(f),
                 "docs": _safe_href(f.docs),
                 "docs_text": _docs_text(f.docs),
                 "open": i <= OPEN_FINDINGS,
@@ -320,7 +349,8 @@ def _environment_view(record: RunRecord) -> dict[str, Any]:
                 format_number(o.steps),
             ]
             for o in env.optimizers
-        ],
+        ]
+        or _trace_optimizers(primary_summary(record)),
         "parameters": None
         if params is None
         else [

@@ -71,8 +71,9 @@ def verdict(record: RunRecord, analysis: Analysis) -> str:
             return f"{CLEAN_VERDICT} ({notes} informational note{'s' if notes != 1 else ''})"
         return CLEAN_VERDICT
     line = top.title.strip() or top.id
-    if top.saving_pct_max > 0 and not any(ch.isdigit() for ch in line):
-        line += f" (up to {format_number(top.saving_pct_max)}% of step time)"
+    saving = saving_text(top)
+    if saving and not any(ch.isdigit() for ch in line):
+        line += f" ({saving} of step time)"
     more = sum(1 for f in analysis.findings if f.severity in ("critical", "warning")) - 1
     if more > 0:
         line += f" (+{more} more finding{'s' if more != 1 else ''})"
@@ -126,7 +127,9 @@ def headline_items(numbers: dict[str, Any]) -> list[tuple[str, str]]:
                 text += f" estimated without the profiler{spread}"
         elif key == "steps":
             text = f"{value:,}"
-        elif key.endswith("_ms"):
+        elif key == "step_ms_profiled" and profiled_rows:
+            continue  # the profiled steps' own percentiles follow
+        elif key.endswith("_ms") or key == "step_ms_profiled":
             text = format_ms(value)
             if profiled_rows and key in ("median_step_ms", "p95_step_ms"):
                 label = f"{label} (profiled)"
@@ -137,6 +140,8 @@ def headline_items(numbers: dict[str, Any]) -> list[tuple[str, str]]:
         elif key == "gpu_memory_peak_bytes":
             total = numbers.get("gpu_memory_total_bytes")
             text = format_bytes(value) + (f" of {format_bytes(total)}" if total else "")
+            if numbers.get("gpu_memory_peak_from"):
+                text += f" ({numbers['gpu_memory_peak_from']})"
         elif key == "duration_s":
             text = format_seconds(value)
         else:
@@ -212,3 +217,78 @@ def format_value(value: object) -> str:
     if isinstance(value, (bool, int, float)):
         return format_number(value)
     return str(value)
+
+
+# Evidence keys are snake_case identifiers (a stable contract in the JSON output); people read
+# them as labels with units. Longest suffix first.
+_UNIT_SUFFIXES = (
+    ("_ms_per_step", "ms per step"),
+    ("_mib_per_step", "MiB per step"),
+    ("_gb_s", "GB/s"),
+    ("_ms", "ms"),
+    ("_us", "µs"),
+    ("_pct", "%"),
+    ("_gib", "GiB"),
+    ("_bytes", "bytes"),
+    ("_x", "×"),
+)
+_WORDS = {
+    "gpu": "GPU",
+    "cpu": "CPU",
+    "sm": "SM",
+    "gpm": "GPM",
+    "nvml": "NVML",
+    "cuda": "CUDA",
+    "tf32": "TF32",
+    "fp32": "fp32",
+    "amp": "AMP",
+    "nchw": "NCHW",
+    "nhwc": "NHWC",
+}
+
+
+# Keys whose words alone would mislead: the step figure is the un-profiled one.
+_LABELS = {"step_ms": "Step time (ms)", "mean_step_ms": "Step time (ms)"}
+
+
+def evidence_label(key: str) -> str:
+    """A readable label for an evidence key: ``fp32_math_ms_per_step`` → "fp32 math (ms per
+    step)", ``calls_in_steps:aten::item`` → "Calls in steps: aten::item"."""
+    if key in _LABELS:
+        return _LABELS[key]
+    key, sep, detail = key.partition(":")
+    unit = ""
+    for suffix, name in _UNIT_SUFFIXES:
+        if key.endswith(suffix) and len(key) > len(suffix):
+            key, unit = key[: -len(suffix)], name
+            break
+    words = [_WORDS.get(w, w) for w in key.split("_") if w]
+    text = " ".join(words)
+    if words and key.split("_")[0] not in _WORDS:  # not an acronym or a dtype: capitalise
+        text = text[:1].upper() + text[1:]
+    if unit:
+        text += f" ({unit})"
+    return f"{text}: {detail}" if sep else text
+
+
+def evidence_items(evidence: dict[str, Any]) -> list[tuple[str, str]]:
+    """A finding's evidence as ``(label, formatted value)`` rows, in key order."""
+    return [(evidence_label(k), format_value(v)) for k, v in sorted(evidence.items())]
+
+
+def saving_text(finding: Finding) -> str:
+    """What fixing a finding could save, as people read it: "about 42% (22–66%)" where the rule
+    models the fix, "up to 30%" where only a bound is known; '' when nothing."""
+    if finding.saving_pct is not None and finding.saving_pct_max > 0:
+        low = finding.saving_pct_low if finding.saving_pct_low is not None else 0.0
+        text = (
+            f"about {format_number(finding.saving_pct)}% "
+            f"({format_number(low)}–{format_number(finding.saving_pct_max)}%)"
+        )
+    elif finding.saving_pct_max > 0:
+        text = f"up to {format_number(finding.saving_pct_max)}%"
+    else:
+        return ""
+    if finding.alternative_to:
+        text += f", instead of {finding.alternative_to}"
+    return text

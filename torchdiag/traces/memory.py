@@ -19,12 +19,12 @@ MEMORY_POINTS = 512
 class MemorySamples:
     """Device allocator samples (:meth:`add`) to :class:`MemoryTimeline` s (:meth:`timelines`).
 
-    Host memory is not a timeline: only its peak is kept, in :attr:`host_peak` (bytes).
+    Host memory events are skipped: the profiler counts only host allocations made inside its
+    window, which says little about the process's memory (the sampler measures that).
     """
 
     def __init__(self) -> None:
         self.devices: dict[int, MemoryColumns] = {}
-        self.host_peak = 0
 
     def add(self, ev: Event) -> None:
         """Fold in one ``[memory]`` event."""
@@ -33,8 +33,7 @@ class MemorySamples:
             return
         allocated = int(args.total_allocated)
         reserved = int(args.total_reserved or 0)
-        if args.device_type == 0:  # host memory (c10::DeviceType::CPU): only its peak is kept
-            self.host_peak = max(self.host_peak, allocated)
+        if args.device_type == 0:  # host memory (c10::DeviceType::CPU)
             return
         cols = self.devices.get(args.device_id)
         if cols is None:

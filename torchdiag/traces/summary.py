@@ -436,8 +436,6 @@ class SummaryBuilder:
                 f"kernel time with no launching operator in the trace: "
                 f"{unattributed_us / 1000:.3f} ms"
             )
-        if self.memory.host_peak:
-            all_notes.append(f"host allocator peak: {self.memory.host_peak} bytes")
         devices = devices_from_metadata(meta)
         all_notes.extend(
             coverage_notes(

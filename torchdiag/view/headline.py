@@ -29,10 +29,12 @@ def headline(record: RunRecord) -> dict[str, Any]:
     walls, weights, rows_from = _step_rows(record, summary)
     batch, _ = batch_size(record)
     util, mem_peak, mem_total = _gpu_samples(record)
+    mem_from = "NVML" if mem_peak is not None else None
     if mem_peak is None and summary is not None and summary.memory:
         mem_peak = max(m.peak_reserved_bytes or m.peak_allocated_bytes for m in summary.memory)
         mem_peak = mem_peak or None
         mem_total = next((d.memory_total_bytes for d in summary.devices), None)
+        mem_from = "allocator reserved" if mem_peak else None
     step = timing.step_ms if timing is not None and timing.step_ms > 0 else None
     low, high = timing.range_ms if timing is not None else (None, None)
     busy = timing.gpu_busy_share if timing is not None else None
@@ -55,6 +57,7 @@ def headline(record: RunRecord) -> dict[str, Any]:
         "gpu_util_mean_pct": rounded(util),
         "gpu_memory_peak_bytes": mem_peak,
         "gpu_memory_total_bytes": mem_total,
+        "gpu_memory_peak_from": mem_from,
     }
 
 
@@ -70,8 +73,10 @@ def _step_rows(
     """(row walls ms, row weights, "live" | "profiled") from the best source."""
     s = record.steps
     if s.wall_ms:
+        # A record built from traces keeps the profiled steps in its step series.
+        source = "profiled" if record.source == "trace" else "live"
         weights = [float(n) for n in s.steps] if len(s.steps) == len(s.wall_ms) else []
-        return list(s.wall_ms), weights or [1.0] * len(s.wall_ms), "live"
+        return list(s.wall_ms), weights or [1.0] * len(s.wall_ms), source
     if summary is None or not summary.steps:
         return [], [], None
     walls = [st.duration_ms for st in summary.steps]

@@ -16,8 +16,11 @@ This module derives them from whatever the record holds:
     the cost per event, :mod:`torchdiag.view.profiler_cost`), less time blocked on the GPU (a
     full launch queue, synchronising calls); DataLoader waits are corrected for the events
     recorded inside them and kept apart;
-  - a deep launch queue (kernels waiting :data:`DEEP_QUEUE_US` or more after their launch) shows
-    the host ran ahead of the GPU: the step is the GPU's, whatever the host estimate says.
+  - while the host waits for data, the GPU can only run what is already queued (the median time
+    a kernel waits after its launch): the rest of the wait idles it too;
+  - where the two sides come out within the estimate's uncertainty of each other, a deep launch
+    queue (kernels waiting :data:`DEEP_QUEUE_US` or more after their launch: the host ran ahead)
+    names the GPU as the bound.
 
   The profiler's cost per event is uncertain, so the estimate comes with a range
   (``low_ms``–``high_ms``) from the low and high ends of that cost.
@@ -66,11 +69,8 @@ class StepTime:
     bound: Bound | None = None
     launch_queue_us: float | None = None
     cost: ProfilerCost | None = None
-
-    @property
-    def measured(self) -> bool:
-        """Whether ``step_ms`` was measured without the profiler (not estimated)."""
-        return self.low_ms == self.step_ms == self.high_ms
+    # Whether ``step_ms`` was measured without the profiler (live steps), not estimated.
+    measured: bool = False
 
     @property
     def range_ms(self) -> tuple[float, float]:
@@ -157,10 +157,11 @@ def _mean(summary: TraceSummary, field: str) -> float:
     return sum(getattr(s, field) for s in steps) / len(steps) if steps else 0.0
 
 
-def _bound(gpu: float | None, host: float, wait: float, sync_idle: float, deep: bool) -> Bound:
-    if gpu is not None and (deep or gpu >= host + wait + sync_idle):
-        return "gpu"
-    return "input" if wait > host else "host"
+def _bound(host_side: float, gpu_side: float | None, wait: float, step: float) -> Bound:
+    """What sets the step: input waits when they are half of it, else the slower side."""
+    if step > 0 and wait >= 0.5 * step:
+        return "input"
+    return "gpu" if gpu_side is not None and gpu_side >= host_side else "host"
 
 
 def trace_step_time(summary: TraceSummary) -> StepTime | None:
@@ -173,17 +174,27 @@ def trace_step_time(summary: TraceSummary) -> StepTime | None:
     gpu = (summary.window_gpu_busy_ms or sum(s.gpu_busy_ms for s in summary.steps)) / n
     sync_idle = _mean(summary, "idle_after_sync_ms") if has_gpu else 0.0
     queue = summary.launch.median_queue_us if summary.launch and summary.launch.launches else None
-    deep = has_gpu and queue is not None and queue >= DEEP_QUEUE_US
+    queued_ms = (queue or 0.0) / 1e3
 
-    def step_at(cost_us: float) -> float:
+    def sides(cost_us: float) -> tuple[float, float | None]:
         host, wait = _host_and_wait(summary, cost_us)
         if not has_gpu:
-            return host + wait
-        return gpu if deep else max(host + wait + sync_idle, gpu)
+            return host + wait, None
+        return host + wait + sync_idle, gpu + max(0.0, wait - queued_ms)
+
+    def step_at(cost_us: float) -> float:
+        host_side, gpu_side = sides(cost_us)
+        return max(host_side, gpu_side or 0.0)
 
     host, wait = _host_and_wait(summary, cost.us)
     # More profiler cost removed gives the shorter step: the high cost bounds it from below.
     low, step, high = step_at(cost.high_us), step_at(cost.us), step_at(cost.low_us)
+    host_side, gpu_side = sides(cost.us)
+    bound = _bound(host_side, gpu_side, wait, step)
+    deep = queue is not None and queue >= DEEP_QUEUE_US
+    # Within the estimate's uncertainty either side could be the slower: the queue says.
+    if bound == "host" and deep and gpu_side is not None and gpu_side >= sides(cost.high_us)[0]:
+        bound = "gpu"
     return StepTime(
         step_ms=step,
         gpu_busy_ms=gpu if has_gpu else None,
@@ -195,7 +206,7 @@ def trace_step_time(summary: TraceSummary) -> StepTime | None:
         high_ms=high,
         profiled_ms=profiled_step_ms(summary),
         steps=n,
-        bound=_bound(gpu if has_gpu else None, host, wait, sync_idle, deep),
+        bound=bound,
         launch_queue_us=queue,
         cost=cost,
     )
@@ -230,7 +241,7 @@ def step_time(record: RunRecord) -> StepTime | None:
                 source = "live steps, GPU busy from NVML utilisation"
         busy = None if busy_ms is None else min(busy_ms, step_ms)
         sync_idle = min(sync_idle, step_ms)
-        host_side = host_ms if host_ms is not None else max(0.0, step_ms - wait_ms - sync_idle)
+        host_side = (host_ms if host_ms is not None else step_ms - wait_ms - sync_idle) + wait_ms
         return StepTime(
             step_ms=step_ms,
             gpu_busy_ms=busy,
@@ -242,9 +253,10 @@ def step_time(record: RunRecord) -> StepTime | None:
             high_ms=step_ms,
             profiled_ms=profiled_step_ms(summary),
             steps=steady.steps,
-            bound=_bound(busy, host_side, wait_ms, sync_idle, deep=False),
+            bound=_bound(max(0.0, host_side), busy, wait_ms, step_ms),
             launch_queue_us=estimate.launch_queue_us if estimate is not None else None,
             cost=estimate.cost if estimate is not None else None,
+            measured=True,
         )
     if summary is None:
         return None
