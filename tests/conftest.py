@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -36,8 +41,64 @@ def no_capture_leaks():
     assert session._active is None, "a torchdiag.profile() session is still marked active"
 
 
+@pytest.fixture(scope="session")
+def live_sample_record(tmp_path_factory):
+    """``live_sample_record("input_bound.py")``: the record of a short live CPU capture of that
+    sample (16 steps), captured once per test session and shared by the tests that read it."""
+    pytest.importorskip("torchvision")
+    captured: dict[str, Path] = {}
+
+    def capture(sample: str) -> Path:
+        if sample not in captured:
+            path = tmp_path_factory.mktemp(sample.removesuffix(".py")) / "run.json"
+            command = [sys.executable, str(ROOT / "samples" / sample), "--output", str(path)]
+            subprocess.run(
+                [*command, "--steps", "16"],
+                check=True,
+                timeout=300,
+                capture_output=True,
+            )
+            captured[sample] = path
+        return captured[sample]
+
+    return capture
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Print the diagnosis suite's precision/recall table when it ran."""
+    """Print the step-model calibration table and the diagnosis suite's table when they ran."""
+    _calibration_table(terminalreporter)
+    _diagnosis_table(terminalreporter)
+
+
+def _calibration_table(terminalreporter):
+    try:
+        from test_calibration import CALIBRATION, KNOWN_OFF, TOLERANCE
+    except ImportError:
+        return
+    if not CALIBRATION:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write("step model against un-profiled step times (H200 reference traces)")
+    write(f"  {'trace':28s} {'real ms':>8s} {'model ms':>9s} {'error':>7s}  {'range ms':17s} bound")
+    errors = []
+    for name, (real, model, low, high, bound) in sorted(CALIBRATION.items()):
+        err = 100 * (model / real - 1)
+        mark = "  (known off: see test_calibration.KNOWN_OFF)" if name in KNOWN_OFF else ""
+        if name not in KNOWN_OFF:
+            errors.append(abs(err))
+        write(
+            f"  {name:28s} {real:8.1f} {model:9.1f} {err:+6.1f}%  "
+            f"{low:7.1f}–{high:<8.1f} {bound}{mark}"
+        )
+    if errors:
+        write(
+            f"  largest error {max(errors):.1f}% on {len(errors)} traces "
+            f"(limit {100 * TOLERANCE:.0f}%)"
+        )
+
+
+def _diagnosis_table(terminalreporter):
     try:
         from test_diagnosis import SCOREBOARD
     except ImportError:
@@ -67,5 +128,5 @@ def pytest_terminal_summary(terminalreporter):
     write(
         f"  recall {recall:.2f} ({hits}/{expected_total} planted causes), precision "
         f"{precision:.2f} ({healthy_alarms} warnings on healthy runs), "
-        f"{extra} further findings on faulty runs"
+        f"{extra} further findings on faulty runs (each with its reason in diagnosis_cases.py)"
     )

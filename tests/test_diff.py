@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from markdown_checks import md_cells_consistent
-from tracedata import H200
+from tracedata import H200, h200_truth
 
 from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import Analysis
@@ -357,11 +357,6 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path: Path, run_cli, argv) -
     assert "Traceback" not in err
 
 
-@pytest.mark.skipif(
-    not (TRACES / "transformer_fp32.pt.trace.json.gz").exists()
-    or not (TRACES / "transformer_amp.pt.trace.json.gz").exists(),
-    reason="reference H200 traces not available",
-)
 def test_cli_on_real_traces_fp32_is_slower(run_cli) -> None:
     amp = str(TRACES / "transformer_amp.pt.trace.json.gz")
     fp32 = str(TRACES / "transformer_fp32.pt.trace.json.gz")
@@ -376,3 +371,37 @@ def test_cli_on_real_traces_fp32_is_slower(run_cli) -> None:
     # The reverse direction is faster, and passes.
     code, out, _ = run_cli("diff", fp32, amp, "--no-progress")
     assert code == 0 and re.search(r"HEAD is faster", out)
+
+
+@pytest.mark.parametrize(
+    ("base", "head"),
+    [("healthy_resnet_amp", "resnet_fp32"), ("transformer_amp", "transformer_fp32")],
+)
+def test_traces_compare_on_calibrated_estimates(run_cli, base, head) -> None:
+    """A profiled trace is compared on its un-profiled step estimate: both fp32 runs are caught
+    as slowdowns, with a ratio that holds the real one (un-profiled steps, summary.json)."""
+    truth = h200_truth()
+    real = truth[head]["step_ms_noprof"] / truth[base]["step_ms_noprof"]
+    code, out, err = run_cli(
+        "diff",
+        str(TRACES / f"{base}.pt.trace.json.gz"),
+        str(TRACES / f"{head}.pt.trace.json.gz"),
+        "--format",
+        "json",
+        "--no-progress",
+    )
+    assert code == 1, err
+    doc = json.loads(out)
+    assert doc["regression"] is True and doc["interval"]["resamples"] == 0
+    assert doc["base"]["estimated"] and doc["head"]["estimated"] and doc["head"]["steps"] == 4
+    assert doc["interval"]["ratio"] == pytest.approx(real, rel=0.10)
+    assert any("4 profiled steps" in n for n in doc["notes"])
+
+
+@pytest.mark.parametrize("name", ["resnet_fp32", "transformer_amp", "dataloader_stall_w0"])
+def test_trace_against_itself_is_no_change(run_cli, name) -> None:
+    path = str(TRACES / f"{name}.pt.trace.json.gz")
+    code, out, err = run_cli("diff", path, path, "--format", "json", "--no-progress")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["verdict"] == "no significant change" and doc["interval"]["ratio"] == 1.0

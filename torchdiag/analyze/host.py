@@ -145,7 +145,10 @@ def small_batch(record: RunRecord) -> Finding | None:
     headroom = capacity / peak if capacity and peak else None
     if headroom is not None and headroom < 2.0:
         return None  # a doubled batch would not fit: the finding would be advice nobody can take
-    saving = (1.0 - utilisation) * 100
+    factor = batch_factor(headroom)
+    low, expected, high = batch_saving(timing, utilisation, factor)
+    if expected < NEGLIGIBLE_SAVING_PCT:
+        return None
     evidence: dict[str, float | int | str | bool | None] = {
         "batch_size": batch,
         "batch_size_from": batch_from,
@@ -154,22 +157,55 @@ def small_batch(record: RunRecord) -> Finding | None:
         "sm_fill_from": fill_from,
         "useful_gpu_pct": round(utilisation * 100, 1),
         "memory_headroom_x": None if headroom is None else round(headroom, 1),
+        "suggested_batch": batch * factor,
         "step_ms": round(timing.step_ms, 2),
     }
     return Finding(
         id="small-batch",
-        severity=severity_for_saving(saving),
+        severity=severity_for_saving(expected),
         title=f"batch of {batch} uses {utilisation * 100:.0f}% of the GPU",
         evidence=evidence,
         recommendation=(
             "Each step leaves most of the GPU unused, and memory allows a larger batch: raise "
             "the batch size (scale the learning rate with it, or accumulate to keep the "
             "effective batch) so each step does more work for the same fixed overhead. "
-            "saving_pct_max is per sample, not per step."
+            f"The saving is time per sample at batch {batch * factor}, not per step."
         ),
-        snippet=_batch_snippet(batch, headroom),
-        saving_pct_max=round(saving, 1),
+        snippet=_batch_snippet(batch, factor, headroom),
+        saving_pct_max=round(high, 1),
+        saving_pct=round(expected, 1),
+        saving_pct_low=round(low, 1),
     )
+
+
+def batch_factor(headroom: float | None) -> int:
+    """How many times larger a batch to suggest: up to 4x, within the measured memory headroom
+    (activations grow with the batch, so a quarter is kept spare); 2x when it is unknown."""
+    if headroom is None:
+        return 2
+    return max(2, min(4, int(headroom / 1.25)))
+
+
+def batch_saving(timing: StepTime, utilisation: float, factor: int) -> tuple[float, float, float]:
+    """(low, expected, high) percent of the time per sample saved by a ``factor`` times larger
+    batch.
+
+    Per step, host work stays (Python and launches do not grow with the batch) and input waits
+    grow with it. GPU work grows at most ``factor`` times (low: no kernel gets more efficient), as
+    much as the part of the GPU already in use (expected: the idle SMs absorb the rest), or not at
+    all (high). Host and GPU overlap, so the slower side sets the new step.
+    """
+    host = timing.host_ms
+    if host is None:
+        host = max(0.0, timing.step_ms - timing.input_wait_ms - timing.sync_idle_ms)
+    host_side = host + timing.input_wait_ms * factor + timing.sync_idle_ms
+    gpu = timing.gpu_busy_ms or 0.0
+
+    def saved(gpu_growth: float) -> float:
+        per_sample = max(host_side, gpu * gpu_growth) / factor
+        return max(0.0, 100.0 * (1.0 - per_sample / timing.step_ms))
+
+    return saved(factor), saved(1 + (factor - 1) * utilisation), saved(1.0)
 
 
 @rule("optimizer-not-fused")
@@ -230,16 +266,14 @@ def optimizer_not_fused(record: RunRecord) -> Finding | None:
     )
 
 
-def _batch_snippet(batch: int, headroom: float | None) -> str:
-    """A larger batch that memory allows: up to 4x, within the measured headroom (activations
-    grow with the batch, so keep a quarter spare); no number when the headroom is unknown."""
+def _batch_snippet(batch: int, factor: int, headroom: float | None) -> str:
+    """The suggested batch; a warning to watch memory when the headroom is unknown."""
     if headroom is None:
         return (
-            "# memory headroom unknown: double it, watch torch.cuda.max_memory_allocated()\n"
-            f"loader = torch.utils.data.DataLoader(dataset, batch_size=2 * {batch}, ...)\n"
+            "# memory headroom unknown: watch torch.cuda.max_memory_allocated()\n"
+            f"loader = torch.utils.data.DataLoader(dataset, batch_size={batch * factor}, ...)\n"
             "# and scale the learning rate, e.g. lr = base_lr * new_batch / old_batch"
         )
-    factor = max(2, min(4, int(headroom / 1.25)))
     return (
         f"loader = torch.utils.data.DataLoader(dataset, batch_size={batch * factor}, ...)\n"
         "# and scale the learning rate, e.g. lr = base_lr * new_batch / old_batch"
