@@ -686,6 +686,9 @@ def test_json_report(record: RunRecord) -> None:
         "evidence",
         "recommendation",
         "saving_pct_max",
+        "saving_pct",
+        "saving_pct_low",
+        "alternative_to",
         "snippet",
         "docs",
     }

@@ -11,6 +11,16 @@ from torchdiag.record import RecordError, RunRecord, load_record
 
 __version__ = "0.1.0"
 
+
+def _repr_html_(record: RunRecord) -> str:
+    """The record's report, for Jupyter (rendered on display, not at import)."""
+    from torchdiag.report.notebook import notebook_html
+
+    return notebook_html(record)
+
+
+RunRecord._repr_html_ = _repr_html_  # type: ignore[attr-defined]
+
 __all__ = ["RecordError", "RunRecord", "__version__", "load_record", "profile"]
 
 

@@ -497,30 +497,6 @@ class RunRecord(Struct):
         """Encode deterministically (dict keys sorted) so equal records give equal bytes."""
         return _ENCODER.encode(self)
 
-    def _repr_html_(self) -> str:
-        """The report for Jupyter: the self-contained page inside a sandboxed ``<iframe>``.
-
-        The full page (plotly.js inlined) keeps a notebook readable offline and when shared.
-        Inlined into the notebook's own DOM it would bring its stylesheet, its
-        Content-Security-Policy and its scripts along, which notebooks sanitise, break or leak
-        into neighbouring cells; ``srcdoc`` keeps it a separate document. ``sandbox`` without
-        ``allow-same-origin`` gives it an opaque origin, so nothing in it can reach the notebook.
-        Every ``&<>"'`` is escaped, so the attribute holds the page verbatim and the cell output
-        itself contains no markup but the iframe tag.
-        """
-        import html
-
-        from torchdiag.report.html import render_html
-
-        page = render_html(self)
-        title = html.escape(f"torchdiag report: {self.name}", quote=True)
-        return (
-            f'<iframe title="{title}" srcdoc="{html.escape(page, quote=True)}" '
-            'sandbox="allow-scripts allow-downloads" '
-            'style="width: 100%; height: 760px; border: 1px solid #d0d7de; resize: vertical">'
-            "</iframe>"
-        )
-
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
 # Read once at import: os.umask can only be read by setting it, which is not thread-safe later.

@@ -10,6 +10,7 @@ from torchdiag.view.step_model import (
     StepTime,
     device_capability,
     primary_summary,
+    step_evidence,
     step_time,
 )
 
@@ -140,14 +141,13 @@ def no_amp(record: RunRecord) -> Finding | None:
         "fp32_math_ms_per_step": round(per_step, 2),
         "fp32_share_of_math_pct": round(share_of_math * 100, 1),
         "math_ms_per_step": round(math.eligible_ms / n, 2),
-        "step_ms": round(timing.step_ms, 2),
+        **step_evidence(timing),
         "gpu_busy_ms_per_step": round(timing.gpu_busy_ms or 0.0, 2),
         "gpu_busy_pct": _pct(timing.gpu_busy_share),
         "tensor_core_speedup_assumed_x": _speedups(AMP_MATH_SPEEDUP),
         "fp32_known_from": how,
         "compute_capability": capability,
         "autocast_regions": autocast.entered if autocast is not None else None,
-        "step_time_from": timing.source,
     }
     tensor = _mean_gpm_tensor(record)
     if tensor is not None:

@@ -12,6 +12,7 @@ from torchdiag.view.step_model import (
     batch_size,
     device_memory_bytes,
     primary_summary,
+    step_evidence,
     step_time,
 )
 
@@ -47,18 +48,15 @@ def cpu_bound(record: RunRecord) -> Finding | None:
     evidence: dict[str, float | int | str | bool | None] = {
         "gpu_idle_waiting_on_host_pct": round(saving, 1),
         "gpu_busy_pct": round((timing.gpu_busy_share or 0.0) * 100, 1),
-        "step_ms": round(timing.step_ms, 2),
+        **step_evidence(timing),
         "gpu_busy_ms_per_step": round(timing.gpu_busy_ms or 0.0, 2),
         "input_wait_ms_per_step": round(timing.input_wait_ms, 2),
-        "step_time_from": timing.source,
     }
     if timing.host_ms is not None:
         evidence["host_ms_per_step"] = round(timing.host_ms, 2)
     if summary is not None and summary.steps:
         n = len(summary.steps)
         evidence["kernels_per_step"] = round(sum(s.kernels for s in summary.steps) / n, 1)
-        if summary.profiler_event_us:
-            evidence["profiler_cost_per_event_us"] = round(summary.profiler_event_us, 2)
     busy = timing.gpu_busy_share or 0.0
     severity = severity_for_saving(saving) if busy < CPU_BOUND_BUSY else "info"
     return Finding(
@@ -231,7 +229,8 @@ def optimizer_not_fused(record: RunRecord) -> Finding | None:
         if stat.calls == 0 or stat.foreach_ops_per_call > 0 or stat.ops_per_call < 2:
             continue
         per_call_ms = stat.total_ms / stat.calls
-        overhead = (stat.ops_per_call + stat.kernels_per_call) * (summary.profiler_event_us or 0)
+        event_us = timing.cost.us if timing.cost is not None else 0.0
+        overhead = (stat.ops_per_call + stat.kernels_per_call) * event_us
         host_ms = max(0.0, per_call_ms - overhead / 1e3)
         if worst is None or host_ms > worst[1]:
             worst = (stat, host_ms)

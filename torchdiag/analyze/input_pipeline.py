@@ -6,7 +6,7 @@ from __future__ import annotations
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.record import LoaderInfo, RunRecord
-from torchdiag.view.step_model import StepTime, primary_summary, step_time
+from torchdiag.view.step_model import StepTime, primary_summary, step_evidence, step_time
 
 # Below this share the wait is within what timing a blocking call around prefetched batches can
 # resolve (tens of microseconds against millisecond steps) and not worth a user's attention.
@@ -49,8 +49,7 @@ def dataloader_stall(record: RunRecord) -> Finding | None:
     evidence: dict[str, float | int | str | bool | None] = {
         "input_wait_share_pct": round(share * 100, 1),
         "mean_input_wait_ms": round(timing.input_wait_ms, 2),
-        "mean_step_ms": round(timing.step_ms, 2),
-        "step_time_from": timing.source,
+        **step_evidence(timing),
     }
     if timing.gpu_busy_share is not None:
         evidence["gpu_busy_pct"] = round(timing.gpu_busy_share * 100, 1)

@@ -27,6 +27,9 @@ FINDING_KEYS = (
     "evidence",
     "recommendation",
     "saving_pct_max",
+    "saving_pct",
+    "saving_pct_low",
+    "alternative_to",
     "snippet",
     "docs",
 )

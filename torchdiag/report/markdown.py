@@ -20,6 +20,7 @@ from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.verdict import (
     evidence_items,
+    finding_title,
     format_number,
     format_pct,
     headline_items,
@@ -94,7 +95,7 @@ def render_markdown(
             (
                 str(i),
                 f.severity,
-                md_text(f.title, MAX_CELL_CHARS),
+                md_text(finding_title(f), MAX_CELL_CHARS),
                 md_text(saving_text(f), MAX_CELL_CHARS) or "—",
                 md_code(f.id),
             )
@@ -300,7 +301,7 @@ def _finding_details(findings: list, out: _Budget) -> None:
 def _finding_detail_parts(findings: list, out: _Budget) -> None:
     for i, f in enumerate(findings, start=1):
         parts = [
-            f"### {i}. {md_text(f.title, MAX_CELL_CHARS)}\n\n",
+            f"### {i}. {md_text(finding_title(f), MAX_CELL_CHARS)}\n\n",
             f"{md_text(f.recommendation, 2000)}\n\n",
         ]
         if f.evidence:

@@ -29,6 +29,7 @@ from torchdiag.report.page_sections import (
 )
 from torchdiag.report.verdict import (
     evidence_items,
+    finding_title,
     format_bytes,
     format_ms,
     format_number,
@@ -184,7 +185,7 @@ def _findings(analysis: Analysis) -> list[dict[str, Any]]:
                 "n": i,
                 "id": f.id,
                 "severity": f.severity,
-                "title": f.title,
+                "title": finding_title(f),
                 "evidence": evidence_items(f.evidence),
                 "recommendation": f.recommendation,
                 "snippet": f.snippet,

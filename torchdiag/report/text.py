@@ -16,7 +16,7 @@ from rich.text import Text
 from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord
-from torchdiag.report.verdict import headline_items, saving_text, verdict
+from torchdiag.report.verdict import finding_title, headline_items, saving_text, verdict
 from torchdiag.view.headline import headline
 
 MAX_TEXT_CHARS = 400
@@ -73,7 +73,7 @@ def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: i
         table.add_column("Saving", justify="right")
         for i, f in enumerate(findings, start=1):
             saving = saving_text(f) or "-"
-            table.add_row(str(i), f.severity, Text(f.id), Text(_clip(f.title)), saving)
+            table.add_row(str(i), f.severity, Text(f.id), Text(_clip(finding_title(f))), saving)
         console.print(table)
         for i, f in enumerate(findings, start=1):
             if f.recommendation:

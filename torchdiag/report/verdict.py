@@ -118,13 +118,10 @@ def headline_items(numbers: dict[str, Any]) -> list[tuple[str, str]]:
         if key == "step_ms_estimate":
             text = format_ms(value)
             if not numbers.get("step_time_measured"):
+                label = "Step time (estimated without the profiler)"
                 low, high = numbers.get("step_ms_estimate_range") or (None, None)
-                spread = (
-                    f" ({format_number(low)}–{format_number(high)})"
-                    if low is not None and high is not None and high - low >= 0.05 * value
-                    else ""
-                )
-                text += f" estimated without the profiler{spread}"
+                if low is not None and high is not None and high - low >= 0.05 * value:
+                    text += f" ({format_number(low)}–{format_number(high)})"
         elif key == "steps":
             text = f"{value:,}"
         elif key == "step_ms_profiled" and profiled_rows:
@@ -248,7 +245,7 @@ _WORDS = {
 
 
 # Keys whose words alone would mislead: the step figure is the un-profiled one.
-_LABELS = {"step_ms": "Step time (ms)", "mean_step_ms": "Step time (ms)"}
+_LABELS = {"step_ms": "Step time (ms)", "step_ms_range": "Step time range (ms)"}
 
 
 def evidence_label(key: str) -> str:
@@ -289,6 +286,12 @@ def saving_text(finding: Finding) -> str:
         text = f"up to {format_number(finding.saving_pct_max)}%"
     else:
         return ""
-    if finding.alternative_to:
-        text += f", instead of {finding.alternative_to}"
     return text
+
+
+def finding_title(finding: Finding) -> str:
+    """The title as shown: an alternative names the finding whose time it claims too."""
+    title = finding.title.strip() or finding.id
+    if finding.alternative_to:
+        title += f" (an alternative to {finding.alternative_to}: the savings do not add up)"
+    return title

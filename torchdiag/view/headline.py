@@ -104,5 +104,3 @@ def _gpu_samples(record: RunRecord) -> tuple[float | None, int | None, int | Non
                 peak, peak_total = m, gpu.memory_total_bytes
     util = util_sum / util_weight if util_weight else None
     return util, (int(peak) if peak is not None else None), peak_total
-
-

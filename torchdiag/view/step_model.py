@@ -101,6 +101,27 @@ class StepTime:
         return max(0.0, rest)
 
 
+def step_evidence(timing: StepTime) -> dict[str, float | int | str | bool | None]:
+    """The step figures every rule that uses the step model shows in its evidence: the step
+    (and how it was known), its range when estimated, and the profiler cost taken out of it."""
+    evidence: dict[str, float | int | str | bool | None] = {
+        "step_ms": round(timing.step_ms, 2),
+        "step_time_from": timing.source,
+    }
+    if not timing.measured:
+        low, high = timing.range_ms
+        evidence["step_ms_range"] = f"{low:.2f}–{high:.2f}"
+        evidence["steps_estimated_from"] = timing.steps
+    if timing.profiled_ms is not None:
+        evidence["profiled_step_ms"] = round(timing.profiled_ms, 2)
+    if timing.cost is not None and not timing.measured:
+        evidence["profiler_cost_per_event_us"] = round(timing.cost.us, 2)
+        evidence["profiler_cost_from"] = timing.cost.source
+    if timing.launch_queue_us is not None:
+        evidence["median_launch_queue_us"] = round(timing.launch_queue_us, 1)
+    return evidence
+
+
 def primary_summary(record: RunRecord) -> TraceSummary | None:
     """The trace summary every rule and output describes: the live window, else the slowest
     rank's trace (the one that sets the pace of a synchronous job)."""
@@ -164,12 +185,16 @@ def _bound(host_side: float, gpu_side: float | None, wait: float, step: float) -
     return "gpu" if gpu_side is not None and gpu_side >= host_side else "host"
 
 
-def trace_step_time(summary: TraceSummary) -> StepTime | None:
-    """Estimate an un-profiled step from a profiled trace window (None without steps)."""
+def trace_step_time(summary: TraceSummary, cost: ProfilerCost | None = None) -> StepTime | None:
+    """Estimate an un-profiled step from a profiled trace window (None without steps).
+
+    ``cost`` overrides the profiler's cost per event (:func:`profiler_cost` of the trace's
+    reading by default): the calibration tests fit and cross-check it with this.
+    """
     n = len(summary.steps)
     if n == 0:
         return None
-    cost = profiler_cost(summary.profiler_event_us)
+    cost = cost or profiler_cost(summary.profiler_event_us)
     has_gpu = summary.has_gpu and (summary.window_gpu_busy_ms > 0 or summary.gpu_busy_ms > 0)
     gpu = (summary.window_gpu_busy_ms or sum(s.gpu_busy_ms for s in summary.steps)) / n
     sync_idle = _mean(summary, "idle_after_sync_ms") if has_gpu else 0.0
@@ -261,9 +286,6 @@ def step_time(record: RunRecord) -> StepTime | None:
     if summary is None:
         return None
     return trace_step_time(summary)
-
-
-
 
 
 # Kernel-name prefixes that tell a GPU generation when a trace lacks device properties (old

@@ -1,0 +1,66 @@
+"""Imports flow one way: record → traces → view → analyze → diff → report → cli.
+
+The live capture sits beside the trace reader (it summarises its profiler window with it), and the
+package facade (``torchdiag/__init__.py``: the public API, the version, the notebook hook) and
+``__main__`` stand above everything. A lower layer that imported a higher one would make the
+rules depend on the renderers, or the record on the report: this test fails on the first such
+import, lazy ones inside functions included.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "torchdiag"
+LAYERS = {
+    "record": 0,
+    "traces": 1,
+    "capture": 2,
+    "view": 2,
+    "analyze": 3,
+    "diff": 4,
+    "report": 5,
+    "report_templates": 5,
+    "cli": 6,
+}
+FACADE = {"__init__", "__main__"}
+
+
+def _part(module: str) -> str:
+    """The layer a ``torchdiag.x.y`` module belongs to (``x``), or the facade."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+    return [m for m in found if m == "torchdiag" or m.startswith("torchdiag.")]
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_imports_flow_one_way(path: Path) -> None:
+    module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    own = _part(module)
+    if own in FACADE:
+        return
+    assert own in LAYERS, f"{module}: add its package to the layer table"
+    for target in _imports(path):
+        layer = _part(target)
+        if layer == "__init__":
+            continue  # the facade's version string; the facade itself imports lazily
+        assert LAYERS[layer] <= LAYERS[own] or layer == own, (
+            f"{module} (layer {own}) imports {target} (layer {layer}): imports flow one way"
+        )
+        if layer != own:
+            assert LAYERS[layer] < LAYERS[own], f"{module} imports {target} at the same level"
