@@ -25,6 +25,7 @@ import msgspec
 from torchdiag.analyze.finding import SEVERITY_ORDER
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import BreakdownMs, RunRecord, TraceSummary
+from torchdiag.traces.launches import quantile
 from torchdiag.view.headline import headline
 from torchdiag.view.numbers import finite, to_jsonable
 from torchdiag.view.step_model import primary_summary, step_time
@@ -379,21 +380,11 @@ def _interval(
     tail = (1 - CONFIDENCE) / 2
     return RatioInterval(
         ratio=ratio,
-        low=_quantile(ratios, tail),
-        high=_quantile(ratios, 1 - tail),
+        low=quantile(ratios, tail) if ratios else None,
+        high=quantile(ratios, 1 - tail) if ratios else None,
         resamples=resamples,
         seed=seed,
     )
-
-
-def _quantile(ordered: Sequence[float], q: float) -> float | None:
-    """Linear-interpolation quantile of sorted values."""
-    if not ordered:
-        return None
-    pos = q * (len(ordered) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def _change_pct(base: float | None, head: float | None) -> float | None:

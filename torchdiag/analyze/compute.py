@@ -6,6 +6,7 @@ from __future__ import annotations
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.record import MathStats, RunRecord, TraceSummary
+from torchdiag.view.steady import mean_gpm_tensor_pct
 from torchdiag.view.step_model import (
     StepTime,
     device_capability,
@@ -149,7 +150,7 @@ def no_amp(record: RunRecord) -> Finding | None:
         "compute_capability": capability,
         "autocast_regions": autocast.entered if autocast is not None else None,
     }
-    tensor = _mean_gpm_tensor(record)
+    tensor = mean_gpm_tensor_pct(record)
     if tensor is not None:
         evidence["gpm_tensor_active_pct"] = round(tensor, 1)
     dtype = "torch.bfloat16" if capability is None or capability >= 8.0 else "torch.float16"
@@ -317,13 +318,3 @@ def _speedups(speedups: tuple[float, float, float]) -> str:
 
 def _pct(share: float | None) -> float | None:
     return None if share is None else round(share * 100, 1)
-
-
-def _mean_gpm_tensor(record: RunRecord) -> float | None:
-    samples = record.samples
-    if samples is None:
-        return None
-    values = [
-        v for gpu in samples.gpus if gpu.gpm for v in gpu.gpm.tensor_active_pct if v is not None
-    ]
-    return sum(values) / len(values) if values else None

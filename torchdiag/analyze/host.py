@@ -7,6 +7,7 @@ from __future__ import annotations
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.record import RunRecord
+from torchdiag.view.memory import memory_peaks
 from torchdiag.view.step_model import (
     StepTime,
     batch_size,
@@ -139,7 +140,7 @@ def small_batch(record: RunRecord) -> Finding | None:
     if batch is None:
         raise SkipRule("the batch size is unknown (no DataLoader settings or operator shapes)")
     capacity = device_memory_bytes(record, summary)
-    peak = _peak_memory(record, summary)
+    peak = memory_peaks(record).used or None
     headroom = capacity / peak if capacity and peak else None
     if headroom is not None and headroom < 2.0:
         return None  # a doubled batch would not fit: the finding would be advice nobody can take
@@ -299,14 +300,3 @@ def _sm_fill(record: RunRecord, summary) -> tuple[float | None, str | None]:
     if occupancy is not None and occupancy.sm_efficiency_pct is not None:
         return occupancy.sm_efficiency_pct / 100.0, "kernel blocks per SM"
     return None, None
-
-
-def _peak_memory(record: RunRecord, summary) -> int | None:
-    peaks = []
-    if summary is not None:
-        peaks += [m.peak_reserved_bytes or m.peak_allocated_bytes for m in summary.memory]
-    if record.samples is not None:
-        for gpu in record.samples.gpus:
-            peaks += [int(v) for v in gpu.memory_used_bytes if v]
-    peaks = [p for p in peaks if p]
-    return max(peaks) if peaks else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.record import RunRecord
+from torchdiag.view.memory import memory_peaks
 from torchdiag.view.step_model import device_memory_bytes, primary_summary, step_time
 
 # Peers flag memory at 90% of capacity (TensorBoard plugin, gpuprof): past that a longer
@@ -24,12 +25,13 @@ def memory_pressure(record: RunRecord) -> Finding | None:
     """Peak memory against capacity, fragmentation, and allocator calls inside steps."""
     summary = primary_summary(record)
     capacity = device_memory_bytes(record, summary)
-    allocated, reserved, device_used = _peaks(record)
+    peaks = memory_peaks(record)
+    allocated, reserved, device_used = peaks.allocated, peaks.reserved, peaks.device_used
     if not capacity:
         raise SkipRule("device memory capacity unknown (no GPU in the record or trace)")
     if not (allocated or reserved or device_used):
         raise SkipRule("no memory figures (profile_memory events or NVML samples)")
-    used = max(reserved, allocated, device_used)
+    used = peaks.used
     near = used / capacity
     # Fragmentation compares the allocator's own figures: NVML's used memory also holds the
     # CUDA context and other processes, which no allocator setting frees.
@@ -75,23 +77,6 @@ def memory_pressure(record: RunRecord) -> Finding | None:
         ),
         saving_pct_max=round(saving, 1),
     )
-
-
-def _peaks(record: RunRecord) -> tuple[int, int, int]:
-    """Peak allocated and reserved bytes (profiler memory events) and device use (NVML)."""
-    allocated = reserved = device_used = 0
-    summary = primary_summary(record)
-    if summary is not None:
-        for timeline in summary.memory:
-            allocated = max(allocated, timeline.peak_allocated_bytes)
-            reserved = max(reserved, timeline.peak_reserved_bytes)
-    if record.samples is not None:
-        for gpu in record.samples.gpus:
-            used = [v for v in gpu.memory_used_bytes if v]
-            if used:
-                # NVML sees the whole device (allocator cache and CUDA context included).
-                device_used = max(device_used, int(max(used)))
-    return allocated, reserved, device_used
 
 
 def _allocator_ms(summary) -> float:

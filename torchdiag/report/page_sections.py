@@ -46,15 +46,9 @@ def headline_extras(record: RunRecord, summary: TraceSummary | None) -> list[tup
 
 
 def _tensor_core_text(record: RunRecord, summary: TraceSummary | None) -> str | None:
-    values = [
-        v
-        for g in (record.samples.gpus if record.samples else [])
-        if g.gpm is not None
-        for v in g.gpm.tensor_active_pct
-        if v is not None
-    ]
-    if values:
-        return f"{format_pct(sum(values) / len(values))} active (GPM)"
+    tensor = headline(record)["tensor_active_pct"]
+    if tensor is not None:
+        return f"{format_pct(tensor)} active (GPM)"
     math_stats = summary.math if summary is not None else None
     if math_stats is not None and math_stats.eligible_ms > 0:
         share = 100.0 * math_stats.tensor_core_ms / math_stats.eligible_ms

@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from torchdiag.record import RunRecord, TraceSummary
-from torchdiag.view.numbers import finite, rounded, weighted_quantile
-from torchdiag.view.step_model import batch_size, primary_summary, step_time
+from torchdiag.view.memory import memory_peaks
+from torchdiag.view.numbers import rounded, weighted_quantile
+from torchdiag.view.steady import mean_gpm_tensor_pct, mean_gpu_busy_share
+from torchdiag.view.step_model import batch_size, device_memory_bytes, primary_summary, step_time
 
 
 def headline(record: RunRecord) -> dict[str, Any]:
@@ -28,13 +30,9 @@ def headline(record: RunRecord) -> dict[str, Any]:
     summary = primary_summary(record)
     walls, weights, rows_from = _step_rows(record, summary)
     batch, _ = batch_size(record)
-    util, mem_peak, mem_total = _gpu_samples(record)
-    mem_from = "NVML" if mem_peak is not None else None
-    if mem_peak is None and summary is not None and summary.memory:
-        mem_peak = max(m.peak_reserved_bytes or m.peak_allocated_bytes for m in summary.memory)
-        mem_peak = mem_peak or None
-        mem_total = next((d.memory_total_bytes for d in summary.devices), None)
-        mem_from = "allocator reserved" if mem_peak else None
+    util = mean_gpu_busy_share(record)
+    memory = memory_peaks(record)
+    mem_peak = memory.device_used or memory.reserved or memory.allocated or None
     step = timing.step_ms if timing is not None and timing.step_ms > 0 else None
     low, high = timing.range_ms if timing is not None else (None, None)
     busy = timing.gpu_busy_share if timing is not None else None
@@ -54,10 +52,11 @@ def headline(record: RunRecord) -> dict[str, Any]:
         "gpu_busy_pct": rounded(100 * busy) if busy is not None else None,
         "batch_size": batch,
         "samples_per_s": rounded(batch * 1000.0 / step) if batch and step else None,
-        "gpu_util_mean_pct": rounded(util),
+        "gpu_util_mean_pct": rounded(100 * util) if util is not None else None,
+        "tensor_active_pct": rounded(mean_gpm_tensor_pct(record)),
         "gpu_memory_peak_bytes": mem_peak,
-        "gpu_memory_total_bytes": mem_total,
-        "gpu_memory_peak_from": mem_from,
+        "gpu_memory_total_bytes": device_memory_bytes(record, summary) if mem_peak else None,
+        "gpu_memory_peak_from": memory.source,
     }
 
 
@@ -81,26 +80,3 @@ def _step_rows(
         return [], [], None
     walls = [st.duration_ms for st in summary.steps]
     return walls, [1.0] * len(walls), "profiled"
-
-
-def _gpu_samples(record: RunRecord) -> tuple[float | None, int | None, int | None]:
-    """(mean NVML utilisation %, peak memory used bytes, that GPU's total bytes)."""
-    samples = record.samples
-    if samples is None or not samples.gpus:
-        return None, None, None
-    merged = samples.rows_merged
-    util_sum = util_weight = 0.0
-    peak: float | None = None
-    peak_total: int | None = None
-    for gpu in samples.gpus:
-        for i, u in enumerate(gpu.utilization_pct):
-            if finite(u):
-                # Each row is the mean of rows_merged[i] raw samples; weight it accordingly.
-                w = float(merged[i]) if i < len(merged) and merged[i] > 0 else 1.0
-                util_sum += w * u
-                util_weight += w
-        for m in gpu.memory_used_bytes:
-            if finite(m) and (peak is None or m > peak):
-                peak, peak_total = m, gpu.memory_total_bytes
-    util = util_sum / util_weight if util_weight else None
-    return util, (int(peak) if peak is not None else None), peak_total
