@@ -28,7 +28,7 @@ from torchdiag.record import BreakdownMs, RunRecord, TraceSummary
 from torchdiag.traces.launches import quantile
 from torchdiag.view.headline import headline
 from torchdiag.view.numbers import finite, to_jsonable
-from torchdiag.view.step_model import primary_summary, step_time
+from torchdiag.view.step_model import gpu_work_steps, primary_summary, step_time
 
 DIFF_SCHEMA = "torchdiag.diff/1"
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -464,7 +464,8 @@ def _name_deltas(
 
 
 def _per_step_ms(summary: TraceSummary, field: str) -> dict[str, float]:
-    per_step = max(len(summary.steps), 1)
+    # Kernels: per step of the steps' own GPU work (a trace may hold more); operators: per step.
+    per_step = max(gpu_work_steps(summary) if field == "top_kernels" else len(summary.steps), 1)
     out: dict[str, float] = {}
     for stat in getattr(summary, field):
         if finite(stat.total_ms):

@@ -10,6 +10,7 @@ from torchdiag.view.steady import mean_gpm_tensor_pct
 from torchdiag.view.step_model import (
     StepTime,
     device_capability,
+    gpu_work_steps,
     primary_summary,
     step_evidence,
     step_time,
@@ -47,10 +48,7 @@ def _math(record: RunRecord) -> tuple[TraceSummary, MathStats, StepTime, float]:
     timing = step_time(record)
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time to compare the math against")
-    per_step = float(len(summary.steps))
-    if timing.gpu_busy_ms and summary.kernel_time_ms > timing.gpu_busy_ms * per_step:
-        per_step = summary.kernel_time_ms / timing.gpu_busy_ms
-    return summary, math, timing, per_step
+    return summary, math, timing, gpu_work_steps(summary)
 
 
 def _floor_ms(timing: StepTime) -> float:

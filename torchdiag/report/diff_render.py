@@ -38,15 +38,25 @@ def render_diff_json(diff: RunDiff) -> str:
     return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+def _estimated(diff: RunDiff) -> bool:
+    return diff.base.estimated or diff.head.estimated
+
+
+def _step_name(diff: RunDiff) -> str:
+    """What the compared step figure is: a median of measured steps, or an estimate."""
+    return "step (un-profiled estimate)" if _estimated(diff) else "median step"
+
+
 def diff_headline(diff: RunDiff) -> str:
-    """One sentence: the verdict, the median change and whether it fails the threshold."""
+    """One sentence: the verdict, the step change and whether it fails the threshold."""
     change = _signed_pct(diff.median_change_pct)
+    step = _step_name(diff)
     if diff.verdict == SLOWER:
-        line = f"HEAD is slower: median step {change}"
+        line = f"HEAD is slower: {step} {change}"
     elif diff.verdict == FASTER:
-        line = f"HEAD is faster: median step {change}"
+        line = f"HEAD is faster: {step} {change}"
     else:
-        line = f"{NO_CHANGE} in step time (median step {change}, within the noise)"
+        line = f"{NO_CHANGE} in step time ({step} {change}, within the noise)"
     if diff.regression:
         line += f" — a regression beyond the {format_number(diff.threshold_pct)}% threshold"
     return line
@@ -55,6 +65,14 @@ def diff_headline(diff: RunDiff) -> str:
 def interval_sentence(diff: RunDiff) -> str:
     """The ratio, its interval and what it was computed from."""
     iv = diff.interval
+    if _estimated(diff):
+        steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD profiled steps"
+        if iv.low is None or iv.high is None:
+            return f"HEAD/BASE step ratio {_ratio(iv.ratio)}; no interval ({steps})"
+        return (
+            f"HEAD/BASE step ratio {_ratio(iv.ratio)}, range [{_ratio(iv.low)}, "
+            f"{_ratio(iv.high)}] from the estimates' ranges ({steps})"
+        )
     steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD steady-state steps"
     if iv.low is None or iv.high is None:
         return f"HEAD/BASE median ratio {_ratio(iv.ratio)}; no interval ({steps})"
@@ -224,7 +242,7 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _key_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
     rows = [
         (
-            "Median step",
+            _step_name(diff).capitalize(),
             format_ms(diff.base.median_step_ms),
             format_ms(diff.head.median_step_ms),
             _signed_pct(diff.median_change_pct),
@@ -239,7 +257,8 @@ def _key_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
                 _signed_pct(diff.throughput_change_pct),
             )
         )
-    rows.append(("Steady-state steps", f"{diff.base.steps:,}", f"{diff.head.steps:,}", ""))
+    label = "Profiled steps" if _estimated(diff) else "Steady-state steps"
+    rows.append((label, f"{diff.base.steps:,}", f"{diff.head.steps:,}", ""))
     return rows
 
 

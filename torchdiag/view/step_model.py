@@ -133,6 +133,20 @@ def primary_summary(record: RunRecord) -> TraceSummary | None:
     return max(with_steps, key=lambda t: t.window_ms or sum(s.duration_ms for s in t.steps))
 
 
+def gpu_work_steps(summary: TraceSummary) -> float:
+    """How many steps of GPU work the trace's kernel totals hold: divide a kernel total by this
+    for milliseconds per step.
+
+    The steps, unless the trace also holds GPU work outside them (kernels of an earlier step
+    still queued when the window opened, or work after it): then in the ratio of the trace's GPU
+    busy time to the steps' own.
+    """
+    n = len(summary.steps)
+    if n and summary.window_gpu_busy_ms > 0 and summary.gpu_busy_ms > summary.window_gpu_busy_ms:
+        return n * summary.gpu_busy_ms / summary.window_gpu_busy_ms
+    return float(n)
+
+
 def profiled_step_ms(summary: TraceSummary | None) -> float | None:
     """Mean step inside the profiler window (the host's ProfilerStep spans)."""
     if summary is None or not summary.steps:
