@@ -180,13 +180,6 @@ def _host_and_wait(summary: TraceSummary, cost_us: float) -> tuple[float, float]
     return host, wait
 
 
-def corrected_host_ms(summary: TraceSummary) -> float:
-    """Host work per step as it would be without the profiler (milliseconds)."""
-    if not summary.steps:
-        return 0.0
-    return _host_and_wait(summary, profiler_cost(summary.profiler_event_us).us)[0]
-
-
 def _mean(summary: TraceSummary, field: str) -> float:
     steps = summary.steps
     return sum(getattr(s, field) for s in steps) / len(steps) if steps else 0.0
