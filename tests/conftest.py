@@ -41,6 +41,19 @@ def no_capture_leaks():
     assert session._active is None, "a torchdiag.profile() session is still marked active"
 
 
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*argv) -> (exit status, stdout, stderr)`` of ``torchdiag`` in-process."""
+    from torchdiag.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def live_sample_record(tmp_path_factory):
     """``live_sample_record("input_bound.py")``: the record of a short live CPU capture of that

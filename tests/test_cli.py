@@ -15,16 +15,6 @@ from torchdiag import cli
 from torchdiag.cli import main
 
 
-@pytest.fixture
-def run_cli(capsys):
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def _one_line_error(err: str) -> None:
     assert err.count("\n") == 1, err
     assert err.startswith("torchdiag: error: ")

@@ -14,7 +14,6 @@ from tracedata import H200, h200_truth
 
 from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import Analysis
-from torchdiag.cli import main
 from torchdiag.diff import (
     FASTER,
     NO_CHANGE,
@@ -299,16 +298,6 @@ def test_formats() -> None:
     assert "Threshold 5%: fails" in txt
     with pytest.raises(ValueError):
         render_diff(d, "pdf")
-
-
-@pytest.fixture
-def run_cli(capsys):
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def _save(tmp_path: Path, name: str, rec: RunRecord) -> str:

@@ -1,4 +1,4 @@
-"""Imports flow one way: record → traces → view → analyze → diff → report → cli.
+"""Imports flow one way: files → record → traces → view → analyze → diff → report → cli.
 
 The live capture sits beside the trace reader (it summarises its profiler window with it), and the
 package facade (``torchdiag/__init__.py``: the public API, the version, the notebook hook) and
@@ -16,15 +16,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "torchdiag"
 LAYERS = {
-    "record": 0,
-    "traces": 1,
-    "capture": 2,
-    "view": 2,
-    "analyze": 3,
-    "diff": 4,
-    "report": 5,
-    "report_templates": 5,
-    "cli": 6,
+    "files": 0,
+    "record": 1,
+    "traces": 2,
+    "capture": 3,
+    "view": 3,
+    "analyze": 4,
+    "diff": 5,
+    "report": 6,
+    "report_templates": 6,
+    "cli": 7,
 }
 FACADE = {"__init__", "__main__"}
 

@@ -12,6 +12,7 @@ import argparse
 import inspect
 import math
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,9 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
+import msgspec
+
+from torchdiag.files import atomic_write, terminal_safe
 from torchdiag.record import RecordError, RunRecord, decode_record
 
 EXIT_OK = 0
@@ -157,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    print(f"torchdiag: error: {message}", file=sys.stderr)
+    print(terminal_safe(f"torchdiag: error: {message}"), file=sys.stderr)
 
 
 def _one_line(err: BaseException) -> str:
@@ -167,18 +171,54 @@ def _one_line(err: BaseException) -> str:
     return text or type(err).__name__
 
 
+def check_input(text: str) -> Path:
+    """The input path, if it names a regular file or a directory; raises :class:`UsageError`.
+
+    Refused up front: an empty path (it would mean the current directory), anything that is not
+    a regular file or directory (a FIFO or a device would block the read forever), a symlink
+    loop (said as such, not as "no such file").
+    """
+    if not text.strip():
+        raise UsageError("an input path is required (an empty one would read the current folder)")
+    path = Path(text)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UsageError(f"no such file or directory: {path}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or type(err).__name__}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UsageError(f"not a file or directory (a FIFO, socket or device?): {path}")
+    return path
+
+
+class _Schema(msgspec.Struct):
+    """Only a document's top-level ``schema`` member (the rest is skipped unread)."""
+
+    schema: object = None
+
+
+def is_record(data: bytes) -> bool:
+    """Whether ``data`` is a run record: a JSON object whose top-level ``schema`` is
+    ``torchdiag.run/…`` (a trace that merely contains the text somewhere is not)."""
+    try:
+        schema = msgspec.json.decode(data, type=_Schema).schema
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return False
+    return isinstance(schema, str) and schema.startswith("torchdiag.run/")
+
+
 def load_input(path: Path, *, progress: ProgressCallback | None = None) -> RunRecord:
     """A record from ``run.json``, or one built from trace file(s); raises on bad input.
 
     ``progress`` is handed to the trace reader when it takes one (see :class:`ReadProgress`).
     """
-    if not path.exists():
-        raise UsageError(f"no such file or directory: {path}")
+    path = check_input(str(path))
     if path.is_file() and not path.name.endswith(".gz"):
         size = path.stat().st_size
         if size <= _MAX_RECORD_BYTES:
             data = path.read_bytes()
-            if b'"schema":"torchdiag.run/' in data or b'"schema": "torchdiag.run/' in data:
+            if is_record(data):
                 return decode_record(data)
     from torchdiag.traces.load import record_from_traces
 
@@ -281,7 +321,7 @@ def _read_progress(wanted: bool) -> Iterator[ReadProgress | None]:
 def _report(args: argparse.Namespace) -> int:
     from torchdiag.analyze.registry import analyze
 
-    source = Path(args.input)
+    source = check_input(args.input)
     fmt = args.format
     if args.html_url is not None:
         _check_url(args.html_url)
@@ -290,6 +330,7 @@ def _report(args: argparse.Namespace) -> int:
     output = args.output
     if output is None:
         output = str(_beside(source, fmt)) if fmt == "html" else "-"
+    _check_output(output, [source])
     # JSON on stdout is for pipelines (`| jq`): keep the terminal quiet there too.
     wanted = not args.no_progress and not (fmt == "json" and output == "-")
     with _read_progress(wanted) as progress:
@@ -298,8 +339,8 @@ def _report(args: argparse.Namespace) -> int:
     rendered = _render(fmt, record, analysis, cdn=args.cdn, html_url=args.html_url)
     _write(rendered, output)
     if summary_too:
-        sys.stdout.write(_render("text", record, analysis))
-        print(f"HTML report: {output}")
+        sys.stdout.write(terminal_safe(_render("text", record, analysis)))
+        print(terminal_safe(f"HTML report: {output}"))
     return EXIT_OK
 
 
@@ -308,8 +349,10 @@ def _diff(args: argparse.Namespace) -> int:
     from torchdiag.report.diff_render import render_diff
 
     wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
+    sources = [check_input(args.base), check_input(args.head)]
+    _check_output(args.output, sources)
     records = []
-    for path in (args.base, args.head):
+    for path in sources:
         with _read_progress(wanted) as progress:
             records.append(load_input(Path(path), progress=progress))
     result = diff_runs(records[0], records[1], threshold_pct=args.threshold)
@@ -325,13 +368,27 @@ def _check_url(url: str) -> None:
         raise UsageError(f"--html-url must be an http(s) URL, not {url!r}")
 
 
+def _check_output(output: str, sources: Sequence[Path]) -> None:
+    """Refuse an output that would overwrite an input, or an empty output path."""
+    if output == "-":
+        return
+    if not output.strip():
+        raise UsageError("an output path is required ('-' for stdout)")
+    target = Path(output)
+    for source in sources:
+        if source.is_file() and target.exists() and target.samefile(source):
+            raise UsageError(f"the output would overwrite the input: {output}")
+
+
 def _write(rendered: str, output: str) -> None:
     if output == "-":
+        # Whatever the format, what reaches a terminal shows control characters, never obeys
+        # them (JSON escapes them itself; HTML is escaped for the browser).
+        rendered = terminal_safe(rendered)
         sys.stdout.write(rendered if rendered.endswith("\n") else rendered + "\n")
     else:
-        target = Path(output)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(rendered, encoding="utf-8")
+        # All or nothing: a full disk leaves no truncated report behind.
+        atomic_write(output, rendered.encode("utf-8", "replace"))
 
 
 def _beside(source: Path, fmt: str) -> Path:

@@ -14,13 +14,13 @@ that is both the smallest JSON and what the charts consume directly.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import msgspec
+
+from torchdiag.files import atomic_write
 
 SCHEMA = "torchdiag.run/1"
 
@@ -499,9 +499,6 @@ class RunRecord(Struct):
 
 
 _ENCODER = msgspec.json.Encoder(order="sorted")
-# Read once at import: os.umask can only be read by setting it, which is not thread-safe later.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 _DECODER = msgspec.json.Decoder(RunRecord)
 
 
@@ -523,9 +520,42 @@ def decode_record(data: bytes | str) -> RunRecord:
             )
         raise RecordError(f'not a torchdiag run record (missing "schema": {SCHEMA!r})')
     try:
-        return _DECODER.decode(data)
+        record = _DECODER.decode(data)
     except msgspec.ValidationError as exc:
         raise RecordError(f"invalid run record: {exc}") from None
+    _check_durations(record)
+    return record
+
+
+# No step, wait or run lasts longer than this (about 11.6 days, in milliseconds): a larger or
+# negative figure is a corrupt record, and reporting it would print nonsense with exit status 0.
+MAX_DURATION_MS = 1e9
+
+
+def _check_durations(record: RunRecord) -> None:
+    """Raise :class:`RecordError` naming the first duration that is negative, not finite, or
+    absurdly large."""
+    s = record.steps
+    checks: list[tuple[str, list[float]]] = [
+        ("steps.wall_ms", s.wall_ms),
+        ("steps.input_wait_ms", s.input_wait_ms),
+        ("steps.max_wall_ms", s.max_wall_ms),
+        ("steps.total_wall_s", [s.total_wall_s * 1e3]),
+        ("steps.total_input_wait_s", [s.total_input_wait_s * 1e3]),
+        ("duration_s", [record.duration_s * 1e3]),
+    ]
+    summaries = list(record.traces)
+    if record.profiler is not None and record.profiler.summary is not None:
+        summaries.append(record.profiler.summary)
+    for i, summary in enumerate(summaries):
+        checks.append((f"traces[{i}].steps[].duration_ms", [t.duration_ms for t in summary.steps]))
+    for field, values in checks:
+        for j, value in enumerate(values):
+            if not (0.0 <= value <= MAX_DURATION_MS):  # also false for NaN
+                raise RecordError(
+                    f"invalid run record: {field}[{j}] = {value!r} is not a duration "
+                    f"(0 to {MAX_DURATION_MS:g} ms)"
+                )
 
 
 def load_record(path: str | os.PathLike[str]) -> RunRecord:
@@ -534,24 +564,8 @@ def load_record(path: str | os.PathLike[str]) -> RunRecord:
 
 
 def save_record(record: RunRecord, path: str | os.PathLike[str]) -> Path:
-    """Write ``record`` atomically: a temporary file in the same directory, then a rename.
+    """Write ``record`` atomically (:func:`torchdiag.files.atomic_write`).
 
     A reader never sees a half-written file, and a crash mid-write leaves the old file intact.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        # mkstemp makes the file private (0600); a record is an ordinary file for its owner's
-        # tools, so give it the permissions open() would have.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(record.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write(path, record.to_json())

@@ -24,6 +24,9 @@ class DataLoaderWatch:
         self._on_wait = on_wait
         self._thread_id = thread_id if thread_id is not None else threading.get_ident()
         self._patches = Patches()
+        # A dataset may iterate another DataLoader inside __getitem__: only the outermost wait
+        # blocked the step, the inner ones are part of it.
+        self._depth = threading.local()
         self._loaders: dict[int, LoaderInfo] = {}
         # iterator id -> loader id; iterators of persistent-worker loaders are reused across epochs
         self._iter_owner: dict[int, int] = {}
@@ -42,6 +45,10 @@ class DataLoaderWatch:
             return it
 
         def __next__(it: Any) -> Any:
+            depth = getattr(watch._depth, "n", 0)
+            if depth:
+                return original_next(it)
+            watch._depth.n = 1
             start = time.perf_counter()
             try:
                 batch = original_next(it)
@@ -49,11 +56,17 @@ class DataLoaderWatch:
                 # The end of an epoch (StopIteration) still blocked the loop, but it is no batch.
                 watch._note_wait(it, time.perf_counter() - start, got_batch=False)
                 raise
+            finally:
+                watch._depth.n = 0
             watch._note_wait(it, time.perf_counter() - start, got_batch=True)
             return batch
 
         self._patches.replace(dl.DataLoader, "__iter__", __iter__)
         self._patches.replace(dl._BaseDataLoaderIter, "__next__", __next__)
+
+    def follow_thread(self, thread_id: int) -> None:
+        """Count waits on ``thread_id`` from now on (the thread that trains)."""
+        self._thread_id = thread_id
 
     def uninstall(self) -> None:
         """Restore the original methods."""
@@ -61,7 +74,7 @@ class DataLoaderWatch:
 
     def loaders(self) -> list[LoaderInfo]:
         """Settings and totals of each loader iterated inside the block, in order of first use."""
-        return [self._loaders[k] for k in sorted(self._loaders)]
+        return sorted(self._loaders.values(), key=lambda info: info.loader_id)
 
     def _note_loader(self, loader: Any, it: Any) -> None:
         key = id(loader)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import psutil
 
+from torchdiag.capture.privacy import host_label, redact_argv
 from torchdiag.record import DeviceInfo, DistributedInfo, Environment, OptimizerInfo, ParameterInfo
 
 T = TypeVar("T")
@@ -48,17 +49,22 @@ def _probe(fn: Callable[[], T]) -> T | None:
         return None
 
 
-def snapshot_environment(version: str) -> Environment:
-    """Versions, devices and global flags as they are now (call inside the block)."""
+def snapshot_environment(version: str, *, redact: bool = True) -> Environment:
+    """Versions, devices and global flags as they are now (call inside the block).
+
+    With ``redact`` (the default) the host is a short hash and the command line keeps the
+    script's file name and hides secret values (:mod:`torchdiag.capture.privacy`).
+    """
     import torch
 
+    hostname = _probe(socket.gethostname) or ""
     env = Environment(
         torchdiag_version=version,
         python=platform.python_version(),
         platform=platform.platform(),
-        hostname=_probe(socket.gethostname) or "",
+        hostname=host_label(hostname) if redact else hostname,
         pid=os.getpid(),
-        argv=list(sys.argv),
+        argv=redact_argv(list(sys.argv)) if redact else list(sys.argv),
         torch_version=str(torch.__version__),
         cuda_version=_probe(lambda: str(torch.version.cuda) if torch.version.cuda else None),
         cudnn_version=_probe(torch.backends.cudnn.version),

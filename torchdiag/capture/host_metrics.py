@@ -24,8 +24,11 @@ from torchdiag.record import CollectorStatus
 class HostMetrics:
     """Reads host metrics with psutil. Construction never raises; see ``status``.
 
-    ``psutil.cpu_percent`` and ``Process.cpu_percent`` report the CPU used since their previous
-    call, so they are primed here and each :meth:`read` covers one sampler interval.
+    ``Process.cpu_percent`` reports the CPU used since its previous call on the same object, so
+    it is primed here and each :meth:`read` covers one sampler interval. Machine-wide CPU per
+    core is computed from ``psutil.cpu_times`` deltas kept here: ``psutil.cpu_percent`` keeps its
+    baseline in a module global, and calling it would reset the baseline the user's own calls
+    rely on.
     """
 
     def __init__(self, pid: int | None = None, *, worker_scan_interval_s: float = 2.0) -> None:
@@ -39,7 +42,8 @@ class HostMetrics:
         self._next_worker_scan = time.monotonic() + worker_scan_interval_s
         try:
             self._process = psutil.Process(pid)
-            per_core = psutil.cpu_percent(percpu=True)
+            self._core_times = psutil.cpu_times(percpu=True)
+            per_core = self._core_times
             self._process.cpu_percent(None)
             for child in self._process.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
@@ -52,9 +56,24 @@ class HostMetrics:
                 available=False, reason=f"host: {type(exc).__name__}: {exc}"
             )
 
+    def _per_core_percent(self) -> list[float]:
+        """Busy percent of each core since the previous call (its own baseline, not psutil's)."""
+        now = psutil.cpu_times(percpu=True)
+        out = []
+        for before, after in zip(self._core_times, now, strict=False):
+            total = sum(after) - sum(before)
+            idle = (after.idle + getattr(after, "iowait", 0.0)) - (
+                before.idle + getattr(before, "iowait", 0.0)
+            )
+            out.append(
+                round(min(100.0, max(0.0, 100.0 * (1.0 - idle / total))), 1) if total > 0 else 0.0
+            )
+        self._core_times = now
+        return out
+
     def read(self) -> HostReading:
         """One sample; raises only if the machine-wide or own-process queries fail."""
-        per_core = psutil.cpu_percent(percpu=True)
+        per_core = self._per_core_percent()
         with self._process.oneshot():
             process_cpu = self._process.cpu_percent(None)
             process_rss = self._process.memory_info().rss

@@ -17,7 +17,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torchdiag.capture.patching import Patches
+from torchdiag.files import remove_stale
 from torchdiag.record import ProfilerWindow
+
+# Temporary traces are named for the process that writes them, so a later run can tell the
+# leftovers of a killed process (kill -9 mid-export) from another live run's and remove them.
+TEMP_PREFIX = "torchdiag-"
+USER_PROFILER = "the user opened torch.profiler inside torchdiag's window, which was stopped"
 
 
 class ProfilerUnavailable(RuntimeError):
@@ -44,6 +51,9 @@ class ProfilerWindowControl:
         self._wall_start = 0.0
         self.window: ProfilerWindow | None = None
         self.abandon_reason: str | None = None
+        self._patches = Patches()
+        # True while torchdiag itself drives torch.profiler (its own start and steps).
+        self._driving = False
 
     @property
     def start_step(self) -> int:
@@ -54,6 +64,11 @@ class ProfilerWindowControl:
     def not_started(self) -> bool:
         """True while the profiler has not been started yet."""
         return self._prof is None and self.window is None
+
+    @property
+    def running(self) -> bool:
+        """True while torch.profiler is started and not yet stopped."""
+        return self._prof is not None
 
     @property
     def done(self) -> bool:
@@ -78,8 +93,40 @@ class ProfilerWindowControl:
             # Stop rather than step: stop() closes the last ProfilerStep annotation, and finish()
             # synchronises the device before the trace is cut.
             return self.finish()
-        self._prof.step()
+        with self._driven():
+            self._prof.step()
         return 0.0
+
+    @contextlib.contextmanager
+    def _driven(self) -> Any:
+        self._driving = True
+        try:
+            yield
+        finally:
+            self._driving = False
+
+    def install(self) -> None:
+        """Watch for the user opening their own profiler while this window records.
+
+        Two profilers at once crash torch itself (at export, or at exit): when another one is
+        prepared while the window runs, the window is stopped first and recorded as abandoned,
+        and the user's profiler goes ahead.
+        """
+        from torch.autograd import profiler as autograd_profiler
+
+        control = self
+        original = autograd_profiler.profile._prepare_trace
+
+        def _prepare_trace(prof: Any) -> Any:
+            if control._prof is not None and not control._driving:
+                control.abandon(USER_PROFILER)
+            return original(prof)
+
+        self._patches.replace(autograd_profiler.profile, "_prepare_trace", _prepare_trace)
+
+    def uninstall(self) -> None:
+        """Remove the watch (safe to call twice)."""
+        self._patches.restore()
 
     def start_now_if_due(self) -> None:
         """Start at block entry when no step is skipped at all."""
@@ -102,7 +149,13 @@ class ProfilerWindowControl:
             profile_memory=True,
             with_stack=self.with_stack,
         )
-        self._prof.start()
+        try:
+            with self._driven():
+                self._prof.start()
+        except BaseException as err:
+            # A profiler that failed to start is not stepped or stopped later.
+            self.abandon(f"{type(err).__name__}: {err}")
+            raise
         self._wall_start = time.perf_counter()
 
     def finish(self) -> float:
@@ -113,15 +166,17 @@ class ProfilerWindowControl:
 
         t0 = time.perf_counter()
         wall = t0 - self._wall_start
-        prof = self._prof
+        prof, self._prof = self._prof, None
         try:
             if torch.cuda.is_available():
                 # Kernels still queued belong to the window; without this they are cut off.
                 torch.cuda.synchronize()
-            prof.stop()
-            self.window = self._summarise(prof, wall)
         finally:
-            self._prof = None
+            # Whatever the synchronisation raised (a CUDA error), the profiler is stopped: a
+            # profiler left running cannot be stopped by anyone later and crashes at exit.
+            with self._driven():
+                prof.stop()
+        self.window = self._summarise(prof, wall)
         return time.perf_counter() - t0
 
     def abandon(self, reason: str) -> None:
@@ -141,7 +196,10 @@ class ProfilerWindowControl:
             path = self.trace_path
             path.parent.mkdir(parents=True, exist_ok=True)
         else:
-            fd, name = tempfile.mkstemp(prefix="torchdiag-", suffix=".pt.trace.json")
+            remove_stale_traces()
+            fd, name = tempfile.mkstemp(
+                prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".pt.trace.json"
+            )
             os.close(fd)
             path = Path(name)
         try:
@@ -158,3 +216,8 @@ class ProfilerWindowControl:
             trace_file=path.name if keep else None,
             summary=summary,
         )
+
+
+def remove_stale_traces(folder: str | None = None) -> int:
+    """Delete temporary traces left by torchdiag processes that no longer run; returns how many."""
+    return remove_stale(folder or tempfile.gettempdir(), TEMP_PREFIX, ".pt.trace.json")

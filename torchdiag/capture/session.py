@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import signal
 import sys
 import threading
 import time
@@ -48,6 +49,9 @@ _ACTIVE_LOCK = threading.Lock()
 _active: Run | None = None
 
 DEFAULT_DIR = "torchdiag_runs"
+# Sampling faster than this costs training more than it tells (at 1 ms the sampler slowed a
+# 2-core training loop by ~45%): shorter intervals are raised to it, with a warning.
+MIN_SAMPLE_INTERVAL_S = 0.05
 
 
 class profile(contextlib.ContextDecorator):
@@ -69,6 +73,8 @@ class profile(contextlib.ContextDecorator):
         with_stack: Record Python stacks in the profiler window (slower; default off).
         enabled: ``False`` makes the whole thing a no-op.
         name: Name of the run in reports (default: the script's file name).
+        redact: Keep the host only as a short hash and hide secret-looking values on the
+            command line (default). ``False`` records them as they are.
     """
 
     def __init__(
@@ -82,11 +88,19 @@ class profile(contextlib.ContextDecorator):
         with_stack: bool = False,
         enabled: bool = True,
         name: str | None = None,
+        redact: bool = True,
     ) -> None:
         if profile_steps < 0 or skip_first < 0:
             raise ValueError("profile_steps and skip_first must be >= 0")
-        if sample_interval <= 0:
+        if not sample_interval > 0:
             raise ValueError("sample_interval must be > 0 seconds")
+        if sample_interval < MIN_SAMPLE_INTERVAL_S:
+            warnings.warn(
+                f"torchdiag: sample_interval={sample_interval:g} s raised to "
+                f"{MIN_SAMPLE_INTERVAL_S:g} s (faster sampling slows training)",
+                stacklevel=2,
+            )
+            sample_interval = MIN_SAMPLE_INTERVAL_S
         self.output = output
         self.profile_steps = profile_steps
         self.skip_first = skip_first
@@ -95,6 +109,7 @@ class profile(contextlib.ContextDecorator):
         self.with_stack = with_stack
         self.enabled = enabled
         self.name = name
+        self.redact = redact
         self._run: Run | None = None
 
     def __enter__(self) -> Run:
@@ -115,6 +130,8 @@ class profile(contextlib.ContextDecorator):
         try:
             run._begin()
         except BaseException:
+            # Interrupted while setting up (Ctrl-C): nothing installed may stay behind.
+            run._teardown()
             _release(run)
             raise
         return run
@@ -169,6 +186,9 @@ class Run:
         self._window: ProfilerWindowControl | None = None
         self._environment: Environment | None = None
         self._overhead: dict[str, float] = {}
+        self._ended = False
+        self._sigterm_previous: Any = None
+        self._other_thread_steps = 0
 
     # -- public ------------------------------------------------------------------------------
 
@@ -197,28 +217,109 @@ class Run:
         self._guard("amp", self._install_amp_watch)
         self._guard("sampler", self._start_sampler)
         self._guard("profiler", self._prepare_profiler)
+        self._guard("signals", self._install_sigterm)
 
     def _end(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
-        status = _status_for(exc_type, exc)
+        """Tear everything down and write the record; runs once, whatever fails on the way."""
+        if self._ended:
+            return
+        self._ended = True
+        status = _safe(lambda: _status_for(exc_type, exc)) or _unprintable_status(exc_type)
         ended = dt.datetime.now(dt.timezone.utc)
-        if self._window is not None and not self._window.done:
-            # The block ended inside the window: keep what was recorded.
-            self._guard("profiler", self._finish_window)
+        samples = self._teardown()
+        record = _safe(lambda: self._build_record(status, ended, samples))
+        if record is None:  # building failed: still leave a record of the run's outcome
+            record = _minimal_record(self, status, ended)
+        self.record = record
+        self._save(record)
+
+    def _teardown(self) -> Any:
+        """Stop the window, the sampler and every hook; returns the sampler's series (or None).
+
+        Each part is guarded on its own and none is skipped when another fails: a profiler,
+        thread or patch left behind would outlive the block (and a running profiler crashes the
+        process at exit).
+        """
+        window = self._window
+        if window is not None:
+            if window.running:
+                # The block ended inside the window: keep what was recorded.
+                self._guard("profiler", self._finish_window)
+                if window.running:
+                    _safe(lambda: window.abandon("the window could not be finished"))
+            _safe(window.uninstall)
+            if window.abandon_reason:
+                self.collectors["profiler"] = CollectorStatus(
+                    available=False, reason=window.abandon_reason
+                )
         samples = None
         if self._sampler is not None:
             samples = _safe(self._sampler.stop)
             self.collectors.update(_safe(self._sampler.collectors) or {})
         for hook in self._hooks:
             _safe(hook.remove)
+        self._hooks = []
         for watch in (self._loader_watch, self._amp_watch):
             if watch is not None:
                 _safe(watch.uninstall)
-        record = self._build_record(status, ended, samples)
-        self.record = record
+        _safe(self._restore_sigterm)
+        return samples
+
+    def _save(self, record: RunRecord) -> None:
+        """Write the record; where the output cannot be written, to a named fallback."""
         try:
             save_record(record, self.path)
+            return
         except Exception as err:  # a full disk must not turn into a training failure
-            warnings.warn(f"torchdiag could not write {self.path}: {err}", stacklevel=3)
+            first = err
+        fallback = _fallback_path(self.path)
+        try:
+            record.collectors["record"] = CollectorStatus(
+                available=False, reason=f"could not write {self.path}: {first}"
+            )
+            save_record(record, fallback)
+            self.path = fallback
+            warnings.warn(
+                f"torchdiag could not write {record_path_text(first)}; record written to "
+                f"{fallback}",
+                stacklevel=4,
+            )
+        except Exception as err:
+            warnings.warn(
+                f"torchdiag could not write the record ({first}; fallback {fallback}: {err})",
+                stacklevel=4,
+            )
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _install_sigterm(self) -> None:
+        """Write the record as ``interrupted`` on SIGTERM (preemption, ``kill``, time limits).
+
+        The previous handler is kept: after the record is written it runs, or, where there was
+        none, the signal does what it would have done (the process ends as killed by SIGTERM).
+        Only the main thread can install handlers; elsewhere this collector says so.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("not in the main thread: SIGTERM is not caught")
+        self._sigterm_previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _restore_sigterm(self) -> None:
+        previous, self._sigterm_previous = self._sigterm_previous, None
+        if previous is not None and signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        previous = self._sigterm_previous
+        if previous == signal.SIG_IGN:
+            return  # the process ignores SIGTERM: so does the capture
+        self._end(SIGTERM, SIGTERM("the process received SIGTERM"))
+        _release(self)
+        if callable(previous):
+            previous(signum, frame)
+            return
+        # The default action: end the process as killed by the signal.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     # -- collectors ----------------------------------------------------------------------------
 
@@ -234,7 +335,7 @@ class Run:
     def _snapshot_environment(self) -> None:
         from torchdiag import __version__
 
-        self._environment = snapshot_environment(__version__)
+        self._environment = snapshot_environment(__version__, redact=self.options.redact)
 
     def _install_step_hook(self) -> None:
         from torch.optim.optimizer import register_optimizer_step_post_hook
@@ -274,6 +375,7 @@ class Run:
             with_stack=self.options.with_stack,
             trace_path=trace_path,
         )
+        self._window.install()
         self._window.start_now_if_due()
         self._timer.profiling = self._window.covers_step(0)
 
@@ -291,8 +393,22 @@ class Run:
                 self._optimizers[key] = (weakref.ref(optimizer), [1])
             else:
                 entry[1][0] += 1
-            if self._manual or threading.get_ident() != self._thread_id:
+            if self._manual:
                 return
+            thread = threading.get_ident()
+            if thread != self._thread_id:
+                if self._timer.completed or self._boundary_optimizer is not None:
+                    return  # another thread's optimizer (an EMA model, say): not the step
+                # Training runs on another thread than the one that entered the block: follow
+                # it, rather than record no steps at all.
+                self._thread_id = thread
+                if self._loader_watch is not None:
+                    self._loader_watch.follow_thread(thread)
+                self.collectors["steps"] = CollectorStatus(
+                    available=True,
+                    reason="steps followed on the thread that calls optimizer.step(), not the "
+                    "one that entered profile()",
+                )
             if self._boundary_optimizer is None:
                 self._boundary_optimizer = key
             if key == self._boundary_optimizer:
@@ -362,10 +478,55 @@ class Run:
         )
 
 
+class SIGTERM(BaseException):
+    """Stands for SIGTERM in the record's status (the run was stopped, it did not fail)."""
+
+
+def _unprintable_status(exc_type: type[BaseException] | None) -> RunStatus:
+    """The status when even describing the exception failed."""
+    name = getattr(exc_type, "__qualname__", "exception")
+    if exc_type is None:
+        return RunStatus(state="completed")
+    state = "failed" if issubclass(exc_type, Exception) else "interrupted"
+    return RunStatus(state=state, exception_type=name, message="<message could not be read>")
+
+
+def _minimal_record(run: Run, status: RunStatus, ended: dt.datetime) -> RunRecord:
+    """A record of the outcome alone, when building the full one failed."""
+    return RunRecord(
+        schema=SCHEMA,
+        source="live",
+        name=run.options.name or _script_name(),
+        started_utc=run.started.isoformat(timespec="seconds"),
+        ended_utc=ended.isoformat(timespec="seconds"),
+        status=status,
+        collectors={
+            **run.collectors,
+            "record": CollectorStatus(available=False, reason="building the record failed"),
+        },
+    )
+
+
+def _fallback_path(path: Path) -> Path:
+    """Where a record goes when its own path cannot be written: the system's temporary folder,
+    named for the run so it can be found (the warning says where)."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"torchdiag-fallback-{os.getpid()}-{path.name}"
+
+
+def record_path_text(err: BaseException) -> str:
+    """The failed path of an OSError, else the error's text."""
+    return str(getattr(err, "filename", None) or err)
+
+
 def _status_for(exc_type: type[BaseException] | None, exc: BaseException | None) -> RunStatus:
     if exc_type is None:
         return RunStatus(state="completed")
-    message = str(exc) if exc is not None else ""
+    try:
+        message = str(exc) if exc is not None else ""
+    except BaseException:  # an exception whose __str__ raises: say so, keep the type
+        message = "<message could not be read>"
     if len(message) > 2000:
         message = message[:2000] + "…"
     if issubclass(exc_type, Exception):

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from torchdiag.files import safe_text
 from torchdiag.record import (
     CollectorStatus,
     DeviceInfo,
@@ -143,11 +144,13 @@ def _epoch_start(t_min_us: float, base_ns: Any) -> float | None:
     """Wall-clock start (epoch seconds) when the trace's timestamps allow it."""
     if t_min_us == float("inf"):
         return None
+    start = None
     if isinstance(base_ns, int) and base_ns:
-        return base_ns / 1e9 + t_min_us / 1e6
-    if t_min_us > 1e15:  # already µs since the epoch (after 2001)
-        return t_min_us / 1e6
-    return None
+        start = base_ns / 1e9 + t_min_us / 1e6
+    elif t_min_us > 1e15:  # already µs since the epoch (after 2001)
+        start = t_min_us / 1e6
+    # A base or timestamp outside 1990-2200 is corrupt: the trace is still read, undated.
+    return start if start is not None and 6.3e8 < start < 7.3e9 else None
 
 
 def find_trace_files(path: PathLike) -> list[Path]:
@@ -194,7 +197,7 @@ def record_from_traces(
     traces: list[_Trace] = []
     not_traces: list[str] = []
     unreadable: list[str] = []
-    first_error: TraceError | None = None
+    first_error: TraceError | OSError | None = None
     done = 0
     for f, size in zip(files, sizes, strict=True):
         try:
@@ -202,14 +205,14 @@ def record_from_traces(
         except NotATraceError:
             if len(files) == 1:
                 raise
-            not_traces.append(f.name)  # JSON that is not a trace: a config, samples ...
-        except TraceError as exc:
+            not_traces.append(safe_text(f.name))  # JSON that is no trace: a config, samples
+        except (TraceError, OSError) as exc:
             # A file named on its own must be readable; one a directory listing found may be
-            # a half-written or foreign file, reported instead of failing the whole run.
+            # a half-written, foreign or unreadable file, reported instead of failing the run.
             if len(files) == 1 or not listed:
                 raise
             first_error = first_error or exc
-            unreadable.append(f.name)
+            unreadable.append(safe_text(f.name))
         done += size or 0
     if not traces:
         if first_error is not None:
@@ -234,7 +237,7 @@ def record_from_traces(
     collectors = {
         "trace": CollectorStatus(available=True, reason="; ".join(reasons) if reasons else None)
     }
-    name = files[0].name if len(files) == 1 else Path(str(items[0])).name
+    name = safe_text(files[0].name if len(files) == 1 else Path(str(items[0])).name)
     return RunRecord(
         source="trace",
         name=name,

@@ -1,0 +1,90 @@
+"""Files torchdiag writes: all-or-nothing replacement, and the leftovers of killed processes.
+
+A record or report is written to a temporary file in the target's folder and renamed over the
+target, so a reader never sees half a file and a full disk or a kill leaves the old file intact.
+The temporary name carries the writer's pid; a later write removes the temporaries of writers
+that no longer run (kill -9 gives a process no chance to clean up after itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` all at once (temporary file, fsync, rename); returns the path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{target.name}.{os.getpid()}."
+    remove_stale(target.parent, f".{target.name}.", ".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    try:
+        # mkstemp makes the file private (0600); a record or report is an ordinary file for its
+        # owner's tools, so give it the permissions open() would have.
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def remove_stale(folder: str | os.PathLike[str], prefix: str, suffix: str) -> int:
+    """Delete ``<prefix><pid>…<suffix>`` files in ``folder`` whose writer no longer runs.
+
+    Returns how many were removed. Files of live processes, and names without a pid, are left.
+    """
+    removed = 0
+    with contextlib.suppress(OSError):
+        for path in Path(folder).glob(f"{prefix}*{suffix}"):
+            pid = path.name[len(prefix) :].split(".", 1)[0].split("-", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid Unicode: undecodable bytes of a file name (lone surrogates) become
+    U+FFFD, so the name can be written to UTF-8 reports."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+# Shown as \uXXXX: the same spelling JSON uses, so JSON output stays valid JSON.
+_CONTROL = {c: f"\\u{c:04x}" for c in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))}
+del _CONTROL[0x09], _CONTROL[0x0A]  # tab and newline lay text out; every other control acts
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with control characters shown, not obeyed (``ESC`` becomes ``\\u001b``).
+
+    Names from a trace or a model can carry escape sequences that clear the screen, retitle the
+    window, write the clipboard (OSC 52) or plant links (OSC 8) when printed to a terminal.
+    """
+    return text.translate(_CONTROL)
