@@ -42,6 +42,15 @@ def no_capture_leaks():
 
 
 @pytest.fixture
+def model_opt():
+    """A tiny model and its optimizer."""
+    import torch
+
+    model = torch.nn.Linear(4, 1)
+    return model, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+@pytest.fixture
 def run_cli(capsys):
     """``run_cli(*argv) -> (exit status, stdout, stderr)`` of ``torchdiag`` in-process."""
     from torchdiag.cli import main

@@ -21,7 +21,9 @@ def _one_line_error(code: int, out: str, err: str) -> None:
     assert "Traceback" not in err
 
 
-def _small_trace(tmp_path: Path, name: str = "t.pt.trace.json", **top) -> Path:
+def _small_trace(
+    tmp_path: Path, name: str = "t.pt.trace.json", op: str = "aten::mm", **top
+) -> Path:
     events = [
         {
             "ph": "X",
@@ -37,7 +39,7 @@ def _small_trace(tmp_path: Path, name: str = "t.pt.trace.json", **top) -> Path:
         {
             "ph": "X",
             "cat": "cpu_op",
-            "name": "aten::mm",
+            "name": op,
             "pid": 1,
             "tid": 1,
             "ts": 1000.0 * i + 10,
@@ -174,31 +176,7 @@ ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x1b]52;c;cHduZWQ=\x07\x1b]8;;http://x\x1b\\li
 
 @pytest.mark.parametrize("fmt", ["text", "md", "json"])
 def test_escape_sequences_never_reach_the_terminal(tmp_path, run_cli, fmt):
-    events = [
-        {
-            "ph": "X",
-            "cat": "user_annotation",
-            "name": f"ProfilerStep#{i}",
-            "pid": 1,
-            "tid": 1,
-            "ts": 1000.0 * i,
-            "dur": 900.0,
-        }
-        for i in range(4)
-    ] + [
-        {
-            "ph": "X",
-            "cat": "cpu_op",
-            "name": f"evil{ESCAPES}",
-            "pid": 1,
-            "tid": 1,
-            "ts": 1000.0 * i + 10,
-            "dur": 500.0,
-        }
-        for i in range(4)
-    ]
-    trace = tmp_path / f"name{ESCAPES[:4]}.json"
-    trace.write_text(json.dumps({"traceEvents": events}))
+    trace = _small_trace(tmp_path, f"name{ESCAPES[:4]}.json", op=f"evil{ESCAPES}")
     code, out, err = run_cli("report", str(trace), "--format", fmt, "-o", "-")
     assert code == 0, err
     assert not any(ch in out for ch in "\x1b\x07\x9b"), repr(out[:200])

@@ -18,23 +18,12 @@ import threading
 import psutil
 import pytest
 import torch
+from training import train_step
 
 import torchdiag
 from torchdiag.capture import profiler_window, sampler
 from torchdiag.capture import session as session_mod
 from torchdiag.record import load_record
-
-
-def _step(model, opt):
-    model(torch.randn(2, 4)).sum().backward()
-    opt.step()
-    opt.zero_grad()
-
-
-@pytest.fixture
-def model_opt():
-    model = torch.nn.Linear(4, 1)
-    return model, torch.optim.SGD(model.parameters(), lr=0.1)
 
 
 class UnprintableError(Exception):
@@ -48,7 +37,7 @@ def test_exception_whose_str_raises(tmp_path, model_opt, inside_window):
     with pytest.raises(UnprintableError) as caught:
         with torchdiag.profile(tmp_path / "run.json", skip_first=1, profile_steps=3):
             for i in range(6):
-                _step(*model_opt)
+                train_step(*model_opt)
                 if i == (2 if inside_window else 5):
                     raise err
     assert caught.value is err
@@ -65,10 +54,10 @@ def test_user_profiler_inside_the_window(tmp_path, model_opt):
         for i in range(8):
             if i == 3:
                 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as p:
-                    _step(*model_opt)
+                    train_step(*model_opt)
                 assert p.key_averages()  # the user's profiler recorded their step
             else:
-                _step(*model_opt)
+                train_step(*model_opt)
     record = load_record(run.path)
     assert record.steps.count == 8
     assert record.collectors["profiler"].available is False
@@ -108,7 +97,7 @@ def test_profiler_refusing_to_start(tmp_path, model_opt, monkeypatch):
     monkeypatch.setattr(torch.profiler.profile, "start", refuse)
     with torchdiag.profile(tmp_path / "run.json", skip_first=1, profile_steps=2) as run:
         for _ in range(5):
-            _step(*model_opt)
+            train_step(*model_opt)
     record = load_record(run.path)
     assert record.steps.count == 5
     assert record.collectors["profiler"].available is False
@@ -128,7 +117,7 @@ def test_sampler_thread_dying(tmp_path, model_opt, monkeypatch):
     monkeypatch.setattr(sampler.Sampler, "sample_once", dies_on_second)
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0, sample_interval=0.05) as run:
         for _ in range(3):
-            _step(*model_opt)
+            train_step(*model_opt)
         deadline = threading.Event()
         while calls["n"] < 2 and not deadline.wait(0.01):
             pass
@@ -144,7 +133,7 @@ def test_psutil_raising_leaves_host_unavailable(tmp_path, model_opt, monkeypatch
 
     monkeypatch.setattr(psutil, "cpu_times", broken)
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0) as run:
-        _step(*model_opt)
+        train_step(*model_opt)
     record = load_record(run.path)
     assert record.status.state == "completed" and record.steps.count == 1
     assert record.collectors["host"].available is False
@@ -167,11 +156,33 @@ def test_unwritable_output_goes_to_a_named_fallback(tmp_path, model_opt):
     blocker.write_text("x")
     with pytest.warns(UserWarning, match="record written to") as warned:
         with torchdiag.profile(blocker / "run.json", profile_steps=0) as run:
-            _step(*model_opt)
+            train_step(*model_opt)
     assert run.path != blocker / "run.json" and run.path.is_file()
     assert str(run.path) in str(warned[0].message)
     record = load_record(run.path)
     assert record.collectors["record"].available is False
+    run.path.unlink()
+
+
+def test_full_disk_sends_the_record_to_the_fallback(tmp_path, model_opt, monkeypatch):
+    from torchdiag import files
+
+    real_fsync, calls = files.os.fsync, []
+
+    def disk_full_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", disk_full_once)
+    with pytest.warns(UserWarning, match="record written to"):
+        with torchdiag.profile(tmp_path / "run.json", profile_steps=0) as run:
+            train_step(*model_opt)
+    assert not (tmp_path / "run.json").exists()
+    assert list(tmp_path.iterdir()) == []  # no truncated record or temporary left behind
+    record = load_record(run.path)
+    assert "No space left" in record.collectors["record"].reason
     run.path.unlink()
 
 
@@ -186,7 +197,7 @@ def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, model_opt):
     stale_trace = trace_dir / f"torchdiag-{dead}-x1.pt.trace.json"
     stale_trace.write_text("{")
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0):
-        _step(*model_opt)
+        train_step(*model_opt)
     assert not stale.exists() and live.exists()
     assert profiler_window.remove_stale_traces(str(trace_dir)) == 1
     assert not stale_trace.exists()
@@ -206,7 +217,7 @@ def test_tiny_sample_interval_is_raised(tmp_path, model_opt):
 
 def test_training_on_another_thread_is_followed(tmp_path, model_opt):
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0) as run:
-        worker = threading.Thread(target=lambda: [_step(*model_opt) for _ in range(4)])
+        worker = threading.Thread(target=lambda: [train_step(*model_opt) for _ in range(4)])
         worker.start()
         worker.join()
     record = load_record(run.path)
@@ -246,7 +257,7 @@ def test_capture_leaves_psutil_cpu_percent_baseline_alone(tmp_path, model_opt, m
     monkeypatch.setattr(psutil, "cpu_percent", lambda *a, **k: calls.append(1) or original(*a, **k))
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0, sample_interval=0.05) as run:
         for _ in range(3):
-            _step(*model_opt)
+            train_step(*model_opt)
         threading.Event().wait(0.15)
     assert calls == []
     samples = load_record(run.path).samples

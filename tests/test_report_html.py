@@ -1,7 +1,7 @@
 """Tests of the HTML report's sections, size bounds, determinism and escaping.
 
-Builds on the hand-made records of ``test_report.py``; the H200 trace test reads a real trace when
-the shared trace folder is present.
+Builds on the hand-made records of ``test_report.py``; the H200 trace test reads a real trace
+(tests/data/h200).
 """
 
 from __future__ import annotations
@@ -116,7 +116,6 @@ def test_rich_live_record_has_every_section_with_data(rich_page: str) -> None:
     assert "step 0" in rich_page
 
 
-@pytest.mark.skipif(not H200_TRACE.exists(), reason="shared H200 traces not present")
 def test_h200_trace_record_has_every_section() -> None:
     from torchdiag.traces.load import record_from_traces
 

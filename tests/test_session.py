@@ -6,22 +6,11 @@ import json
 
 import pytest
 import torch
+from training import train_step
 
 import torchdiag
 from torchdiag.capture import session as session_mod
 from torchdiag.record import DistributedInfo, load_record
-
-
-def _step(model, opt):
-    model(torch.randn(2, 4)).sum().backward()
-    opt.step()
-    opt.zero_grad()
-
-
-@pytest.fixture
-def model_opt():
-    model = torch.nn.Linear(4, 1)
-    return model, torch.optim.SGD(model.parameters(), lr=0.1)
 
 
 class PlantedError(Exception):
@@ -35,7 +24,7 @@ def test_exception_passes_through_and_record_says_failed(tmp_path, model_opt):
         torchdiag.profile(tmp_path / "run.json", profile_steps=0),
     ):
         for i in range(5):
-            _step(*model_opt)
+            train_step(*model_opt)
             if i == 2:
                 raise err
     assert caught.value is err  # the very same object, unchanged
@@ -51,14 +40,14 @@ def test_keyboard_interrupt_is_recorded_as_interrupted(tmp_path, model_opt):
         pytest.raises(KeyboardInterrupt),
         torchdiag.profile(tmp_path / "run.json", profile_steps=0),
     ):
-        _step(*model_opt)
+        train_step(*model_opt)
         raise KeyboardInterrupt
     assert load_record(tmp_path / "run.json").status.state == "interrupted"
 
 
 def test_completed_run(tmp_path, model_opt):
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0) as run:
-        _step(*model_opt)
+        train_step(*model_opt)
     record = load_record(run.path)
     assert record.status.state == "completed"
     assert record.source == "live"
@@ -83,7 +72,7 @@ def test_disabled_is_a_true_noop(tmp_path, model_opt, monkeypatch):
     original = torch.utils.data.DataLoader.__iter__
     with torchdiag.profile(enabled=False) as run:
         assert torch.utils.data.DataLoader.__iter__ is original
-        _step(*model_opt)
+        train_step(*model_opt)
         run.step()
     assert run.record is None
     assert run.steps == 0
@@ -96,7 +85,7 @@ def test_decorator_form_runs_each_call(tmp_path, model_opt):
     @torchdiag.profile(tmp_path / "run.json", profile_steps=0)
     def train(n):
         for _ in range(n):
-            _step(*model_opt)
+            train_step(*model_opt)
         calls.append(n)
         return "done"
 
@@ -110,7 +99,7 @@ def test_decorator_form_runs_each_call(tmp_path, model_opt):
 def test_default_output_directory(tmp_path, monkeypatch, model_opt):
     monkeypatch.chdir(tmp_path)
     with torchdiag.profile(profile_steps=0) as run:
-        _step(*model_opt)
+        train_step(*model_opt)
     assert run.path.name == "run.json"
     assert run.path.parent.parent.name == "torchdiag_runs"
     assert (tmp_path / run.path).exists()
@@ -139,7 +128,7 @@ def test_rank_from_launcher_environment(tmp_path, monkeypatch, model_opt):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0) as run:
-        _step(*model_opt)
+        train_step(*model_opt)
     assert run.path == tmp_path / "run.rank1.json"
     record = load_record(run.path)
     assert (record.rank, record.world_size) == (1, 2)
@@ -152,7 +141,7 @@ def test_failing_collector_is_recorded_and_training_goes_on(tmp_path, model_opt,
 
     monkeypatch.setattr("torchdiag.capture.sampler.create_sampler", broken)
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0) as run:
-        _step(*model_opt)
+        train_step(*model_opt)
     record = load_record(run.path)
     assert record.status.state == "completed"
     assert record.collectors["sampler"].available is False
@@ -164,7 +153,7 @@ def test_profiler_already_active_is_recorded(tmp_path, model_opt):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
         with torchdiag.profile(tmp_path / "run.json", skip_first=0, profile_steps=2) as run:
             for _ in range(3):
-                _step(*model_opt)
+                train_step(*model_opt)
     record = load_record(run.path)
     assert record.collectors["profiler"].available is False
     assert "active" in record.collectors["profiler"].reason
@@ -176,7 +165,7 @@ def test_unwritable_output_warns_but_never_raises(tmp_path, model_opt):
     blocker.write_text("x")
     with pytest.warns(UserWarning, match="could not write"):
         with torchdiag.profile(blocker / "run.json", profile_steps=0):
-            _step(*model_opt)
+            train_step(*model_opt)
 
 
 def test_autocast_and_environment_flags(tmp_path, model_opt):

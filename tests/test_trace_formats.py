@@ -1,8 +1,8 @@
 """Trace dialects and derived figures: synthetic traces of every dialect, and the real ones.
 
 The synthetic traces are small and hand-checked: each test builds the events it needs, so the
-expected numbers can be read off the test. The real traces (``shared/traces/external`` beside
-the repository, see MANIFEST.tsv) are checked per dialect family.
+expected numbers can be read off the test. The real traces (``tests/data/external``, see its
+MANIFEST.tsv) are checked per dialect family.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from torchdiag.traces.kernels import conv_layout, is_layout_transform
 from torchdiag.traces.launches import quantile
 from torchdiag.traces.load import read_trace, record_from_traces
 from torchdiag.traces.runtime import GRAPH_LAUNCH, KERNEL_LAUNCH, OTHER, SYNC, runtime_kind
-
-needs_external = pytest.mark.skipif(not EXTERNAL.is_dir(), reason="external traces not available")
 
 
 @functools.cache
@@ -465,7 +463,6 @@ def test_batch_size_tiers():
 # The real traces, per dialect family
 
 
-@needs_external
 def test_kineto_resnet50_early_format_with_dataloader_stall():
     s = external("kineto/resnet50_num_workers_0__worker0.pt.trace.json.gz")
     assert s.format == "kineto-early" and s.step_detection == "profiler-step"
@@ -481,14 +478,12 @@ def test_kineto_resnet50_early_format_with_dataloader_stall():
     assert opt.name == "Optimizer.step#SGD.step" and opt.foreach_ops_per_call == 0
 
 
-@needs_external
 def test_kineto_compute_properties():
     s = external("kineto/gpu_metrics_input.json")
     assert s.format == "kineto-early"
     assert s.devices and s.devices[0].name.startswith("Tesla V100")
 
 
-@needs_external
 def test_legacy_autograd_trace_has_cpu_operators():
     s = external("luxmea/profiler_trace.json")
     assert s.format == "autograd-legacy" and not s.has_gpu
@@ -497,7 +492,6 @@ def test_legacy_autograd_trace_has_cpu_operators():
     assert s.steps[0].breakdown.cpu_only > 0
 
 
-@needs_external
 @pytest.mark.parametrize(
     "name",
     [
@@ -513,7 +507,6 @@ def test_rocm_traces(name):
     assert "other" not in {k.kernel_class for k in s.top_kernels if "Cijk_" in k.name}
 
 
-@needs_external
 def test_mi300_resnet_details():
     s = external("tracelens/mi300__resnet_act_checkpoint.json.gz")
     assert (s.rank, s.world_size, s.backend) == (0, 8, "nccl")
@@ -522,7 +515,6 @@ def test_mi300_resnet_details():
     assert s.math.op_dtype_ms.get("c10::BFloat16", 0) > 0
 
 
-@needs_external
 def test_nearly_empty_traces_say_what_is_missing():
     cpu = external("hta/rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz")
     assert (cpu.rank, cpu.world_size, cpu.backend) == (34, 300, "gloo")
@@ -536,13 +528,11 @@ def test_nearly_empty_traces_say_what_is_missing():
     assert empty.steps[0].syncs == 0 and empty.syncs[0].in_steps == 0
 
 
-@needs_external
 def test_cpu_only_trace_batch_from_shapes():
     s = external("dtu_mlops/trace.json")
     assert s.device_kind is None and s.batch_size == 5 and s.launch is None
 
 
-@needs_external
 def test_ranks_in_a_directory_make_one_record(tmp_path):
     for rank in (1, 0):
         name = f"trace_filter__sampled_rank-{rank}.json.gz"
@@ -564,7 +554,6 @@ def test_ranks_in_a_directory_make_one_record(tmp_path):
     assert calls[-1][0] <= total
 
 
-@needs_external
 def test_distributed_single_file_sets_rank_and_world_size():
     s = external("hta/nccl_data.json.gz")
     assert (s.rank, s.world_size, s.backend) == (0, 2, "nccl")

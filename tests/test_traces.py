@@ -19,8 +19,6 @@ from torchdiag.traces.kernels import classify_kernel, kernel_class, tensor_core
 from torchdiag.traces.load import find_trace_files, read_trace, record_from_traces
 
 H200_TRACES = sorted(H200.glob("*.pt.trace.json.gz"))
-needs_h200 = pytest.mark.skipif(not H200_TRACES, reason="shared H200 traces not available")
-needs_external = pytest.mark.skipif(not EXTERNAL.is_dir(), reason="external traces not available")
 
 
 @functools.cache
@@ -582,7 +580,6 @@ def test_kernel_classes(name, cls, tc):
 # Real H200 traces
 
 
-@needs_h200
 @pytest.mark.parametrize("path", H200_TRACES, ids=lambda p: p.name.split(".")[0])
 def test_h200_trace_summaries(path):
     s = summary_of(path)
@@ -606,7 +603,6 @@ def test_h200_trace_summaries(path):
     assert all(m.peak_allocated_bytes == max(m.allocated_bytes) for m in s.memory)
 
 
-@needs_h200
 def test_dataloader_stall_shows_input_wait():
     s = h200("dataloader_stall_w0")
     assert s.dataloader_iterators == {"_SingleProcessDataLoaderIter": 4}
@@ -616,7 +612,6 @@ def test_dataloader_stall_shows_input_wait():
     assert all(st.breakdown.input_wait == 0 for st in healthy.steps)
 
 
-@needs_h200
 def test_resnet_fp32_kernels():
     s = h200("resnet_fp32")
     matrix = [k for k in s.top_kernels if k.kernel_class in ("convolution", "gemm")]
@@ -637,7 +632,6 @@ def test_resnet_fp32_kernels():
     assert any("c10::BFloat16" in op.input_dtypes for op in amp.top_ops)
 
 
-@needs_h200
 def test_transformer_fp32_gemms_are_not_on_tensor_cores():
     fp32 = h200("transformer_fp32")
     gemm = [k for k in fp32.top_kernels if k.kernel_class == "gemm"]
@@ -647,7 +641,6 @@ def test_transformer_fp32_gemms_are_not_on_tensor_cores():
     assert all(k.tensor_core for k in amp.top_kernels if k.kernel_class == "gemm")
 
 
-@needs_h200
 def test_op_gpu_time_links_kernels_to_operators():
     s = h200("healthy_resnet_amp")
     ops = {o.name: o for o in s.top_ops}
@@ -656,7 +649,6 @@ def test_op_gpu_time_links_kernels_to_operators():
     assert "256x3x224x224, 64x3x7x7" in ops["aten::convolution"].input_shapes
 
 
-@needs_h200
 def test_summary_is_deterministic_and_independent_of_block_size():
     path = H200 / "transformer_sync_each_step.pt.trace.json.gz"
     a = msgspec.json.encode(read_trace(path))
@@ -665,7 +657,6 @@ def test_summary_is_deterministic_and_independent_of_block_size():
     assert a == b == c
 
 
-@needs_h200
 def test_record_from_directory():
     record = record_from_traces(H200)
     assert [t.origin for t in record.traces] == [p.name for p in H200_TRACES]
@@ -683,7 +674,6 @@ def test_record_from_directory():
 # Other real traces
 
 
-@needs_external
 def test_distributed_trace_record():
     record = record_from_traces(EXTERNAL / "hta" / "df_index_resolver.json.gz")
     assert record.name == "df_index_resolver.json.gz"
@@ -700,7 +690,6 @@ def test_distributed_trace_record():
     assert s.kernel_class_ms["communication"] > 0
 
 
-@needs_external
 def test_nccl_trace():
     s = summary_of(EXTERNAL / "hta" / "nccl_data.json.gz")
     assert s.rank == 0 and len(s.steps) == 3 and s.format == "kineto"
@@ -709,7 +698,6 @@ def test_nccl_trace():
     assert_consistent_steps(s)
 
 
-@needs_external
 def test_cpu_only_trace():
     s = summary_of(EXTERNAL / "dtu_mlops" / "trace.json")
     assert not s.has_gpu and s.kernel_count == 0 and s.device_kind is None
@@ -722,7 +710,6 @@ def test_cpu_only_trace():
     assert not any("allocator peak" in n for n in s.notes)
 
 
-@needs_external
 @pytest.mark.parametrize(
     "path",
     sorted(p for p in EXTERNAL.glob("*/*") if p.name != "MANIFEST.tsv")
@@ -776,7 +763,6 @@ def known_dtype_ms(s: TraceSummary) -> dict[str, float]:
     return {k: v for k, v in s.math.op_dtype_ms.items() if k != "unknown"}
 
 
-@needs_h200
 def test_sync_each_step_shows_syncs_inside_steps():
     s = h200("transformer_sync_each_step")
     n = len(s.steps)
@@ -799,7 +785,6 @@ def test_sync_each_step_shows_syncs_inside_steps():
     assert any(op.name == "aten::item" and op.calls > 100 for op in healthy.top_ops + s.top_ops)
 
 
-@needs_h200
 def test_dataloader_stall_figures():
     s = h200("dataloader_stall_w0")
     assert s.dataloader_iterators == {"_SingleProcessDataLoaderIter": 4}
@@ -816,7 +801,6 @@ def test_dataloader_stall_figures():
     assert all(st.dataloader_ms == 0 for st in healthy.steps) and not healthy.copies[0].pageable
 
 
-@needs_h200
 def test_fp32_runs_show_float_math():
     for name in ("resnet_fp32", "transformer_fp32"):
         dtypes = known_dtype_ms(h200(name))
@@ -831,7 +815,6 @@ def test_fp32_runs_show_float_math():
     assert r.layout_transform_ms > 0.3 * r.conv_ms
 
 
-@needs_h200
 def test_healthy_resnet_amp_math():
     s = h200("healthy_resnet_amp")
     m = s.math
@@ -847,7 +830,6 @@ def test_healthy_resnet_amp_math():
     assert known_dtype_ms(amp) == pytest.approx({"c10::BFloat16": amp.math.eligible_ms})
 
 
-@needs_h200
 def test_tiny_mlp_is_launch_bound():
     s = h200("tiny_mlp_launch_bound")
     launch = s.launch
@@ -866,7 +848,6 @@ def test_tiny_mlp_is_launch_bound():
     assert fused.foreach_ops_per_call > 5 and fused.kernels_per_call < 50
 
 
-@needs_h200
 def test_small_batch_fills_few_sms():
     small = h200("resnet_small_batch")
     big = h200("healthy_resnet_amp")
@@ -878,7 +859,6 @@ def test_small_batch_fills_few_sms():
         assert h200(name).batch_size == 16, name
 
 
-@needs_h200
 @pytest.mark.parametrize("path", H200_TRACES, ids=lambda p: p.name.split(".")[0])
 def test_h200_derived_figures_are_consistent(path):
     s = summary_of(path)
@@ -902,7 +882,6 @@ def test_h200_derived_figures_are_consistent(path):
     assert total_syncs == sum(st.syncs for st in s.steps)
 
 
-@needs_h200
 def test_progress_reports_bytes_of_the_compressed_file():
     path = H200 / "healthy_resnet_amp.pt.trace.json.gz"
     calls: list[tuple[int, int | None]] = []

@@ -1,10 +1,8 @@
-"""Where the tests find real traces.
+"""Where the tests find real traces: in the repository, so a fresh clone runs every test.
 
-The H200 reference traces (our own captures, with their un-profiled step times) live in the
-repository, ``tests/data/h200`` (see its PROVENANCE.md), so every checkout runs the calibration
-and diagnosis tests. Public traces from other projects are not copied in: they are read from the
-workspace's ``shared/traces/external`` beside the repository when it is there, and the tests
-that need them skip otherwise.
+``tests/data/h200``: the H200 reference traces (our own captures, with their un-profiled step
+times); ``tests/data/external``: public traces of many dialects (MANIFEST.tsv says where each
+comes from). See the PROVENANCE.md in each folder.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 H200 = ROOT / "tests" / "data" / "h200"
-EXTERNAL = ROOT.parent / "shared" / "traces" / "external"
+EXTERNAL = ROOT / "tests" / "data" / "external"
 
 
 def h200_trace(name: str) -> Path:

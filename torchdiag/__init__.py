@@ -7,7 +7,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torchdiag.record import RecordError, RunRecord, load_record
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time `profile` is imported on first use
+    from torchdiag.capture.session import profile
 
 __version__ = "0.1.0"
 

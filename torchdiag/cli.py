@@ -223,7 +223,7 @@ def load_input(path: Path, *, progress: ProgressCallback | None = None) -> RunRe
     from torchdiag.traces.load import record_from_traces
 
     if progress is not None and _accepts_progress(record_from_traces):
-        return record_from_traces(path, progress=progress)  # type: ignore[call-arg]
+        return record_from_traces(path, progress=progress)
     return record_from_traces(path)
 
 

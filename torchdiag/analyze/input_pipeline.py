@@ -207,7 +207,8 @@ def _trace_iterator(record: RunRecord) -> str | None:
     summary = primary_summary(record)
     if summary is None or not summary.dataloader_iterators:
         return None
-    return max(sorted(summary.dataloader_iterators), key=summary.dataloader_iterators.get)
+    counts = summary.dataloader_iterators
+    return max(sorted(counts), key=lambda name: counts[name])
 
 
 @rule("pin-memory")

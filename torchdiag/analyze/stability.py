@@ -141,7 +141,7 @@ def gpu_throttling(record: RunRecord) -> Finding | None:
         saving = lost / busy * 100
         temps = [t for t in gpu.temperature_c if t is not None]
         power = [p for p in gpu.power_w if p is not None]
-        evidence = {
+        evidence: dict[str, float | int | str | bool | None] = {
             "gpu": gpu.index,
             "busy_samples_throttled_pct": round(throttled / busy * 100, 1),
             "mean_clock_loss_pct": round(saving, 1),

@@ -246,7 +246,8 @@ class NvmlMetrics:
                     nvml.nvmlGpmSampleFree(sample)
             self._gpm_problems.append(f"{label}: {type(exc).__name__}: {exc}")
             return
-        device.gpm = _GpmState(*samples, request, [column for _, column in metric_ids])
+        previous, current = samples
+        device.gpm = _GpmState(previous, current, request, [column for _, column in metric_ids])
 
     def _update_gpm_status(self) -> None:
         working = any(device.gpm is not None for device in self._devices)

@@ -192,7 +192,7 @@ class ProfilerWindowControl:
         from torchdiag.traces.load import read_trace
 
         keep = self.trace_path is not None
-        if keep:
+        if self.trace_path is not None:
             path = self.trace_path
             path.parent.mkdir(parents=True, exist_ok=True)
         else:

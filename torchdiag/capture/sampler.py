@@ -173,9 +173,9 @@ class Sampler:
         self._host = host if host is not None and host.status.available else None
         self._gpus = gpus if gpus is not None and gpus.status.available else None
         self._host_sampled = self._host is not None
-        self._host_cpu_count = host.cpu_count if self._host is not None else 0
-        self._host_memory_total = host.memory_total_bytes if self._host is not None else None
-        self._devices: list[GpuDevice] = list(gpus.devices) if self._gpus is not None else []
+        self._host_cpu_count = self._host.cpu_count if self._host is not None else 0
+        self._host_memory_total = self._host.memory_total_bytes if self._host is not None else None
+        self._devices: list[GpuDevice] = list(self._gpus.devices) if self._gpus is not None else []
         self._buffer = SeriesBuffer(self._column_merges(), max_rows)
         # Why a collector stopped mid-run, by collector name.
         self._failures: dict[str, str] = {}

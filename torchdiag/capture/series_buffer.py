@@ -86,7 +86,7 @@ class SeriesBuffer:
     rounded down to an even number so that every row has a partner.
     """
 
-    def __init__(self, columns: Mapping[Hashable, Merge], max_rows: int) -> None:
+    def __init__(self, columns: Mapping[Any, Merge], max_rows: int) -> None:
         if max_rows < 2:
             raise ValueError(f"max_rows must be at least 2, got {max_rows}")
         self.max_rows = max_rows - max_rows % 2

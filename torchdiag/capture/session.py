@@ -22,7 +22,7 @@ import warnings
 import weakref
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from torchdiag.capture.amp_watch import AmpWatch
 from torchdiag.capture.dataloader import DataLoaderWatch
@@ -141,7 +141,7 @@ class profile(contextlib.ContextDecorator):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         run, self._run = self._run, None
         if run is None or run.disabled:
             return False
@@ -487,8 +487,12 @@ def _unprintable_status(exc_type: type[BaseException] | None) -> RunStatus:
     name = getattr(exc_type, "__qualname__", "exception")
     if exc_type is None:
         return RunStatus(state="completed")
-    state = "failed" if issubclass(exc_type, Exception) else "interrupted"
-    return RunStatus(state=state, exception_type=name, message="<message could not be read>")
+    failed = issubclass(exc_type, Exception)
+    return RunStatus(
+        state="failed" if failed else "interrupted",
+        exception_type=name,
+        message="<message could not be read>",
+    )
 
 
 def _minimal_record(run: Run, status: RunStatus, ended: dt.datetime) -> RunRecord:

@@ -6,6 +6,7 @@ numbers in the page data are rounded the same way (small, deterministic output).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
@@ -64,7 +65,7 @@ def num(value: float | None, ndigits: int = 3) -> float | None:
     return round(float(value), ndigits)
 
 
-def series(values: list[float | None], scale: float = 1.0, ndigits: int = 2) -> list:
+def series(values: Sequence[float | None], scale: float = 1.0, ndigits: int = 2) -> list:
     """``values / scale``, rounded, ``None`` kept."""
     return [num(v / scale if v is not None else None, ndigits) for v in values]
 

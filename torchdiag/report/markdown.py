@@ -153,13 +153,13 @@ def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
             + "\n"
         )
     if analysis.skipped:
-        rows = [
+        skipped = [
             (md_code(s.id), md_text(s.reason, MAX_CELL_CHARS))
             for s in sorted(analysis.skipped, key=lambda s: s.id)
         ]
         out.add(
-            f"<details><summary>{_plural(len(rows), 'rule')} skipped for lack of data</summary>"
-            "\n\n" + _table(["Rule", "Why"], rows, out, MAX_SKIPPED_ROWS) + "\n</details>\n\n"
+            f"<details><summary>{_plural(len(skipped), 'rule')} skipped for lack of data</summary>"
+            "\n\n" + _table(["Rule", "Why"], skipped, out, MAX_SKIPPED_ROWS) + "\n</details>\n\n"
         )
     return out.text()
 

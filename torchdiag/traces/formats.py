@@ -72,7 +72,7 @@ AUTOGRAD_CUDA_PID = "CUDA functions"
 
 def norm_id(value: int | str) -> int | str:
     """A pid/tid as one key: digit strings (``"7"``) become ints, other strings stay."""
-    if value.__class__ is str and value.isdigit():  # type: ignore[union-attr]
+    if value.__class__ is str and value.isdigit():
         return int(value)
     return value
 
@@ -189,7 +189,7 @@ def distributed_info(metadata: Mapping[str, Any]) -> tuple[int | None, int | Non
     backend = info.get("backend")
     return (
         rank if _is_int(rank) else None,
-        world if _is_int(world) and world > 0 else None,
+        world if _is_int(world) and world is not None and world > 0 else None,
         backend if isinstance(backend, str) and backend else None,
     )
 

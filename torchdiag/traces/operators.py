@@ -285,7 +285,7 @@ class OperatorStats:
             # in the dtype of the nearest operator around it that has one.
             dtype = dtypes[i]
             if dtype < 0 and stack:
-                dtype = stack[-1][5]
+                dtype = int(stack[-1][5])
             nid = names[i]
             stack.append([end, nid, d, 0.0, 0.0, dtype, 0])
             open_frames[nid] += 1

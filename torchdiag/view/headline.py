@@ -48,7 +48,7 @@ def headline(record: RunRecord) -> dict[str, Any]:
         "bound": timing.bound if timing is not None else None,
         "median_step_ms": rounded(weighted_quantile(walls, weights, 0.5)),
         "p95_step_ms": rounded(weighted_quantile(walls, weights, 0.95)),
-        "input_wait_pct": rounded(100 * timing.input_wait_share) if step is not None else None,
+        "input_wait_pct": rounded(100 * timing.input_wait_share) if timing and step else None,
         "gpu_busy_pct": rounded(100 * busy) if busy is not None else None,
         "batch_size": batch,
         "samples_per_s": rounded(batch * 1000.0 / step) if batch and step else None,
