@@ -280,7 +280,7 @@ class Run:
             save_record(record, fallback)
             self.path = fallback
             warnings.warn(
-                f"torchdiag could not write {record_path_text(first)}; record written to "
+                f"torchdiag could not write {_failed_path(first)}; record written to "
                 f"{fallback}",
                 stacklevel=4,
             )
@@ -519,7 +519,7 @@ def _fallback_path(path: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"torchdiag-fallback-{os.getpid()}-{path.name}"
 
 
-def record_path_text(err: BaseException) -> str:
+def _failed_path(err: BaseException) -> str:
     """The failed path of an OSError, else the error's text."""
     return str(getattr(err, "filename", None) or err)
 
