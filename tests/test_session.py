@@ -164,8 +164,9 @@ def test_unwritable_output_warns_but_never_raises(tmp_path, model_opt):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.warns(UserWarning, match="could not write"):
-        with torchdiag.profile(blocker / "run.json", profile_steps=0):
+        with torchdiag.profile(blocker / "run.json", profile_steps=0) as run:
             train_step(*model_opt)
+    run.path.unlink()  # the named fallback (test_faults checks where it goes)
 
 
 def test_autocast_and_environment_flags(tmp_path, model_opt):

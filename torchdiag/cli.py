@@ -214,6 +214,10 @@ def load_input(path: Path, *, progress: ProgressCallback | None = None) -> RunRe
     ``progress`` is handed to the trace reader when it takes one (see :class:`ReadProgress`).
     """
     path = check_input(str(path))
+    if path.is_dir():
+        merged = load_rank_records(path)
+        if merged is not None:
+            return merged
     if path.is_file() and not path.name.endswith(".gz"):
         size = path.stat().st_size
         if size <= _MAX_RECORD_BYTES:
@@ -225,6 +229,35 @@ def load_input(path: Path, *, progress: ProgressCallback | None = None) -> RunRe
     if progress is not None and _accepts_progress(record_from_traces):
         return record_from_traces(path, progress=progress)
     return record_from_traces(path)
+
+
+def load_rank_records(folder: Path) -> RunRecord | None:
+    """One record over the run records in ``folder`` (``run.rank<R>.json`` of a torchrun job, or
+    any records), or None when it holds none. A rank whose record is missing or unreadable is
+    listed as missing; the others are reported."""
+    from torchdiag.record import CollectorStatus
+    from torchdiag.view.ranks import merge_rank_records
+
+    records: list[RunRecord] = []
+    unreadable: list[str] = []
+    for f in sorted(folder.glob("*.json")):
+        try:
+            if not f.is_file() or f.stat().st_size > _MAX_RECORD_BYTES:
+                continue
+            data = f.read_bytes()
+            # The substring test is a cheap filter for the traces that share the folder.
+            if b"torchdiag.run/" in data and is_record(data):
+                records.append(decode_record(data))
+        except (OSError, RecordError):
+            unreadable.append(f.name)
+    if not records:
+        return None
+    merged = merge_rank_records(records)
+    if unreadable:
+        merged.collectors["ranks"] = CollectorStatus(
+            available=False, reason="unreadable records, skipped: " + ", ".join(unreadable)
+        )
+    return merged
 
 
 def _accepts_progress(reader: Callable[..., object]) -> bool:

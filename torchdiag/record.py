@@ -295,6 +295,9 @@ class TraceStep(Struct):
     # GPU idle time from the end of each synchronisation in the step to the next GPU activity:
     # the queue had drained, and the GPU starved until the host issued new work.
     idle_after_sync_ms: float = 0.0
+    # Host time inside torch.distributed collectives ("gloo:all_reduce" ...) in this step,
+    # waiting for the other ranks included.
+    collective_ms: float = 0.0
 
 
 class CopyStat(Struct):
@@ -428,6 +431,10 @@ class TraceSummary(Struct):
     # GPU-bound steps.
     window_ms: float = 0.0
     window_gpu_busy_ms: float = 0.0
+    # Communication (collective) kernel time in that window, and the part of it that ran while
+    # compute kernels ran on other streams (hidden behind compute).
+    window_comm_ms: float = 0.0
+    window_comm_overlap_ms: float = 0.0
     # Recorded host-side events inside the steps (``loader_events`` of them inside DataLoader
     # waits), and the profiler's own cost per event read off view operators that cost well under
     # a microsecond without it: together they estimate how much host time the profiler added.
@@ -457,6 +464,31 @@ class TraceSummary(Struct):
     # "DistributedDataParallel", "FullyShardedDataParallel", "nccl_kernels", "compiled_regions".
     markers: dict[str, int] = msgspec.field(default_factory=dict)
     notes: list[str] = msgspec.field(default_factory=list)
+
+
+class RankFigures(Struct):
+    """One rank of a distributed run, as the report over ranks compares them.
+
+    ``comm_ms`` is the time per step the rank spent in collectives (host-side collective spans,
+    or collective kernels on the GPU, whichever is longer): waiting for the other ranks included.
+    ``own_ms`` is the rest of its step, the work only it did; ``own_ms_by_step`` the same per
+    profiled step (``step_numbers``), to tell a consistently slow rank from one slow step.
+    """
+
+    rank: int
+    host: str = ""
+    device: str = ""
+    state: str = ""
+    steps: int = 0
+    step_ms: float | None = None
+    input_wait_ms: float = 0.0
+    comm_ms: float = 0.0
+    comm_overlap_pct: float | None = None
+    own_ms: float | None = None
+    gpu_busy_pct: float | None = None
+    throttled: bool = False
+    step_numbers: list[int] = msgspec.field(default_factory=list)
+    own_ms_by_step: list[float] = msgspec.field(default_factory=list)
 
 
 class ProfilerWindow(Struct):
@@ -492,6 +524,10 @@ class RunRecord(Struct):
     profiler: ProfilerWindow | None = None
     traces: list[TraceSummary] = msgspec.field(default_factory=list)
     overhead: dict[str, float] = msgspec.field(default_factory=dict)
+    # A report over the ranks of a distributed run: every rank's figures (this record holds the
+    # details of the rank that sets the pace), and the ranks of the world with no record.
+    ranks: list[RankFigures] = msgspec.field(default_factory=list)
+    missing_ranks: list[int] = msgspec.field(default_factory=list)
 
     def to_json(self) -> bytes:
         """Encode deterministically (dict keys sorted) so equal records give equal bytes."""

@@ -91,11 +91,13 @@ def analyze(record: RunRecord) -> Analysis:
 def _load_rule_modules() -> None:
     # Importing a family module registers its rules; listed here so there is one place to look.
     from torchdiag.analyze import (  # noqa: F401
+        communication,
         compute,
         host,
         input_pipeline,
         memory,
         parallelism,
         stability,
+        straggler,
         sync,
     )

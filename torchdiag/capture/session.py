@@ -188,6 +188,7 @@ class Run:
         self._overhead: dict[str, float] = {}
         self._ended = False
         self._sigterm_previous: Any = None
+        self._pending_sigterm: tuple[int, Any, Any] | None = None
         self._other_thread_steps = 0
 
     # -- public ------------------------------------------------------------------------------
@@ -226,14 +227,20 @@ class Run:
         self._ended = True
         status = _safe(lambda: _status_for(exc_type, exc)) or _unprintable_status(exc_type)
         ended = dt.datetime.now(dt.timezone.utc)
-        samples = self._teardown()
+        samples = self._teardown(restore_signals=False)
         record = _safe(lambda: self._build_record(status, ended, samples))
         if record is None:  # building failed: still leave a record of the run's outcome
             record = _minimal_record(self, status, ended)
         self.record = record
         self._save(record)
+        # Only now: a SIGTERM that came while the record was being written waited for it.
+        _safe(self._restore_sigterm)
+        pending, self._pending_sigterm = self._pending_sigterm, None
+        if pending is not None:
+            _release(self)
+            self._deliver(*pending)
 
-    def _teardown(self) -> Any:
+    def _teardown(self, *, restore_signals: bool = True) -> Any:
         """Stop the window, the sampler and every hook; returns the sampler's series (or None).
 
         Each part is guarded on its own and none is skipped when another fails: a profiler,
@@ -262,7 +269,8 @@ class Run:
         for watch in (self._loader_watch, self._amp_watch):
             if watch is not None:
                 _safe(watch.uninstall)
-        _safe(self._restore_sigterm)
+        if restore_signals:
+            _safe(self._restore_sigterm)
         return samples
 
     def _save(self, record: RunRecord) -> None:
@@ -280,8 +288,7 @@ class Run:
             save_record(record, fallback)
             self.path = fallback
             warnings.warn(
-                f"torchdiag could not write {_failed_path(first)}; record written to "
-                f"{fallback}",
+                f"torchdiag could not write {_failed_path(first)}; record written to {fallback}",
                 stacklevel=4,
             )
         except Exception as err:
@@ -312,8 +319,18 @@ class Run:
         previous = self._sigterm_previous
         if previous == signal.SIG_IGN:
             return  # the process ignores SIGTERM: so does the capture
+        if self._ended:
+            # The block is already ending (an error in another rank reached this one first):
+            # the record is being written; the signal is delivered once it is.
+            self._pending_sigterm = (signum, frame, previous)
+            return
         self._end(SIGTERM, SIGTERM("the process received SIGTERM"))
         _release(self)
+        self._deliver(signum, frame, previous)
+
+    @staticmethod
+    def _deliver(signum: int, frame: Any, previous: Any) -> None:
+        """Do what the signal would have done without torchdiag."""
         if callable(previous):
             previous(signum, frame)
             return

@@ -17,6 +17,7 @@ from torchdiag.record import RunRecord
 from torchdiag.report.verdict import verdict
 from torchdiag.view.headline import headline
 from torchdiag.view.numbers import to_jsonable
+from torchdiag.view.ranks import rank_figures
 
 # The fields of a finding, in the document; listed so the schema does not drift silently if
 # Finding grows a field.
@@ -48,6 +49,8 @@ def findings_document(record: RunRecord, analysis: Analysis | None = None) -> di
         "skipped": msgspec.to_builtins(sorted(analysis.skipped, key=lambda s: s.id)),
         "verdict": verdict(record, analysis),
         "headline": headline(record),
+        "ranks": msgspec.to_builtins(rank_figures(record)),
+        "missing_ranks": list(record.missing_ranks),
         "record": {
             "name": record.name,
             "source": record.source,

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit
 from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.report.ranks import RANK_HEAD, rank_rows, ranks_note
 from torchdiag.report.verdict import (
     evidence_items,
     finding_title,
@@ -104,6 +105,12 @@ def render_markdown(
         out.add(_table(["#", "Severity", "Finding", "Saving", "Rule"], rows, out) + "\n")
     else:
         out.add("No findings.\n\n")
+    ranks, note = rank_rows(record), ranks_note(record)
+    if ranks or note:
+        out.add("## Ranks\n\n" + (md_text(note, 2000) + ".\n\n" if note else ""))
+        if ranks:
+            cells = [[md_text(c, MAX_CELL_CHARS) for c in row] for row in ranks]
+            out.add(_table(RANK_HEAD, cells, out, MAX_OP_ROWS) + "\n")
     out.limit += len(breakdown)  # its room was set aside above
     out.add(breakdown)
     if findings:

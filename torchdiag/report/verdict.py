@@ -23,6 +23,8 @@ HEADLINE_LABELS: dict[str, str] = {
     "samples_per_s": "Throughput",
     "gpu_busy_pct": "GPU busy",
     "input_wait_pct": "Input wait",
+    "comm_pct": "Communication",
+    "comm_overlap_pct": "Communication hidden behind compute",
     "step_ms_profiled": "Profiled step",
     "median_step_ms": "Median step",
     "p95_step_ms": "p95 step",

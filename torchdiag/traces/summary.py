@@ -76,6 +76,10 @@ __all__ = ["SummaryBuilder", "devices_from_metadata"]
 
 STEP_PREFIX = "ProfilerStep#"
 DATALOADER_PREFIX = "enumerate(DataLoader)"
+# Collectives as torch.distributed's process groups annotate them on the host ("gloo:all_reduce",
+# "nccl:all_reduce" ...): from the call until the collective completed, waits for other ranks
+# included.
+COLLECTIVE_PREFIXES = ("gloo:", "nccl:", "ucc:", "mpi:", "xccl:")
 _ANNOTATION_PREFIXES = (STEP_PREFIX, DATALOADER_PREFIX, OPTIMIZER_PREFIX)
 TOP_N = 50
 
@@ -132,6 +136,8 @@ class SummaryBuilder:
         self._steps: dict[int, tuple[float, float, int | str]] = {}
         self._loader_s = array("d")
         self._loader_e = array("d")
+        self._collective_s = array("d")
+        self._collective_e = array("d")
         self._loader_pid: list[int | str] = []
         self.loader_iterators: Counter[str] = Counter()
         self._annotation_calls: Counter[str] = Counter()
@@ -312,6 +318,9 @@ class SummaryBuilder:
             return True
         key = (pid, norm_id(ev.tid))
         end = ev.ts + ev.dur
+        if name.startswith(COLLECTIVE_PREFIXES):
+            self._collective_s.append(ev.ts)
+            self._collective_e.append(end)
         if name.startswith(DATALOADER_PREFIX):
             self._loader_s.append(ev.ts)
             self._loader_e.append(end)
@@ -416,10 +425,15 @@ class SummaryBuilder:
             loader=loader,
             syncs=lambda a, b: self.syncs.step_figures(main_syncs, a, b, gpu_busy),
         )
+        if self._collective_s:
+            collectives = merge_intervals(self._collective_s, self._collective_e)
+            for step in steps:
+                a = step.start_us
+                step.collective_ms = length_in(collectives, a, a + step.duration_ms * 1000) / 1000
         detection = (
             "profiler-step" if self.step_source == "profiler" else "fallback" if steps else "none"
         )
-        window_ms = window_busy_ms = 0.0
+        window_ms = window_busy_ms = window_comm_ms = window_overlap_ms = 0.0
         if span is not None:
             first_launched = min([a for a, _ in launched], default=math.inf)
             last_launched = max([b for _, b in launched], default=-math.inf)
@@ -429,6 +443,14 @@ class SummaryBuilder:
             # first one starts, a full launch queue still runs kernels of earlier steps.
             gpu_start = first_launched if first_launched < end else start
             window_busy_ms = length_in(gpu_busy, gpu_start, end) / 1000
+            # Communication and how much of it ran while compute kernels ran on other streams:
+            # |comm| + |compute| - |comm or compute| is their overlap.
+            comm, compute = gpu_unions[COMMUNICATION], gpu_unions[COMPUTE]
+            window_comm_ms = length_in(comm, gpu_start, end) / 1000
+            if window_comm_ms:
+                either = length_in(union([comm, compute]), gpu_start, end) / 1000
+                both = window_comm_ms + length_in(compute, gpu_start, end) / 1000 - either
+                window_overlap_ms = max(0.0, min(window_comm_ms, both))
         all_notes.extend(step_notes(self.step_source))
         if unattributed_us >= 1.0:
             # Typically kernels launched before the window opened, still running in it.
@@ -476,6 +498,8 @@ class SummaryBuilder:
             steps=steps,
             window_ms=window_ms,
             window_gpu_busy_ms=window_busy_ms,
+            window_comm_ms=window_comm_ms,
+            window_comm_overlap_ms=window_overlap_ms,
             host_events=host_events,
             loader_events=loader_events,
             profiler_event_us=profiler_event_us(self.operators.profiler_event_samples),

@@ -50,6 +50,12 @@ def headline(record: RunRecord) -> dict[str, Any]:
         "p95_step_ms": rounded(weighted_quantile(walls, weights, 0.95)),
         "input_wait_pct": rounded(100 * timing.input_wait_share) if timing and step else None,
         "gpu_busy_pct": rounded(100 * busy) if busy is not None else None,
+        "comm_pct": rounded(100 * timing.comm_ms / step)
+        if timing and step and timing.comm_ms
+        else None,
+        "comm_overlap_pct": rounded(100 * timing.comm_overlap_ms / timing.comm_ms)
+        if timing and timing.comm_ms
+        else None,
         "batch_size": batch,
         "samples_per_s": rounded(batch * 1000.0 / step) if batch and step else None,
         "gpu_util_mean_pct": rounded(100 * util) if util is not None else None,

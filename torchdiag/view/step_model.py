@@ -71,6 +71,14 @@ class StepTime:
     cost: ProfilerCost | None = None
     # Whether ``step_ms`` was measured without the profiler (live steps), not estimated.
     measured: bool = False
+    # Collective (communication) kernel time per step, and the part hidden behind compute.
+    comm_ms: float = 0.0
+    comm_overlap_ms: float = 0.0
+
+    @property
+    def exposed_comm_ms(self) -> float:
+        """Communication per step that no compute ran beside: the GPU did nothing else."""
+        return max(0.0, self.comm_ms - self.comm_overlap_ms)
 
     @property
     def range_ms(self) -> tuple[float, float]:
@@ -241,6 +249,8 @@ def trace_step_time(summary: TraceSummary, cost: ProfilerCost | None = None) -> 
         bound=bound,
         launch_queue_us=queue,
         cost=cost,
+        comm_ms=summary.window_comm_ms / n,
+        comm_overlap_ms=summary.window_comm_overlap_ms / n,
     )
 
 
@@ -289,6 +299,8 @@ def step_time(record: RunRecord) -> StepTime | None:
             launch_queue_us=estimate.launch_queue_us if estimate is not None else None,
             cost=estimate.cost if estimate is not None else None,
             measured=True,
+            comm_ms=estimate.comm_ms if estimate is not None else 0.0,
+            comm_overlap_ms=estimate.comm_overlap_ms if estimate is not None else 0.0,
         )
     if summary is None:
         return None
