@@ -902,3 +902,15 @@ def test_length_in_matches_clip_then_length():
     iv = merge_intervals([0, 5, 30, 50], [10, 12, 40, 51])
     for a, b in [(-5, 100), (3, 35), (11, 11.5), (12, 30), (40, 50), (45, 46), (100, 200)]:
         assert length_in(iv, a, b) == pytest.approx(length(clip(iv, a, b)))
+
+
+def test_rank_traces_read_in_parallel_match_the_sequential_read(monkeypatch):
+    from torchdiag.traces import load
+
+    folder = EXTERNAL / "hta"
+    files = [folder / f"trace_filter__sampled_rank-{r}.json.gz" for r in (0, 1)]
+    sequential = record_from_traces(files, jobs=1)
+    monkeypatch.setattr(load, "POOL_MIN_BYTES", 0)  # these two are small: pool them anyway
+    pooled = record_from_traces(files, jobs=2)
+    assert pooled.to_json() == sequential.to_json()
+    assert [t.rank for t in pooled.traces] == [0, 1]

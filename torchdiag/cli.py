@@ -9,7 +9,6 @@ a traceback.
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import stat
@@ -89,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no progress bar on stderr while reading a large trace",
     )
+    _add_jobs(report)
     _add_diff_parser(commands)
     return parser
 
@@ -124,6 +124,27 @@ def _add_diff_parser(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no progress bar on stderr while reading a large trace",
     )
+    _add_jobs(diff)
+
+
+def _add_jobs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs",
+        metavar="N",
+        type=_positive_int,
+        default=None,
+        help="processes reading a folder of traces (default: the machine's cores)",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
 
 
 def _percentage(text: str) -> float:
@@ -208,10 +229,14 @@ def is_record(data: bytes) -> bool:
     return isinstance(schema, str) and schema.startswith("torchdiag.run/")
 
 
-def load_input(path: Path, *, progress: ProgressCallback | None = None) -> RunRecord:
-    """A record from ``run.json``, or one built from trace file(s); raises on bad input.
+def load_input(
+    path: Path, *, progress: ProgressCallback | None = None, jobs: int | None = None
+) -> RunRecord:
+    """A record from ``run.json``, a folder of rank records, or one built from trace file(s);
+    raises on bad input.
 
-    ``progress`` is handed to the trace reader when it takes one (see :class:`ReadProgress`).
+    ``progress`` is handed to the trace reader (see :class:`ReadProgress`); ``jobs`` bounds the
+    processes that read a folder of traces.
     """
     path = check_input(str(path))
     if path.is_dir():
@@ -226,9 +251,7 @@ def load_input(path: Path, *, progress: ProgressCallback | None = None) -> RunRe
                 return decode_record(data)
     from torchdiag.traces.load import record_from_traces
 
-    if progress is not None and _accepts_progress(record_from_traces):
-        return record_from_traces(path, progress=progress)
-    return record_from_traces(path)
+    return record_from_traces(path, progress=progress, jobs=jobs)
 
 
 def load_rank_records(folder: Path) -> RunRecord | None:
@@ -258,18 +281,6 @@ def load_rank_records(folder: Path) -> RunRecord | None:
             available=False, reason="unreadable records, skipped: " + ", ".join(unreadable)
         )
     return merged
-
-
-def _accepts_progress(reader: Callable[..., object]) -> bool:
-    """Whether ``reader`` takes a ``progress=`` callback.
-
-    The reader grows the parameter separately from the CLI; asking, rather than assuming, keeps
-    the CLI working against a reader with or without it.
-    """
-    try:
-        return "progress" in inspect.signature(reader).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class ReadProgress:
@@ -367,7 +378,7 @@ def _report(args: argparse.Namespace) -> int:
     # JSON on stdout is for pipelines (`| jq`): keep the terminal quiet there too.
     wanted = not args.no_progress and not (fmt == "json" and output == "-")
     with _read_progress(wanted) as progress:
-        record = load_input(source, progress=progress)
+        record = load_input(source, progress=progress, jobs=args.jobs)
     analysis = analyze(record)
     rendered = _render(fmt, record, analysis, cdn=args.cdn, html_url=args.html_url)
     _write(rendered, output)
@@ -387,7 +398,7 @@ def _diff(args: argparse.Namespace) -> int:
     records = []
     for path in sources:
         with _read_progress(wanted) as progress:
-            records.append(load_input(Path(path), progress=progress))
+            records.append(load_input(Path(path), progress=progress, jobs=args.jobs))
     result = diff_runs(records[0], records[1], threshold_pct=args.threshold)
     _write(render_diff(result, args.format), args.output)
     return EXIT_REGRESSION if result.regression else EXIT_OK

@@ -12,8 +12,10 @@ at the end of every file.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -125,6 +127,54 @@ def _position(stream: BinaryIO) -> int | None:
         return None
 
 
+# Below this many bytes in all, files are read one after another: a worker process costs about
+# a third of a second to start, which a read this small would not win back.
+POOL_MIN_BYTES = 32 * 1024 * 1024
+
+
+def _read_all(
+    files: list[Path],
+    sizes: list[int | None],
+    block_size: int,
+    progress: Progress | None,
+    jobs: int | None,
+) -> list[_Trace | BaseException]:
+    """Each file's trace or the exception reading it raised, in order; in parallel when it pays."""
+    total = sum(s or 0 for s in sizes) if all(s is not None for s in sizes) else None
+    workers = min(jobs or os.cpu_count() or 1, len(files))
+    if workers < 2 or (total is not None and total < POOL_MIN_BYTES):
+        out: list[_Trace | BaseException] = []
+        done = 0
+        for f, size in zip(files, sizes, strict=True):
+            try:
+                out.append(_read(f, block_size, _file_progress(progress, done, total)))
+            except (TraceError, OSError) as exc:
+                out.append(exc)
+            done += size or 0
+        return out
+    # Spawned, not forked: the caller may run threads (a progress bar) that a fork would copy
+    # mid-lock. Each worker returns a small summary, never the events.
+    context = multiprocessing.get_context("spawn")
+    results: list[_Trace | BaseException] = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        done = 0
+        reads = pool.map(_read_or_error, files, [block_size] * len(files))
+        for size, result in zip(sizes, reads, strict=True):
+            results.append(result)
+            done += size or 0
+            if progress is not None:
+                progress(done, total)
+    return results
+
+
+def _read_or_error(path: Path, block_size: int) -> _Trace | BaseException:
+    """:func:`_read` in a worker process: an expected error comes back as a value."""
+    try:
+        return _read(path, block_size, None)
+    except (TraceError, OSError) as exc:
+        return exc
+
+
 def _file_progress(
     progress: Progress | None, done_before: int, total: int | None
 ) -> Callable[[BinaryIO], None] | None:
@@ -172,8 +222,12 @@ def record_from_traces(
     *,
     block_size: int = DEFAULT_BLOCK_SIZE,
     progress: Progress | None = None,
+    jobs: int | None = None,
 ) -> RunRecord:
     """A :class:`RunRecord` (``source="trace"``) built from one or more trace files.
+
+    Several files (a directory of rank traces) are read by up to ``jobs`` processes (default: the
+    machine's cores) when together they are large enough to repay starting them.
 
     ``paths`` is a file, a directory (every trace file in it, one summary each: typically one
     per rank) or a list of either. Files a directory listing found that turn out not to be
@@ -193,15 +247,15 @@ def record_from_traces(
         listed = listed or Path(item).is_dir()
         files.extend(found)
     sizes = [_size(f) for f in files]
-    total = sum(s or 0 for s in sizes) if all(s is not None for s in sizes) else None
     traces: list[_Trace] = []
     not_traces: list[str] = []
     unreadable: list[str] = []
     first_error: TraceError | OSError | None = None
-    done = 0
-    for f, size in zip(files, sizes, strict=True):
+    for f, result in zip(files, _read_all(files, sizes, block_size, progress, jobs), strict=True):
         try:
-            traces.append(_read(f, block_size, _file_progress(progress, done, total)))
+            if isinstance(result, BaseException):
+                raise result
+            traces.append(result)
         except NotATraceError:
             if len(files) == 1:
                 raise
@@ -213,7 +267,6 @@ def record_from_traces(
                 raise
             first_error = first_error or exc
             unreadable.append(safe_text(f.name))
-        done += size or 0
     if not traces:
         if first_error is not None:
             raise first_error
