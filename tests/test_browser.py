@@ -498,7 +498,22 @@ def poisoned(record: RunRecord) -> RunRecord:
     return replace(record, traces=[summary, *record.traces[1:]])
 
 
+def ranks_record() -> RunRecord:
+    """Two ranks of a run, merged as ``torchdiag report RUN_DIR`` merges them, with the payload
+    in a host name and rank 2 of 3 missing (the ranks table and chart)."""
+    from torchdiag.view.ranks import merge_rank_records
+
+    replace = msgspec.structs.replace
+    ranks = []
+    for rank in (0, 1):
+        base = poisoned(live_like_record())
+        env = replace(base.environment, hostname=f"node{rank}{EVIL}")
+        ranks.append(replace(base, rank=rank, world_size=3, environment=env))
+    return merge_rank_records(ranks)
+
+
 RECORDS = {
+    "ranks-poisoned": ranks_record,
     "h200-dataloader-stall-trace": trace_record,
     "live-like": live_like_record,
     "live-like-poisoned": lambda: poisoned(live_like_record()),

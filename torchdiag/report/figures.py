@@ -20,6 +20,7 @@ from torchdiag.report.figures_base import plotly_text as _plotly_text
 from torchdiag.report.figures_base import series as _series
 from torchdiag.report.figures_detail import detail_figures
 from torchdiag.report.figures_timeline import cpu_heatmap_figure, samples_figure, shared_time
+from torchdiag.view.ranks import rank_figures
 
 # BreakdownMs fields in stacking order (GPU work first, then idle time by host activity).
 BREAKDOWN_PARTS: tuple[tuple[str, str, str], ...] = (
@@ -55,7 +56,31 @@ def build_figures(record: RunRecord, summary: TraceSummary | None) -> dict[str, 
         if fig is not None:
             figs[name] = fig
     figs.update(detail_figures(record, summary))
+    ranks = _ranks_figure(record)
+    if ranks is not None:
+        figs["ranks"] = ranks
     return figs
+
+
+def _ranks_figure(record: RunRecord) -> dict[str, Any] | None:
+    """Per rank, its step split into its own work and its time in collectives (stacked)."""
+    figures = [f for f in rank_figures(record) if f.step_ms is not None]
+    if len(figures) < 2:
+        return None
+    names = [f"rank {f.rank}" for f in figures]
+    return {
+        "data": [
+            _bar("own work", names, [_num(f.own_ms or 0.0) for f in figures], "#4c78a8"),
+            _bar("in collectives", names, [_num(f.comm_ms) for f in figures], "#72b7b2"),
+        ],
+        "layout": _layout(
+            300,
+            barmode="stack",
+            hovermode="x unified",
+            xaxis=_axis(type="category"),
+            yaxis=_axis("ms per step"),
+        ),
+    }
 
 
 def shared_series(record: RunRecord) -> dict[str, list[float | None]]:

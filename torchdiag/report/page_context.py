@@ -150,6 +150,12 @@ def _status(record: RunRecord) -> dict[str, Any]:
 
 def _rank(record: RunRecord) -> str:
     """Which rank(s) the record holds: a directory of rank traces holds several."""
+    if record.ranks:
+        listed = ", ".join(str(f.rank) for f in record.ranks)
+        return (
+            f"ranks {listed} ({len(record.ranks)} records) of {record.world_size}; details from "
+            f"rank {record.rank}, which does the most work of its own"
+        )
     ranks = sorted({t.rank for t in record.traces if t.rank is not None})
     if len(ranks) > 1:
         shown = primary_summary(record)
