@@ -7,9 +7,9 @@ import io
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from tracedata import small_trace
 
 from torchdiag import cli
 from torchdiag.cli import main
@@ -93,36 +93,6 @@ def _capable_terminal(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def _tiny_trace(folder: Path) -> Path:
-    events = [
-        {
-            "ph": "X",
-            "cat": "user_annotation",
-            "name": f"ProfilerStep#{i}",
-            "pid": 1,
-            "tid": 1,
-            "ts": 1000 * i,
-            "dur": 900,
-        }
-        for i in range(3)
-    ]
-    events += [
-        {
-            "ph": "X",
-            "cat": "cpu_op",
-            "name": "aten::mm",
-            "pid": 1,
-            "tid": 1,
-            "ts": 1000 * i + 10,
-            "dur": 500,
-        }
-        for i in range(3)
-    ]
-    path = folder / "tiny.pt.trace.json"
-    path.write_text(json.dumps({"schemaVersion": 1, "traceEvents": events}))
-    return path
-
-
 @pytest.fixture
 def slow_reader(monkeypatch):
     """Replace the trace reader with one that reports progress slowly; returns its call log."""
@@ -131,7 +101,7 @@ def slow_reader(monkeypatch):
     real = load.record_from_traces
     calls: list[object] = []
 
-    def fake(path, *, progress=None):
+    def fake(path, *, progress=None, jobs=None):
         calls.append(progress)
         if progress is not None:
             total = 3 << 20
@@ -146,7 +116,7 @@ def slow_reader(monkeypatch):
 
 
 def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, run_cli, slow_reader):
-    trace = _tiny_trace(tmp_path)
+    trace = small_trace(tmp_path, steps=3)
     code, out, err = run_cli("report", str(trace), "--format", "text")
     assert code == 0
     assert err == ""
@@ -157,7 +127,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, run_cli, slow_r
 def test_progress_bar_appears_on_a_terminal_for_a_slow_read(
     tmp_path, monkeypatch, capsys, slow_reader
 ):
-    trace = _tiny_trace(tmp_path)
+    trace = small_trace(tmp_path, steps=3)
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert main(["report", str(trace), "--format", "text"]) == 0
@@ -169,7 +139,7 @@ def test_progress_bar_appears_on_a_terminal_for_a_slow_read(
 
 
 def test_progress_bar_waits_for_the_delay(tmp_path, monkeypatch, slow_reader):
-    trace = _tiny_trace(tmp_path)
+    trace = small_trace(tmp_path, steps=3)
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     monkeypatch.setattr(cli, "PROGRESS_DELAY_S", 60.0)  # the read ends long before
@@ -184,7 +154,7 @@ def test_progress_bar_waits_for_the_delay(tmp_path, monkeypatch, slow_reader):
 def test_no_progress_bar_for_json_on_stdout_or_when_declined(
     tmp_path, monkeypatch, capsys, slow_reader, extra
 ):
-    trace = _tiny_trace(tmp_path)
+    trace = small_trace(tmp_path, steps=3)
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert main(["report", str(trace), *extra]) == 0
@@ -192,21 +162,6 @@ def test_no_progress_bar_for_json_on_stdout_or_when_declined(
     assert slow_reader == [None]
     if "json" in extra:
         json.loads(capsys.readouterr().out)  # stdout is the document alone
-
-
-def test_reader_without_progress_parameter_still_works(tmp_path, monkeypatch, capsys):
-    import torchdiag.traces.load as load
-
-    real = load.record_from_traces
-
-    def old_reader(path):  # the reader's signature before it grew ``progress``
-        return real(path)
-
-    monkeypatch.setattr(load, "record_from_traces", old_reader)
-    monkeypatch.setattr(sys, "stderr", _Terminal())
-    trace = _tiny_trace(tmp_path)
-    assert main(["report", str(trace), "--format", "text"]) == 0
-    assert "torchdiag: tiny.pt.trace.json" in capsys.readouterr().out
 
 
 def test_progress_bar_with_unknown_total():

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
-from tracedata import h200_trace
+from tracedata import h200_trace, small_trace
 
 from torchdiag import files
 from torchdiag.record import RunRecord, StepSeries, save_record
@@ -21,37 +21,6 @@ def _one_line_error(code: int, out: str, err: str) -> None:
     assert "Traceback" not in err
 
 
-def _small_trace(
-    tmp_path: Path, name: str = "t.pt.trace.json", op: str = "aten::mm", **top
-) -> Path:
-    events = [
-        {
-            "ph": "X",
-            "cat": "user_annotation",
-            "name": f"ProfilerStep#{i}",
-            "pid": 1,
-            "tid": 1,
-            "ts": 1000.0 * i,
-            "dur": 900.0,
-        }
-        for i in range(4)
-    ] + [
-        {
-            "ph": "X",
-            "cat": "cpu_op",
-            "name": op,
-            "pid": 1,
-            "tid": 1,
-            "ts": 1000.0 * i + 10,
-            "dur": 500.0,
-        }
-        for i in range(4)
-    ]
-    path = tmp_path / name
-    path.write_text(json.dumps({"traceEvents": events, **top}))
-    return path
-
-
 def test_fifo_is_refused_without_blocking(tmp_path, run_cli):
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
@@ -61,7 +30,7 @@ def test_fifo_is_refused_without_blocking(tmp_path, run_cli):
 @pytest.mark.parametrize("argv", [["report", ""], ["report", " "], ["diff", "{trace}", ""]])
 def test_empty_paths_are_refused(tmp_path, run_cli, argv, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an empty path must not mean "the current folder"
-    trace = _small_trace(tmp_path)
+    trace = small_trace(tmp_path, "t.pt.trace.json")
     code, out, err = run_cli(*(a.format(trace=trace) for a in argv))
     _one_line_error(code, out, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == [trace.name]
@@ -76,7 +45,7 @@ def test_symlink_loop_is_named(tmp_path, run_cli):
 
 
 def test_output_equal_to_input_is_refused(tmp_path, run_cli):
-    trace = _small_trace(tmp_path)
+    trace = small_trace(tmp_path, "t.pt.trace.json")
     before = trace.read_bytes()
     _one_line_error(*run_cli("report", str(trace), "-o", str(trace)))
     assert trace.read_bytes() == before
@@ -84,7 +53,7 @@ def test_output_equal_to_input_is_refused(tmp_path, run_cli):
 
 def test_non_utf8_file_name_still_reports(tmp_path, run_cli):
     name = os.fsdecode(b"trace-\xff\xfe.json")
-    trace = _small_trace(tmp_path, name)
+    trace = small_trace(tmp_path, name)
     out_html = tmp_path / "report.html"
     code, _, err = run_cli("report", str(trace), "-o", str(out_html))
     assert code == 0, err
@@ -93,7 +62,7 @@ def test_non_utf8_file_name_still_reports(tmp_path, run_cli):
 
 
 def test_failed_write_leaves_no_partial_report(tmp_path, run_cli, monkeypatch):
-    trace = _small_trace(tmp_path)
+    trace = small_trace(tmp_path, "t.pt.trace.json")
     target = tmp_path / "report.html"
     target.write_text("the previous report")
 
@@ -136,7 +105,7 @@ def _fields(struct) -> dict:
 
 
 def test_trace_containing_the_record_schema_text_is_a_trace(tmp_path, run_cli):
-    trace = _small_trace(tmp_path, note='"schema": "torchdiag.run/1"')
+    trace = small_trace(tmp_path, note='"schema": "torchdiag.run/1"')
     code, out, err = run_cli("report", str(trace), "--format", "json", "-o", "-")
     assert code == 0, err
     assert json.loads(out)["record"]["source"] == "trace"
@@ -144,7 +113,7 @@ def test_trace_containing_the_record_schema_text_is_a_trace(tmp_path, run_cli):
 
 @pytest.mark.parametrize("base", [10**30, 1e30, -(10**20), "soon"])
 def test_absurd_base_time_keeps_the_trace(tmp_path, run_cli, base):
-    trace = _small_trace(tmp_path, baseTimeNanoseconds=base)
+    trace = small_trace(tmp_path, baseTimeNanoseconds=base)
     code, out, err = run_cli("report", str(trace), "--format", "json", "-o", "-")
     assert code == 0, err
     assert json.loads(out)["headline"]["steps"] == 4
@@ -176,7 +145,7 @@ ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x1b]52;c;cHduZWQ=\x07\x1b]8;;http://x\x1b\\li
 
 @pytest.mark.parametrize("fmt", ["text", "md", "json"])
 def test_escape_sequences_never_reach_the_terminal(tmp_path, run_cli, fmt):
-    trace = _small_trace(tmp_path, f"name{ESCAPES[:4]}.json", op=f"evil{ESCAPES}")
+    trace = small_trace(tmp_path, f"name{ESCAPES[:4]}.json", op=f"evil{ESCAPES}")
     code, out, err = run_cli("report", str(trace), "--format", fmt, "-o", "-")
     assert code == 0, err
     assert not any(ch in out for ch in "\x1b\x07\x9b"), repr(out[:200])

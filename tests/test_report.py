@@ -672,7 +672,17 @@ def test_text_report(record: RunRecord) -> None:
 def test_json_report(record: RunRecord) -> None:
     text = render_json(record, make_analysis())
     doc = json.loads(text)
-    assert set(doc) == {"schema", "findings", "skipped", "verdict", "headline", "record"}
+    assert set(doc) == {
+        "schema",
+        "findings",
+        "skipped",
+        "verdict",
+        "headline",
+        "record",
+        "ranks",
+        "missing_ranks",
+    }
+    assert doc["ranks"] == [] and doc["missing_ranks"] == []  # a single-process run
     assert doc["schema"] == "torchdiag.findings/1"
     assert [f["id"] for f in doc["findings"]] == [
         "input-bound",
