@@ -153,3 +153,9 @@ def test_escape_sequences_never_reach_the_terminal(tmp_path, run_cli, fmt):
         json.loads(out)  # still valid JSON
     code, out, err = run_cli("diff", str(trace), str(trace))
     assert code == 0 and not any(ch in out + err for ch in "\x1b\x07\x9b")
+
+
+@pytest.mark.parametrize("jobs", ["0", "-2", "many"])
+def test_bad_jobs_count_is_refused(tmp_path, run_cli, jobs):
+    trace = small_trace(tmp_path, "t.pt.trace.json")
+    _one_line_error(*run_cli("report", str(trace), "--jobs", jobs))
