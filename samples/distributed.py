@@ -22,12 +22,32 @@ import torch.distributed as dist
 import torchdiag
 
 
+class Batches(torch.utils.data.Dataset):
+    """Random batches, each taking ``delay`` seconds to make (a slow input pipeline)."""
+
+    def __init__(self, n: int, delay: float) -> None:
+        self.n, self.delay = n, delay
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.delay:
+            time.sleep(self.delay)
+        return torch.randn(256, 512)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs/ddp/")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--straggler", type=int, default=None, help="rank that sleeps each step")
     parser.add_argument("--sleep", type=float, default=0.05, help="seconds the straggler sleeps")
+    parser.add_argument(
+        "--slow-input",
+        action="store_true",
+        help="the straggler sleeps in its DataLoader (an input stall) instead of the loop",
+    )
     parser.add_argument("--die-at", type=int, default=None, help="rank 1 exits at this step")
     parser.add_argument("--hidden", type=int, default=1024, help="width of the hidden layer")
     parser.add_argument("--profile-steps", type=int, default=6)
@@ -51,14 +71,17 @@ def main() -> None:
     if len(cores) >= dist.get_world_size():
         os.sched_setaffinity(0, {cores[rank % len(cores)]})
 
+    slow_loader = args.slow_input and rank == args.straggler
+    batches = torch.utils.data.DataLoader(
+        Batches(args.steps, args.sleep if slow_loader else 0.0), batch_size=None
+    )
     with torchdiag.profile(args.output, skip_first=4, profile_steps=args.profile_steps):
-        for step in range(args.steps):
-            if rank == args.straggler:
+        for step, x in enumerate(batches):
+            if rank == args.straggler and not slow_loader:
                 time.sleep(args.sleep)
             if args.die_at is not None and rank == 1 and step == args.die_at:
                 os._exit(1)  # a crash: no cleanup, no record
-            x = torch.randn(256, 512, device=device)
-            loss = model(x).square().mean()
+            loss = model(x.to(device)).square().mean()
             loss.backward()
             opt.step()
             opt.zero_grad()

@@ -32,6 +32,10 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("ddp")
     return {
         "straggler": (base / "straggler", _torchrun(base / "straggler", "--straggler", "1")),
+        "slow-input": (
+            base / "slow-input",
+            _torchrun(base / "slow-input", "--straggler", "0", "--slow-input"),
+        ),
         "healthy": (base / "healthy", _torchrun(base / "healthy")),
         "dies": (base / "dies", _torchrun(base / "dies", "--die-at", "8")),
     }
@@ -90,3 +94,15 @@ def test_diff_compares_run_directories(runs, run_cli):
     doc = json.loads(out)
     assert doc["verdict"] == "slower"
     assert {f["id"] for f in doc["findings"]["new"]} >= {"straggler"}
+
+
+def test_straggler_cause_and_its_own_findings(runs, run_cli):
+    folder, proc = runs["slow-input"]
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = _report(run_cli, folder)
+    straggler = next(f for f in doc["findings"] if f["id"] == "straggler")
+    assert straggler["evidence"]["straggler_rank"] == 0
+    assert "input stall" in straggler["evidence"]["likely_cause"]
+    ranks = {r["rank"]: r for r in doc["ranks"]}
+    assert any(f.startswith("dataloader-stall") for f in ranks[0]["findings"])
+    assert not any(f.startswith("dataloader-stall") for f in ranks[1]["findings"])

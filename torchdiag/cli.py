@@ -276,11 +276,26 @@ def load_rank_records(folder: Path) -> RunRecord | None:
     if not records:
         return None
     merged = merge_rank_records(records)
+    # Each rank's own findings, from its own record (the merged one keeps only its figures).
+    own = {r.rank: _serious_findings(r) for r in records}
+    for figures in merged.ranks:
+        figures.findings = own.get(figures.rank, [])
     if unreadable:
         merged.collectors["ranks"] = CollectorStatus(
             available=False, reason="unreadable records, skipped: " + ", ".join(unreadable)
         )
     return merged
+
+
+def _serious_findings(record: RunRecord) -> list[str]:
+    """Finding ids at warning or above, the critical ones marked, most valuable first."""
+    from torchdiag.analyze.registry import analyze
+
+    return [
+        f"{f.id} (critical)" if f.severity == "critical" else f.id
+        for f in analyze(record).findings
+        if f.severity in ("critical", "warning")
+    ]
 
 
 class ReadProgress:

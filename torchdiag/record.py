@@ -489,6 +489,8 @@ class RankFigures(Struct):
     throttled: bool = False
     step_numbers: list[int] = msgspec.field(default_factory=list)
     own_ms_by_step: list[float] = msgspec.field(default_factory=list)
+    # The rank's own findings at warning or above ("id" or "id (critical)"), from its record.
+    findings: list[str] = msgspec.field(default_factory=list)
 
 
 class ProfilerWindow(Struct):

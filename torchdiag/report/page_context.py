@@ -27,7 +27,7 @@ from torchdiag.report.page_sections import (
     overhead_rows,
     raw_trace,
 )
-from torchdiag.report.ranks import RANK_HEAD, rank_rows, ranks_note
+from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
 from torchdiag.report.verdict import (
     evidence_items,
     finding_title,
@@ -73,7 +73,12 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
         "headline": _headline(record, summary),
         "status": _status(record),
         "findings": _findings(analysis),
-        "ranks": {"head": RANK_HEAD, "rows": rank_rows(record), "note": ranks_note(record)},
+        "ranks": {
+            "head": RANK_HEAD,
+            "rows": rank_rows(record),
+            "note": ranks_note(record),
+            "numbers_from": RANK_NUMBERS_FROM,
+        },
         "skipped": [
             {"id": s.id, "reason": s.reason} for s in sorted(analysis.skipped, key=lambda s: s.id)
         ],

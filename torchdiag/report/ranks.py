@@ -8,7 +8,18 @@ from torchdiag.record import RunRecord
 from torchdiag.report.verdict import format_ms, format_pct
 from torchdiag.view.ranks import rank_figures
 
-RANK_HEAD = ["Rank", "Host", "Step", "Own work", "In collectives", "Input wait", "State"]
+RANK_HEAD = [
+    "Rank",
+    "Host",
+    "State",
+    "Its findings",
+    "Step",
+    "Own work",
+    "In collectives",
+    "Input wait",
+]
+# Columns from this one on are numbers (right-aligned).
+RANK_NUMBERS_FROM = 4
 
 
 def rank_rows(record: RunRecord) -> list[list[str]]:
@@ -17,11 +28,12 @@ def rank_rows(record: RunRecord) -> list[list[str]]:
         [
             str(f.rank),
             f.host or "—",
+            f.state or "—",
+            ", ".join(f.findings) or "—",
             format_ms(f.step_ms),
             format_ms(f.own_ms),
             format_ms(f.comm_ms),
             format_ms(f.input_wait_ms),
-            f.state or "—",
         ]
         for f in rank_figures(record)
     ]

@@ -16,7 +16,7 @@ from rich.text import Text
 from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord
-from torchdiag.report.ranks import RANK_HEAD, rank_rows, ranks_note
+from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
 from torchdiag.report.verdict import finding_title, headline_items, saving_text, verdict
 from torchdiag.view.headline import headline
 
@@ -65,7 +65,7 @@ def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: i
     if ranks:
         table = Table(title="Ranks", box=box.SIMPLE_HEAD, title_justify="left")
         for i, head in enumerate(RANK_HEAD):
-            table.add_column(head, justify="right" if i >= 2 and i < len(RANK_HEAD) - 1 else "left")
+            table.add_column(head, justify="right" if i >= RANK_NUMBERS_FROM else "left")
         for row in ranks:
             table.add_row(*(Text(cell) for cell in row))
         console.print(table)
