@@ -1,4 +1,4 @@
-"""Imports flow one way: files → record → traces → view → analyze → diff → report → cli.
+"""Imports flow one way: files, sanitize → record → traces → view → analyze → diff → report → cli.
 
 The live capture sits beside the trace reader (it summarises its profiler window with it), and the
 package facade (``torchdiag/__init__.py``: the public API, the version, the notebook hook) and
@@ -17,6 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "torchdiag"
 LAYERS = {
     "files": 0,
+    "sanitize": 0,
     "record": 1,
     "traces": 2,
     "capture": 3,

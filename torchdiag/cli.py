@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 import msgspec
 
-from torchdiag.files import atomic_write, terminal_safe
+from torchdiag.files import atomic_write
 from torchdiag.record import RecordError, RunRecord, decode_record
+from torchdiag.sanitize import terminal_safe
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1

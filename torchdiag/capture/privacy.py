@@ -12,7 +12,7 @@ import hashlib
 import os
 import re
 
-from torchdiag.files import safe_text
+from torchdiag.sanitize import safe_text
 
 REDACTED = "***"
 # Flag names that carry credentials: --api-key, --wandb_api_key, --hf-token, --password,

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from torchdiag.files import safe_text
 from torchdiag.record import (
     CollectorStatus,
     DeviceInfo,
@@ -32,6 +31,7 @@ from torchdiag.record import (
     StepSeries,
     TraceSummary,
 )
+from torchdiag.sanitize import safe_text
 from torchdiag.traces.decode import (
     DEFAULT_BLOCK_SIZE,
     NotATraceError,
