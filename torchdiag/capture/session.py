@@ -95,11 +95,12 @@ class profile(contextlib.ContextDecorator):
         if not sample_interval > 0:
             raise ValueError("sample_interval must be > 0 seconds")
         if sample_interval < MIN_SAMPLE_INTERVAL_S:
-            warnings.warn(
-                f"torchdiag: sample_interval={sample_interval:g} s raised to "
-                f"{MIN_SAMPLE_INTERVAL_S:g} s (faster sampling slows training)",
-                stacklevel=2,
-            )
+            if os.environ.get("RANK", "0") == "0":  # every rank gets the same: say it once
+                warnings.warn(
+                    f"torchdiag: sample_interval={sample_interval:g} s raised to "
+                    f"{MIN_SAMPLE_INTERVAL_S:g} s (faster sampling slows training)",
+                    stacklevel=2,
+                )
             sample_interval = MIN_SAMPLE_INTERVAL_S
         self.output = output
         self.profile_steps = profile_steps
