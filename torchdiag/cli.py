@@ -22,10 +22,9 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-import msgspec
 
 from torchdiag.files import atomic_write
-from torchdiag.record import RecordError, RunRecord, decode_record
+from torchdiag.record import RecordError, RunRecord, decode_record, is_record
 from torchdiag.sanitize import terminal_safe
 
 EXIT_OK = 0
@@ -214,22 +213,6 @@ def check_input(text: str) -> Path:
     return path
 
 
-class _Schema(msgspec.Struct):
-    """Only a document's top-level ``schema`` member (the rest is skipped unread)."""
-
-    schema: object = None
-
-
-def is_record(data: bytes) -> bool:
-    """Whether ``data`` is a run record: a JSON object whose top-level ``schema`` is
-    ``torchdiag.run/…`` (a trace that merely contains the text somewhere is not)."""
-    try:
-        schema = msgspec.json.decode(data, type=_Schema).schema
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return False
-    return isinstance(schema, str) and schema.startswith("torchdiag.run/")
-
-
 def load_input(
     path: Path, *, progress: ProgressCallback | None = None, jobs: int | None = None
 ) -> RunRecord:
@@ -266,7 +249,10 @@ def load_rank_records(folder: Path) -> RunRecord | None:
     unreadable: list[str] = []
     for f in sorted(folder.glob("*.json")):
         try:
-            if not f.is_file() or f.stat().st_size > _MAX_RECORD_BYTES:
+            # torch.profiler's own traces are never records: not read twice.
+            if f.name.endswith(".pt.trace.json") or not f.is_file():
+                continue
+            if f.stat().st_size > _MAX_RECORD_BYTES:
                 continue
             data = f.read_bytes()
             # The substring test is a cheap filter for the traces that share the folder.

@@ -28,7 +28,7 @@ from torchdiag.record import BreakdownMs, RunRecord, TraceSummary
 from torchdiag.traces.launches import quantile
 from torchdiag.view.headline import headline
 from torchdiag.view.numbers import finite, to_jsonable
-from torchdiag.view.step_model import gpu_work_steps, primary_summary, step_time
+from torchdiag.view.step_model import gpu_work_steps, primary_summary
 
 DIFF_SCHEMA = "torchdiag.diff/1"
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -311,20 +311,19 @@ def diff_runs(
 def _side(record: RunRecord, sample: StepSample) -> Side:
     numbers = headline(record)
     batch = numbers["batch_size"]
-    timing = step_time(record)
-    if record.source == "trace" and timing is not None and timing.step_ms > 0:
+    if record.source == "trace" and numbers["step_ms_estimate"]:
         # Profiled steps are slowed by the profiler (and a GPU-bound window's first steps only
         # fill the launch queue): a trace is compared on its un-profiled estimate.
         return Side(
             name=record.name,
             source=record.source,
-            steps=timing.steps,
+            steps=numbers["estimate_steps"],
             steps_excluded="profiled steps, un-profiled step estimated",
-            median_step_ms=timing.step_ms,
+            median_step_ms=numbers["step_ms_estimate"],
             batch_size=batch,
             samples_per_s=numbers["samples_per_s"],
             estimated=True,
-            step_ms_range=list(timing.range_ms),
+            step_ms_range=numbers["step_ms_estimate_range"],
         )
     median = sample_median(sample)
     return Side(

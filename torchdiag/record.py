@@ -540,17 +540,35 @@ _ENCODER = msgspec.json.Encoder(order="sorted")
 _DECODER = msgspec.json.Decoder(RunRecord)
 
 
+class _Header(msgspec.Struct):
+    """A document's top-level ``schema`` member alone (the rest is skipped, not built)."""
+
+    schema: object = None
+
+
+_HEADER = msgspec.json.Decoder(_Header)
+
+
+def is_record(data: bytes) -> bool:
+    """Whether ``data`` is a run record: a JSON object whose top-level ``schema`` is
+    ``torchdiag.run/…`` (a trace that merely contains that text somewhere is not)."""
+    try:
+        schema = _HEADER.decode(data).schema
+    except msgspec.DecodeError:
+        return False
+    return isinstance(schema, str) and schema.startswith("torchdiag.run/")
+
+
 def decode_record(data: bytes | str) -> RunRecord:
     """Validate and decode a record from JSON text; raise :class:`RecordError` with the path."""
     if isinstance(data, str):
         data = data.encode()
     try:
-        header = msgspec.json.decode(data, type=dict)
+        schema = _HEADER.decode(data).schema
     except msgspec.ValidationError:  # (a subclass of DecodeError: test it first)
         raise RecordError("a run record is a JSON object at the top level") from None
     except msgspec.DecodeError as exc:
         raise RecordError(f"not valid JSON: {exc}") from None
-    schema = header.get("schema")
     if schema != SCHEMA:
         if isinstance(schema, str) and schema.startswith("torchdiag.run/"):
             raise RecordError(

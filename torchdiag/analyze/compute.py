@@ -6,7 +6,7 @@ from __future__ import annotations
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.record import MathStats, RunRecord, TraceSummary
-from torchdiag.view.steady import mean_gpm_tensor_pct
+from torchdiag.view.samples import mean_gpm_tensor_pct
 from torchdiag.view.step_model import (
     StepTime,
     device_capability,
@@ -99,10 +99,7 @@ def _gpu_saving_pct(timing: StepTime, removable_ms: float) -> float:
     """
     busy = timing.gpu_busy_ms or 0.0
     removable = min(removable_ms, busy)
-    if timing.host_ms is None:
-        floor = timing.step_ms - busy  # everything that was not GPU work stays
-    else:
-        floor = timing.host_ms + timing.input_wait_ms + timing.sync_idle_ms
+    floor = _floor_ms(timing)
     # Compare against the step the pipeline explains, not the measured one: a live step longer
     # than max(host, GPU) keeps that unexplained remainder whatever the kernels do, so removing
     # nothing must save nothing.

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+import msgspec
+
 from torchdiag.capture.amp_watch import AmpWatch
 from torchdiag.capture.dataloader import DataLoaderWatch
 from torchdiag.capture.environment import (
@@ -231,7 +233,10 @@ class Run:
         samples = self._teardown(restore_signals=False)
         record = _safe(lambda: self._build_record(status, ended, samples))
         if record is None:  # building failed: still leave a record of the run's outcome
-            record = _minimal_record(self, status, ended)
+            record = self._outcome(status, ended)
+            record.collectors["record"] = CollectorStatus(
+                available=False, reason="building the record failed"
+            )
         self.record = record
         self._save(record)
         # Only now: a SIGTERM that came while the record was being written waited for it.
@@ -454,6 +459,21 @@ class Run:
 
     # -- record --------------------------------------------------------------------------------
 
+    def _outcome(self, status: RunStatus, ended: dt.datetime) -> RunRecord:
+        """The record's identity and outcome alone: what is written even if nothing else is."""
+        return RunRecord(
+            schema=SCHEMA,
+            source="live",
+            name=self.options.name or _script_name(),
+            started_utc=self.started.isoformat(timespec="seconds"),
+            ended_utc=ended.isoformat(timespec="seconds"),
+            duration_s=(ended - self.started).total_seconds(),
+            status=status,
+            rank=self._dist.rank,
+            world_size=self._dist.world_size,
+            collectors=dict(self.collectors),
+        )
+
     def _build_record(self, status: RunStatus, ended: dt.datetime, samples: Any) -> RunRecord:
         env = self._environment or Environment()
         env.distributed = self._dist
@@ -477,16 +497,8 @@ class Run:
             overhead["sampler_cpu_s"] = samples.sampler_cpu_s
         if window is not None:
             overhead["profiler_window_s"] = window.wall_s
-        return RunRecord(
-            schema=SCHEMA,
-            source="live",
-            name=self.options.name or _script_name(),
-            started_utc=self.started.isoformat(timespec="seconds"),
-            ended_utc=ended.isoformat(timespec="seconds"),
-            duration_s=(ended - self.started).total_seconds(),
-            status=status,
-            rank=self._dist.rank,
-            world_size=self._dist.world_size,
+        return msgspec.structs.replace(
+            self._outcome(status, ended),
             collectors=dict(sorted(self.collectors.items())),
             steps=self._timer.series(),
             samples=samples,
@@ -510,22 +522,6 @@ def _unprintable_status(exc_type: type[BaseException] | None) -> RunStatus:
         state="failed" if failed else "interrupted",
         exception_type=name,
         message="<message could not be read>",
-    )
-
-
-def _minimal_record(run: Run, status: RunStatus, ended: dt.datetime) -> RunRecord:
-    """A record of the outcome alone, when building the full one failed."""
-    return RunRecord(
-        schema=SCHEMA,
-        source="live",
-        name=run.options.name or _script_name(),
-        started_utc=run.started.isoformat(timespec="seconds"),
-        ended_utc=ended.isoformat(timespec="seconds"),
-        status=status,
-        collectors={
-            **run.collectors,
-            "record": CollectorStatus(available=False, reason="building the record failed"),
-        },
     )
 
 

@@ -65,22 +65,20 @@ def diff_headline(diff: RunDiff) -> str:
 def interval_sentence(diff: RunDiff) -> str:
     """The ratio, its interval and what it was computed from."""
     iv = diff.interval
-    if _estimated(diff):
-        steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD profiled steps"
-        if iv.low is None or iv.high is None:
-            return f"HEAD/BASE step ratio {_ratio(iv.ratio)}; no interval ({steps})"
-        return (
-            f"HEAD/BASE step ratio {_ratio(iv.ratio)}, range [{_ratio(iv.low)}, "
-            f"{_ratio(iv.high)}] from the estimates' ranges ({steps})"
-        )
-    steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD steady-state steps"
+    estimated = _estimated(diff)
+    ratio = f"HEAD/BASE {'step' if estimated else 'median'} ratio {_ratio(iv.ratio)}"
+    kind = "profiled" if estimated else "steady-state"
+    steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD {kind} steps"
     if iv.low is None or iv.high is None:
-        return f"HEAD/BASE median ratio {_ratio(iv.ratio)}; no interval ({steps})"
-    return (
-        f"HEAD/BASE median ratio {_ratio(iv.ratio)}, {round(100 * iv.confidence)}% CI "
-        f"[{_ratio(iv.low)}, {_ratio(iv.high)}] (bootstrap, {iv.resamples:,} resamples, "
-        f"seed {iv.seed}; {steps})"
-    )
+        return f"{ratio}; no interval ({steps})"
+    if estimated:
+        how = f"range [{_ratio(iv.low)}, {_ratio(iv.high)}] from the estimates' ranges ({steps})"
+    else:
+        how = (
+            f"{round(100 * iv.confidence)}% CI [{_ratio(iv.low)}, {_ratio(iv.high)}] (bootstrap, "
+            f"{iv.resamples:,} resamples, seed {iv.seed}; {steps})"
+        )
+    return f"{ratio}, {how}"
 
 
 def gate_sentence(diff: RunDiff) -> str:

@@ -54,6 +54,7 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
     The context lacks only what rendering adds: the serialised island and the page assets.
     """
     summary = primary_summary(record)
+    numbers = headline(record)
     figs = build_figures(record, summary)
     data = {
         "figures": figs,
@@ -70,7 +71,7 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
         "source": record.source,
         "verdict": verdict(record, analysis),
         "identity": _identity(record),
-        "headline": _headline(record, summary),
+        "headline": _headline(numbers, summary),
         "status": _status(record),
         "findings": _findings(analysis),
         "ranks": {
@@ -87,7 +88,7 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
         "figures": sorted(figs),
         "summary": _summary(record, summary, has_breakdown="breakdown" in figs),
         "distribution": distribution(record),
-        "input": input_pipeline(record, summary),
+        "input": input_pipeline(record, summary, numbers),
         "ops": op_table(summary),
         "kernels": kernel_table(summary),
         "memory": memory_view(record, summary),
@@ -106,11 +107,11 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
 # Run: identity, status, findings
 
 
-def _headline(record: RunRecord, summary: TraceSummary | None) -> list[tuple[str, str]]:
+def _headline(numbers: dict[str, Any], summary: TraceSummary | None) -> list[tuple[str, str]]:
     """The shared headline cards plus the HTML-only ones."""
-    items = headline_items(headline(record))
+    items = headline_items(numbers)
     # Keep the most telling cards first: step time, throughput, GPU busy, tensor cores.
-    return items[:3] + headline_extras(record, summary) + items[3:]
+    return items[:3] + headline_extras(numbers, summary) + items[3:]
 
 
 def _identity(record: RunRecord) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from torchdiag.report.verdict import (
     format_pct,
     format_value,
 )
-from torchdiag.view.headline import headline
+from torchdiag.view.numbers import weighted_quantile
 
 MAX_TABLE_ROWS = 50
 # Kernel names can be whole C++ template instantiations; show the start, keep the rest in the
@@ -38,15 +38,15 @@ def name_cell(name: str) -> dict[str, str]:
     return {"text": _cut(name, MAX_NAME_CHARS), "full": _cut(name, MAX_TITLE_CHARS)}
 
 
-def headline_extras(record: RunRecord, summary: TraceSummary | None) -> list[tuple[str, str]]:
+def headline_extras(numbers: dict[str, Any], summary: TraceSummary | None) -> list[tuple[str, str]]:
     """Cards the shared headline lacks: tensor-core activity (GPM when sampled, else the
     math-time share), when there is any to show."""
-    text = _tensor_core_text(record, summary)
+    text = _tensor_core_text(numbers, summary)
     return [("Tensor cores", text)] if text is not None else []
 
 
-def _tensor_core_text(record: RunRecord, summary: TraceSummary | None) -> str | None:
-    tensor = headline(record)["tensor_active_pct"]
+def _tensor_core_text(numbers: dict[str, Any], summary: TraceSummary | None) -> str | None:
+    tensor = numbers["tensor_active_pct"]
     if tensor is not None:
         return f"{format_pct(tensor)} active (GPM)"
     math_stats = summary.math if summary is not None else None
@@ -74,19 +74,19 @@ def distribution(record: RunRecord) -> dict[str, Any] | None:
     return {"rows": rows, "slowest": slowest}
 
 
-def input_pipeline(record: RunRecord, summary: TraceSummary | None) -> dict[str, Any]:
+def input_pipeline(
+    record: RunRecord, summary: TraceSummary | None, numbers: dict[str, Any]
+) -> dict[str, Any]:
     """Input wait numbers, loader settings and the DataLoader iterators the trace saw."""
     waits = step_waits(record)
     rows: list[tuple[str, str]] = []
     if waits:
-        ordered = sorted(waits)
         rows = [
             ("Steps", format_number(len(waits))),
             ("Mean wait", format_ms(sum(waits) / len(waits))),
-            ("p95 wait", format_ms(ordered[max(int(0.95 * len(ordered)) - 1, 0)])),
-            ("Max wait", format_ms(ordered[-1])),
+            ("p95 wait", format_ms(weighted_quantile(waits, [1.0] * len(waits), 0.95))),
+            ("Max wait", format_ms(max(waits))),
         ]
-        numbers = headline(record)
         if numbers["input_wait_pct"] is not None:
             rows.append(("Share of step time", format_pct(numbers["input_wait_pct"])))
     iterators = sorted((summary.dataloader_iterators if summary else {}).items())

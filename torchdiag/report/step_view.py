@@ -12,7 +12,8 @@ from typing import Any
 
 from torchdiag.analyze.stability import outlier_limit
 from torchdiag.record import RunRecord
-from torchdiag.view.numbers import finite, nearest_rank
+from torchdiag.view.headline import step_rows
+from torchdiag.view.numbers import finite, weighted_quantile
 from torchdiag.view.step_model import primary_summary
 
 # Outliers listed by step number; the rest are counted.
@@ -31,10 +32,7 @@ def step_numbers(record: RunRecord) -> list[int]:
 
 def step_walls(record: RunRecord) -> list[float]:
     """Wall time of each step row in ms (live rows, else the trace's steps)."""
-    if record.steps.wall_ms:
-        return [w if finite(w) else math.nan for w in record.steps.wall_ms]
-    summary = primary_summary(record)
-    return [st.duration_ms for st in summary.steps] if summary is not None else []
+    return [w if finite(w) else math.nan for w in step_rows(record)[0]]
 
 
 def step_waits(record: RunRecord) -> list[float]:
@@ -58,20 +56,20 @@ def wall_stats(record: RunRecord) -> dict[str, Any] | None:
     (:func:`torchdiag.analyze.stability.outlier_limit`), so the chart marks the steps the
     finding talks about.
     """
-    walls = step_walls(record)
+    walls, weights, _ = step_rows(record)
     numbers = step_numbers(record)
     pairs = [(w, n) for w, n in zip(walls, numbers, strict=False) if finite(w)]
     if not pairs:
         return None
     ordered = sorted(w for w, _ in pairs)
-    p50 = nearest_rank(ordered, 0.5)
     fence = outlier_limit(ordered)
     outliers = sorted((n for w, n in pairs if w > fence))
     slowest = sorted(pairs, key=lambda p: (-p[0], p[1]))[:MAX_OUTLIERS_LISTED]
     return {
         "rows": len(pairs),
-        "p50": p50,
-        "p95": nearest_rank(ordered, 0.95),
+        # As the headline's: merged rows weigh the steps they hold, so the cards agree.
+        "p50": weighted_quantile(walls, weights, 0.5),
+        "p95": weighted_quantile(walls, weights, 0.95),
         "max": ordered[-1],
         "mean": sum(ordered) / len(ordered),
         "outlier_ms": fence,

@@ -13,7 +13,7 @@ from typing import Any
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.memory import memory_peaks
 from torchdiag.view.numbers import rounded, weighted_quantile
-from torchdiag.view.steady import mean_gpm_tensor_pct, mean_gpu_busy_share
+from torchdiag.view.samples import mean_gpm_tensor_pct, mean_gpu_busy_share
 from torchdiag.view.step_model import batch_size, device_memory_bytes, primary_summary, step_time
 
 
@@ -28,7 +28,7 @@ def headline(record: RunRecord) -> dict[str, Any]:
     """
     timing = step_time(record)
     summary = primary_summary(record)
-    walls, weights, rows_from = _step_rows(record, summary)
+    walls, weights, rows_from = step_rows(record)
     batch, _ = batch_size(record)
     util = mean_gpu_busy_share(record)
     memory = memory_peaks(record)
@@ -72,10 +72,11 @@ def _step_count(record: RunRecord, summary: TraceSummary | None) -> int:
     return len(summary.steps) if summary is not None else 0
 
 
-def _step_rows(
-    record: RunRecord, summary: TraceSummary | None
-) -> tuple[list[float], list[float], str | None]:
-    """(row walls ms, row weights, "live" | "profiled") from the best source."""
+def step_rows(record: RunRecord) -> tuple[list[float], list[float], str | None]:
+    """(row walls ms, row weights, "live" | "profiled"): the step rows every step statistic is
+    taken over — the record's step series (a merged row weighs the steps it holds), else the
+    profiled steps of its trace."""
+    summary = primary_summary(record)
     s = record.steps
     if s.wall_ms:
         # A record built from traces keeps the profiled steps in its step series.

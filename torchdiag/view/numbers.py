@@ -20,12 +20,6 @@ def rounded(x: float | None, digits: int = 3) -> float | None:
     return round(x, digits) if x is not None and finite(x) else None
 
 
-def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank quantile of an already sorted, non-empty sequence."""
-    rank = max(math.ceil(q * len(sorted_values)) - 1, 0)
-    return sorted_values[min(rank, len(sorted_values) - 1)]
-
-
 def weighted_quantile(values: Sequence[float], weights: Sequence[float], q: float) -> float | None:
     """Nearest-rank quantile where ``values[i]`` counts ``weights[i]`` times (merged step rows)."""
     pairs = sorted((v, w) for v, w in zip(values, weights, strict=False) if finite(v) and w > 0)

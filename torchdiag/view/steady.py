@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torchdiag.record import RunRecord
-from torchdiag.view.numbers import finite
 
 
 @dataclass(frozen=True)
@@ -46,30 +45,3 @@ def steady_steps(record: RunRecord) -> SteadySteps:
     wall = sum(s.wall_ms[i] * s.steps[i] for i in keep) / 1e3
     wait = sum(s.input_wait_ms[i] * s.steps[i] for i in keep) / 1e3
     return SteadySteps(steps=steps, wall_s=wall, input_wait_s=wait, excluded=excluded)
-
-
-def mean_gpu_busy_share(record: RunRecord) -> float | None:
-    """Mean NVML utilisation over sampled GPUs (0-1), or None without GPU samples.
-
-    NVML utilisation only says a kernel was running; it is an upper bound on useful GPU work and
-    so a safe input to bounds on what removing GPU idle time could save.
-    """
-    if record.samples is None or not record.samples.gpus:
-        return None
-    # Each row is the mean of rows_merged[i] raw samples: weight it accordingly.
-    weighted = total = 0.0
-    for gpu in record.samples.gpus:
-        for value, n in zip(gpu.utilization_pct, record.samples.rows_merged, strict=False):
-            if finite(value) and n > 0:
-                weighted += value * n
-                total += n
-    return weighted / total / 100.0 if total else None
-
-
-def mean_gpm_tensor_pct(record: RunRecord) -> float | None:
-    """Mean GPM tensor-core activity over sampled GPUs (percent), or None without GPM."""
-    samples = record.samples
-    if samples is None:
-        return None
-    values = [v for gpu in samples.gpus if gpu.gpm for v in gpu.gpm.tensor_active_pct if finite(v)]
-    return sum(values) / len(values) if values else None

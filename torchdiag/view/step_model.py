@@ -35,7 +35,8 @@ from typing import Literal
 
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.profiler_cost import ProfilerCost, profiler_cost
-from torchdiag.view.steady import mean_gpu_busy_share, steady_steps
+from torchdiag.view.samples import mean_gpu_busy_share
+from torchdiag.view.steady import steady_steps
 
 Bound = Literal["gpu", "host", "input"]
 
