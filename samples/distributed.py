@@ -8,6 +8,9 @@ No torchdiag code is specific to distributed runs: each rank writes its own reco
 folder, and the report compares the ranks. ``--straggler R`` makes rank R sleep in every step
 (a planted slow rank: the others wait for it in each all-reduce); ``--die-at N`` ends rank 1
 abruptly at step N (the others' records still come out, and the report names the missing rank).
+``--step-wait S`` makes every rank wait S seconds per step, as a host waits on its GPU: on a
+loaded CPU-only machine it keeps the ranks' CPU work a small part of the step, so that two
+identical ranks stay alike.
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ def main() -> None:
     )
     parser.add_argument("--die-at", type=int, default=None, help="rank 1 exits at this step")
     parser.add_argument("--hidden", type=int, default=1024, help="width of the hidden layer")
+    parser.add_argument(
+        "--step-wait",
+        type=float,
+        default=0.0,
+        help="seconds every rank waits in each step, standing in for GPU work the host waits on",
+    )
     parser.add_argument("--profile-steps", type=int, default=6)
     args = parser.parse_args()
 
@@ -66,10 +75,7 @@ def main() -> None:
     ).to(device)
     model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    torch.set_num_threads(1)  # one core per rank: ranks do not fight over the same cores
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if len(cores) >= dist.get_world_size():
-        os.sched_setaffinity(0, {cores[rank % len(cores)]})
+    torch.set_num_threads(1)  # one thread per rank: ranks do not fight over the same cores
 
     slow_loader = args.slow_input and rank == args.straggler
     batches = torch.utils.data.DataLoader(
@@ -81,6 +87,8 @@ def main() -> None:
                 time.sleep(args.sleep)
             if args.die_at is not None and rank == 1 and step == args.die_at:
                 os._exit(1)  # a crash: no cleanup, no record
+            if args.step_wait:
+                time.sleep(args.step_wait)
             loss = model(x.to(device)).square().mean()
             loss.backward()
             opt.step()
