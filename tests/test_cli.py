@@ -11,8 +11,8 @@ import time
 import pytest
 from tracedata import small_trace
 
-from torchdiag import cli
 from torchdiag.cli import main
+from torchdiag.cli import progress as cli
 
 
 def _one_line_error(err: str) -> None:

@@ -47,6 +47,9 @@ from torchdiag.record import (
     save_record,
 )
 
+# Above kineto's highest severity: nothing of its own log is printed (set KINETO_LOG_LEVEL=0 to
+# see it all).
+QUIET_KINETO_LOG_LEVEL = "6"
 _ACTIVE_LOCK = threading.Lock()
 _active: Run | None = None
 
@@ -77,6 +80,9 @@ class profile(contextlib.ContextDecorator):
         name: Name of the run in reports (default: the script's file name).
         redact: Keep the host only as a short hash and hide secret-looking values on the
             command line (default). ``False`` records them as they are.
+        shared: A ``torchdiag.profile()`` entered inside this one (in the profiled script, say)
+            joins this run instead of failing: it returns this run, and its own options are not
+            used. ``torchdiag run`` profiles scripts this way.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class profile(contextlib.ContextDecorator):
         enabled: bool = True,
         name: str | None = None,
         redact: bool = True,
+        shared: bool = False,
     ) -> None:
         if profile_steps < 0 or skip_first < 0:
             raise ValueError("profile_steps and skip_first must be >= 0")
@@ -113,7 +120,9 @@ class profile(contextlib.ContextDecorator):
         self.enabled = enabled
         self.name = name
         self.redact = redact
+        self.shared = shared
         self._run: Run | None = None
+        self._joined = False
 
     def __enter__(self) -> Run:
         global _active
@@ -121,6 +130,10 @@ class profile(contextlib.ContextDecorator):
             self._run = Run(self, disabled=True)
             return self._run
         with _ACTIVE_LOCK:
+            if _active is not None and _active.options.shared:
+                self._run, self._joined = _active, True
+                _say_joined(_active, self.output)
+                return _active
             if _active is not None:
                 raise RuntimeError(
                     "torchdiag.profile() is already active in this process "
@@ -146,13 +159,26 @@ class profile(contextlib.ContextDecorator):
         tb: TracebackType | None,
     ) -> Literal[False]:
         run, self._run = self._run, None
-        if run is None or run.disabled:
-            return False
+        if run is None or run.disabled or self._joined:
+            self._joined = False
+            return False  # a joined run is ended by the profile() that started it
         try:
             run._end(exc_type, exc)
         finally:
             _release(run)
         return False  # never swallow the user's exception
+
+
+def _say_joined(run: Run, output: str | os.PathLike[str] | None) -> None:
+    """One line on rank 0: the script's own profile() joined an enclosing shared run."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    where = f" (its output {os.fspath(output)!r} is not used)" if output is not None else ""
+    print(
+        f"torchdiag: the script's torchdiag.profile() joins the run already profiling it{where}; "
+        f"record: {run.path}",
+        file=sys.stderr,
+    )
 
 
 def _release(run: Run) -> None:
@@ -389,6 +415,10 @@ class Run:
                 available=False, reason="disabled: profile_steps=0 (monitor-only mode)"
             )
             return
+        # Kineto, the profiler's C++ side, logs its own start/stop ("USDT: ... profiler_start") and,
+        # on a machine without a CUDA driver, "gpuGetDeviceCount failed with code 35": noise to
+        # a user reading torchdiag's output. Quiet unless the user asked for its log level.
+        os.environ.setdefault("KINETO_LOG_LEVEL", QUIET_KINETO_LOG_LEVEL)
         trace_path = None
         if self.options.trace:
             trace_path = self.path.with_name(_stem(self.path) + ".pt.trace.json.gz")

@@ -1,0 +1,109 @@
+"""``torchdiag report INPUT``: one report of a run record, a folder of rank records or traces."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from torchdiag.cli.args import add_jobs, add_no_progress
+from torchdiag.cli.inputs import check_input, load_input
+from torchdiag.cli.outputs import (
+    FORMATS,
+    beside,
+    check_output,
+    check_url,
+    render,
+    say_written,
+    write_output,
+)
+from torchdiag.cli.progress import read_progress
+from torchdiag.sanitize import terminal_safe
+
+EXIT_OK = 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """The ``report`` subcommand's arguments."""
+    report = commands.add_parser(
+        "report",
+        help="write a report for a run.json or torch.profiler trace(s)",
+        description=(
+            "Report on a run record or torch.profiler trace (.json, .json.gz, or a directory of "
+            "them). Without --format: the HTML report is written beside the input and a summary "
+            "is printed."
+        ),
+    )
+    report.add_argument("input", help="run.json, a trace file, or a directory of traces")
+    report.add_argument(
+        "-o", "--output", help="output file; '-' for stdout (default: beside the input for html)"
+    )
+    report.add_argument("--format", choices=FORMATS, help="html, md, json or text")
+    report.add_argument(
+        "--cdn", action="store_true", help="HTML: load plotly.js from its CDN instead of inlining"
+    )
+    report.add_argument(
+        "--html-url",
+        metavar="URL",
+        help="md: link to the HTML report at this http(s) URL (e.g. a CI artifact)",
+    )
+    add_no_progress(report)
+    add_jobs(report)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the report; prints where it went."""
+    source = check_input(args.input)
+    if args.html_url is not None:
+        check_url(args.html_url)
+    write_report(
+        source,
+        args.format,
+        args.output,
+        cdn=args.cdn,
+        html_url=args.html_url,
+        progress=not args.no_progress,
+        jobs=args.jobs,
+    )
+    return EXIT_OK
+
+
+def report_beside(source: Path) -> None:
+    """The default report: the summary on stdout, the HTML report beside ``source``."""
+    write_report(check_input(str(source)), None, None)
+
+
+def write_report(
+    source: Path,
+    fmt: str | None,
+    output: str | None,
+    *,
+    cdn: bool = False,
+    html_url: str | None = None,
+    progress: bool = True,
+    jobs: int | None = None,
+) -> None:
+    """Read ``source`` and write its report in ``fmt`` to ``output``.
+
+    Neither given: the HTML report beside the input and the text summary on stdout. Only ``fmt``
+    given: HTML beside the input, the others on stdout.
+    """
+    from torchdiag.analyze.registry import analyze
+
+    summary_too = fmt is None and output is None
+    fmt = fmt or "html"
+    if output is None:
+        output = str(beside(source, fmt)) if fmt == "html" else "-"
+    check_output(output, [source])
+    # JSON on stdout is for pipelines (`| jq`): keep the terminal quiet there too.
+    wanted = progress and not (fmt == "json" and output == "-")
+    with read_progress(wanted) as bar:
+        record = load_input(source, progress=bar, jobs=jobs)
+    analysis = analyze(record)
+    write_output(render(fmt, record, analysis, cdn=cdn, html_url=html_url), output)
+    if summary_too:
+        sys.stdout.write(terminal_safe(render("text", record, analysis)))
+    say_written(f"{_KIND[fmt]} report", output)
+
+
+_KIND = {"html": "HTML", "md": "Markdown", "json": "JSON", "text": "Text"}

@@ -1,0 +1,258 @@
+"""``torchdiag run [options] script.py [args...]``: profile an unmodified script, then report.
+
+The script runs in this process, as ``python script.py args...`` would run it: ``__name__`` is
+``"__main__"``, ``sys.argv`` is the script's own, the script's folder leads ``sys.path``, and
+``-m module`` works like python's. It runs inside ``torchdiag.profile()`` (whose options are this
+command's flags); PyTorch Lightning and Hugging Face trainers it builds get torchdiag's callback,
+so their steps come from the trainer. Afterwards the terminal summary is printed and the HTML
+report written beside the record. The script's exit status is this command's; an exception it
+raises is printed as python prints it (the launcher's own frames left out) and exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from torchdiag.cli.args import Parser, UsageError, non_negative_int, positive_seconds
+
+EXIT_EXCEPTION = 1
+# Python exits with 128 + SIGINT after an uncaught KeyboardInterrupt.
+_EXIT_FOR: dict[type[BaseException], int] = {KeyboardInterrupt: 130}
+# Options of this command that take a value (the rest are flags); everything from the script on
+# belongs to the script, options that look like ours included.
+_VALUED = {"-o", "--output", "--profile-steps", "--skip-first", "--sample-interval", "--name"}
+
+
+@dataclass
+class Target:
+    """What to run: a script file, or a module (``-m``), with its own arguments."""
+
+    script: str | None
+    module: str | None
+    args: list[str]
+
+    @property
+    def label(self) -> str:
+        """The script's file name or the module's name (the run's default name)."""
+        return Path(self.script).name if self.script else str(self.module)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``run`` subcommand's arguments (its target and the target's arguments are split off
+    before parsing, see :func:`split_argv`)."""
+    run = commands.add_parser(
+        "run",
+        help="run a training script under torchdiag (no code change), then report",
+        description=(
+            "Run SCRIPT (or -m MODULE) with its arguments under torchdiag.profile(), then print "
+            "the summary and write the HTML report beside the record. Exit status: the script's."
+        ),
+        usage="torchdiag run [options] (SCRIPT | -m MODULE) [ARGS ...]",
+    )
+    options(run)
+    return run
+
+
+def options(parser: argparse.ArgumentParser) -> None:
+    """The profile options, as flags."""
+    parser.add_argument(
+        "-o",
+        "--output",
+        help="path of the record (default: torchdiag_runs/<time>-<pid>/run.json)",
+    )
+    parser.add_argument(
+        "--profile-steps",
+        type=non_negative_int,
+        default=5,
+        help="steps recorded by torch.profiler (default 5; 0 monitors only)",
+    )
+    parser.add_argument(
+        "--skip-first",
+        type=non_negative_int,
+        default=5,
+        help="steps run before the profiler window (default 5)",
+    )
+    parser.add_argument(
+        "--sample-interval",
+        type=positive_seconds,
+        default=0.5,
+        help="seconds between background samples (default 0.5)",
+    )
+    parser.add_argument("--trace", action="store_true", help="keep the raw profiler trace")
+    parser.add_argument("--with-stack", action="store_true", help="record Python stacks")
+    parser.add_argument("--name", help="name of the run in reports (default: the script's name)")
+    parser.add_argument(
+        "--no-redact",
+        action="store_true",
+        help="record the host name and command line as they are (default: redacted)",
+    )
+    parser.add_argument(
+        "--no-report", action="store_true", help="write the record only, no summary or HTML"
+    )
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], Target]:
+    """This command's own options, and the target with its arguments.
+
+    Like python's own command line: the first argument that is not one of our options is the
+    script, ``-m MODULE`` names a module, ``--`` ends our options; the rest is the target's.
+    """
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            if i + 1 >= len(argv):
+                break
+            return argv[:i], Target(argv[i + 1], None, argv[i + 2 :])
+        if arg == "-m":
+            if i + 1 >= len(argv):
+                raise UsageError("-m needs a module name (see 'torchdiag run --help')")
+            return argv[:i], Target(None, argv[i + 1], argv[i + 2 :])
+        if arg.startswith("-m") and len(arg) > 2:  # python's "-mpkg.mod"
+            return argv[:i], Target(None, arg[2:], argv[i + 1 :])
+        if not arg.startswith("-") or arg == "-":
+            return argv[:i], Target(arg, None, argv[i + 1 :])
+        i += 2 if arg in _VALUED else 1
+    return argv, Target(None, None, [])
+
+
+def main(argv: Sequence[str]) -> int:
+    """``torchdiag run ARGV``; returns the exit status."""
+    own, target = split_argv(argv)
+    parser = Parser(prog="torchdiag run", usage="torchdiag run [options] (SCRIPT | -m MODULE) ...")
+    options(parser)
+    args = parser.parse_args(own)
+    if target.script is None and target.module is None:
+        raise UsageError("a script or -m MODULE is required (see 'torchdiag run --help')")
+    if target.script is not None and not Path(target.script).is_file():
+        raise UsageError(f"no such script: {target.script}")
+    outcome = _profiled(target, args)
+    if outcome.record_path is not None and not args.no_report and _is_reporting_rank():
+        _report(outcome.record_path)
+    if outcome.error is not None:
+        _print_user_exception(outcome.error)
+    return outcome.exit_status
+
+
+@dataclass
+class Outcome:
+    """How the script ended: its exit status, the exception it raised, where the record went."""
+
+    exit_status: int
+    error: BaseException | None
+    record_path: Path | None
+
+
+def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
+    import torchdiag
+
+    session = torchdiag.profile(
+        args.output,
+        profile_steps=args.profile_steps,
+        skip_first=args.skip_first,
+        sample_interval=args.sample_interval,
+        trace=args.trace,
+        with_stack=args.with_stack,
+        name=args.name or target.label,
+        redact=not args.no_redact,
+        shared=True,  # the script's own torchdiag.profile(), if any, joins this run
+    )
+    status, error, run = 0, None, None
+    with _as_python_would(target):
+        try:
+            with session as run:
+                try:
+                    _execute(target)
+                except SystemExit as stop:
+                    status = _exit_status(stop.code)
+                    if status:  # a script that ends with sys.exit(0) finished; others stopped
+                        raise
+        except SystemExit:
+            pass  # its status is kept above; the record says the run was stopped
+        except BaseException as raised:  # the user's: reported as python would, after the record
+            status, error = _EXIT_FOR.get(type(raised), EXIT_EXCEPTION), raised
+    path = run.path if run is not None else None
+    return Outcome(status, error, path if path is not None and path.is_file() else None)
+
+
+def _execute(target: Target) -> None:
+    if target.module is not None:
+        runpy.run_module(target.module, run_name="__main__", alter_sys=True)
+    else:
+        assert target.script is not None
+        runpy.run_path(target.script, run_name="__main__")
+
+
+@contextmanager
+def _as_python_would(target: Target) -> Iterator[None]:
+    """``sys.argv`` and ``sys.path[0]`` as ``python SCRIPT ARGS`` / ``python -m MODULE ARGS``
+    set them, restored afterwards."""
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    if target.script is not None:
+        sys.argv = [target.script, *target.args]
+        first = os.path.dirname(os.path.realpath(target.script))
+    else:
+        sys.argv = [str(target.module), *target.args]  # run_module replaces [0] with the file
+        first = os.getcwd()
+    if sys.path:
+        sys.path[0] = first
+    else:
+        sys.path.insert(0, first)
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        if saved_path0 is not None and sys.path:
+            sys.path[0] = saved_path0
+
+
+def _exit_status(code: object) -> int:
+    """What python's exit status would be for ``sys.exit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)  # python prints a non-integer exit value and exits with 1
+    return 1
+
+
+def _is_reporting_rank() -> bool:
+    """Only one process of a torch.distributed job prints the report: rank 0."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _report(record_path: Path) -> None:
+    from torchdiag.cli.report import report_beside
+
+    try:
+        report_beside(record_path)
+    except Exception as err:  # the run is over and its record written: say so, do not hide it
+        message = f"torchdiag: the report could not be written ({err}); record: {record_path}"
+        print(message, file=sys.stderr)
+
+
+def _print_user_exception(error: BaseException) -> None:
+    """The traceback python would print: from the script's first frame on."""
+    tb = error.__traceback__
+    while tb is not None and _is_launcher(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error, tb, file=sys.stderr)
+
+
+def _is_launcher(filename: str) -> bool:
+    """This module's frames and runpy's (frozen in recent Pythons) are ours, not the script's."""
+    if filename.startswith("<frozen runpy"):
+        return True
+    return os.path.realpath(filename) in (
+        os.path.realpath(__file__),
+        os.path.realpath(runpy.__file__),
+    )
