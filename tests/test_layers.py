@@ -24,9 +24,10 @@ LAYERS = {
     "view": 3,
     "analyze": 4,
     "diff": 5,
-    "report": 6,
-    "report_templates": 6,
-    "cli": 7,
+    "trials": 6,
+    "report": 7,
+    "report_templates": 7,
+    "cli": 8,
 }
 FACADE = {"__init__", "__main__"}
 

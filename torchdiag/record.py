@@ -504,6 +504,49 @@ class ProfilerWindow(Struct):
 
 
 # ---------------------------------------------------------------------------------------------
+# Fixes applied from outside the script, and what trying them measured
+
+
+class AppliedFix(Struct):
+    """A fix applied to the run from outside its script (``profile(fixes=...)``).
+
+    ``applied`` says whether it took effect; ``detail`` says what it changed (``"num_workers 0 ->
+    2 on 1 DataLoader"``) or, when it did not apply, why not.
+    """
+
+    fix: str
+    applied: bool
+    detail: str = ""
+
+
+class MeasuredFix(Struct, kw_only=True):
+    """One fix tried by ``torchdiag try``: the same script and steps rerun with the fix applied.
+
+    ``speedup`` is the baseline's step time over the fix's (per sample where the fix changes the
+    batch size), ``ci95`` its 95% interval; ``significant`` when that interval excludes 1.
+    ``numerics_ok`` is False when the loss went non-finite or strayed from the baseline's.
+    """
+
+    fix: str
+    applicable: bool
+    detail: str = ""
+    step_ms: float | None = None
+    baseline_step_ms: float | None = None
+    speedup: float | None = None
+    ci95: list[float] | None = None
+    significant: bool = False
+    per_sample: bool = False
+    memory_peak_bytes: int | None = None
+    baseline_memory_peak_bytes: int | None = None
+    numerics_ok: bool | None = None
+    numerics: str = ""
+    compile_s: float | None = None
+    error: str | None = None  # the script failed with the fix applied
+    runs: int = 0
+    records: list[str] = msgspec.field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
 # The record
 
 
@@ -530,6 +573,12 @@ class RunRecord(Struct):
     # details of the rank that sets the pace), and the ranks of the world with no record.
     ranks: list[RankFigures] = msgspec.field(default_factory=list)
     missing_ranks: list[int] = msgspec.field(default_factory=list)
+    # Fixes applied to this run from outside the script, and the scalar losses that backward()
+    # was called on (first LOSS_LIMIT), kept when asked (``profile(record_loss=True)``).
+    fixes: list[AppliedFix] = msgspec.field(default_factory=list)
+    losses: list[float | None] = msgspec.field(default_factory=list)  # None: not finite
+    # What ``torchdiag try`` measured for fixes tried on this run (its baseline).
+    measured_fixes: list[MeasuredFix] = msgspec.field(default_factory=list)
 
     def to_json(self) -> bytes:
         """Encode deterministically (dict keys sorted) so equal records give equal bytes."""

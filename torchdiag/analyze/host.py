@@ -157,6 +157,7 @@ def small_batch(record: RunRecord) -> Finding | None:
         "useful_gpu_pct": round(utilisation * 100, 1),
         "memory_headroom_x": None if headroom is None else round(headroom, 1),
         "suggested_batch": batch * factor,
+        "batch_factor": factor,
         "step_ms": round(timing.step_ms, 2),
     }
     return Finding(

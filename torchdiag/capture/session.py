@@ -20,9 +20,10 @@ import time
 import traceback
 import warnings
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -35,6 +36,7 @@ from torchdiag.capture.environment import (
     parameter_info,
     snapshot_environment,
 )
+from torchdiag.capture.loss_watch import LossWatch
 from torchdiag.capture.profiler_window import ProfilerWindowControl
 from torchdiag.capture.steps import StepTimer
 from torchdiag.record import (
@@ -80,6 +82,12 @@ class profile(contextlib.ContextDecorator):
         name: Name of the run in reports (default: the script's file name).
         redact: Keep the host only as a short hash and hide secret-looking values on the
             command line (default). ``False`` records them as they are.
+        max_steps: Stop the run after this many steps: the block ends there (the training code
+            inside it is left by an exception the block itself catches), status "completed".
+        fixes: Fixes applied from outside the script for the length of the block, by name:
+            ``"workers=2"``, ``"amp=bf16"``, ... (see :mod:`torchdiag.capture.fixes`). The record
+            says which took effect and what each changed.
+        record_loss: Keep the scalar losses ``backward()`` is called on (``record.losses``).
         shared: A ``torchdiag.profile()`` entered inside this one (in the profiled script, say)
             joins this run instead of failing: it returns this run, and its own options are not
             used. ``torchdiag run`` profiles scripts this way.
@@ -97,8 +105,16 @@ class profile(contextlib.ContextDecorator):
         enabled: bool = True,
         name: str | None = None,
         redact: bool = True,
+        max_steps: int | None = None,
+        fixes: Sequence[str] = (),
+        record_loss: bool = False,
         shared: bool = False,
     ) -> None:
+        if max_steps is not None and max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        from torchdiag.capture.fixes import parse_fix
+
+        self.fixes = [parse_fix(spec) for spec in fixes]  # a misspelt fix fails here, at once
         if profile_steps < 0 or skip_first < 0:
             raise ValueError("profile_steps and skip_first must be >= 0")
         if not sample_interval > 0:
@@ -121,6 +137,8 @@ class profile(contextlib.ContextDecorator):
         self.name = name
         self.redact = redact
         self.shared = shared
+        self.max_steps = max_steps
+        self.record_loss = record_loss
         self._run: Run | None = None
         self._joined = False
 
@@ -157,16 +175,21 @@ class profile(contextlib.ContextDecorator):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> Literal[False]:
+    ) -> bool:
         run, self._run = self._run, None
         if run is None or run.disabled or self._joined:
             self._joined = False
             return False  # a joined run is ended by the profile() that started it
+        stopped = exc_type is not None and issubclass(exc_type, StepLimitReached)
         try:
-            run._end(exc_type, exc)
+            if stopped:
+                run._end(None, None)
+            else:
+                run._end(exc_type, exc)
         finally:
             _release(run)
-        return False  # never swallow the user's exception
+        # The step limit is the block's own exception: it ends here. Never swallow the user's.
+        return stopped
 
 
 def _say_joined(run: Run, output: str | os.PathLike[str] | None) -> None:
@@ -211,6 +234,7 @@ class Run:
         self._hooks: list[Any] = []
         self._loader_watch: DataLoaderWatch | None = None
         self._amp_watch: AmpWatch | None = None
+        self._loss_watch: LossWatch | None = None
         self._sampler: Any = None
         self._window: ProfilerWindowControl | None = None
         self._environment: Environment | None = None
@@ -245,6 +269,10 @@ class Run:
         self._guard("steps", self._install_step_hook)
         self._guard("dataloader", self._install_loader_watch)
         self._guard("amp", self._install_amp_watch)
+        if self.options.record_loss:
+            self._guard("loss", self._install_loss_watch)
+        if self.options.fixes:
+            self._guard("fixes", self._install_fixes)
         self._guard("sampler", self._start_sampler)
         self._guard("profiler", self._prepare_profiler)
         self._guard("signals", self._install_sigterm)
@@ -298,7 +326,9 @@ class Run:
         for hook in self._hooks:
             _safe(hook.remove)
         self._hooks = []
-        for watch in (self._loader_watch, self._amp_watch):
+        for fix in reversed(self.options.fixes):  # patches undone in the reverse order
+            _safe(fix.uninstall)
+        for watch in (self._loss_watch, self._loader_watch, self._amp_watch):
             if watch is not None:
                 _safe(watch.uninstall)
         if restore_signals:
@@ -396,6 +426,14 @@ class Run:
         watch.install()
         self._loader_watch = watch
 
+    def _install_loss_watch(self) -> None:
+        self._loss_watch = LossWatch()
+        self._loss_watch.install()
+
+    def _install_fixes(self) -> None:
+        for fix in self.options.fixes:
+            fix.install()
+
     def _install_amp_watch(self) -> None:
         watch = AmpWatch()
         watch.install()
@@ -471,6 +509,15 @@ class Run:
 
     def _boundary(self, detection: Any) -> None:
         completed = self._timer.boundary(detection)
+        self._advance_window(completed)
+        limit = self.options.max_steps
+        if limit is not None and completed >= limit:
+            self.collectors["steps"] = CollectorStatus(
+                available=True, reason=f"the run was stopped after max_steps={limit} steps"
+            )
+            raise StepLimitReached(f"max_steps={limit} reached")
+
+    def _advance_window(self, completed: int) -> None:
         window = self._window
         if window is None or window.done:
             return
@@ -535,7 +582,15 @@ class Run:
             environment=env,
             profiler=window,
             overhead=overhead,
+            fixes=[fix.outcome() for fix in self.options.fixes],
+            losses=(_safe(self._loss_watch.losses) or []) if self._loss_watch else [],
         )
+
+
+class StepLimitReached(BaseException):
+    """Raised at the end of step ``max_steps`` to leave the training code; the ``profile()``
+    block that asked for it catches it. A BaseException, so ``except Exception`` in the training
+    code does not stop it."""
 
 
 class SIGTERM(BaseException):

@@ -4,8 +4,9 @@
 torch.profiler trace(s) and writes a report (:mod:`~torchdiag.cli.report`). ``torchdiag diff BASE
 HEAD`` compares two of them and exits 1 when HEAD is slower beyond a threshold with confidence
 (:mod:`~torchdiag.cli.diff`). ``torchdiag run SCRIPT`` profiles an unmodified script and reports
-on it (:mod:`~torchdiag.cli.run`). Bad input or usage gives one line on stderr and exit status 2,
-never a traceback.
+on it (:mod:`~torchdiag.cli.run`); ``torchdiag try SCRIPT`` reruns it with fixes and measures
+what each changed (:mod:`~torchdiag.cli.trial`). Bad input or usage gives one line on stderr
+and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from torchdiag.cli import diff, report, run
+from torchdiag.cli import diff, report, run, trial
 from torchdiag.cli.args import Parser, UsageError
 from torchdiag.record import RecordError
 from torchdiag.sanitize import terminal_safe
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_parser(commands)
     diff.add_parser(commands)
     run.add_parser(commands)
+    trial.add_parser(commands)
     return parser
 
 
@@ -45,9 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["run"] and not {"-h", "--help"} & set(run.split_argv(argv[1:])[0]):
+        if argv[:1] == ["run"] and not _asks_help(run.split_argv(argv[1:])[0]):
             # The script's own arguments are not ours to parse: split them off first.
             return run.main(argv[1:])
+        if argv[:1] == ["try"] and not _asks_help(run.split_argv(argv[1:], valued=trial.VALUED)[0]):
+            return trial.main(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command == "report":
             return report.run(args)
@@ -67,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _fail(f"{_one_line(err)} ({type(err).__name__}; TORCHDIAG_DEBUG=1 shows the traceback)")
     return EXIT_USAGE
+
+
+def _asks_help(own: list[str]) -> bool:
+    return bool({"-h", "--help"} & set(own))
 
 
 def _fail(message: str) -> None:

@@ -21,14 +21,30 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchdiag.cli.args import Parser, UsageError, non_negative_int, positive_seconds
+from torchdiag.capture.fixes import FIX_NAMES, parse_fix
+from torchdiag.cli.args import (
+    Parser,
+    UsageError,
+    non_negative_int,
+    positive_int,
+    positive_seconds,
+)
 
 EXIT_EXCEPTION = 1
 # Python exits with 128 + SIGINT after an uncaught KeyboardInterrupt.
 _EXIT_FOR: dict[type[BaseException], int] = {KeyboardInterrupt: 130}
 # Options of this command that take a value (the rest are flags); everything from the script on
 # belongs to the script, options that look like ours included.
-_VALUED = {"-o", "--output", "--profile-steps", "--skip-first", "--sample-interval", "--name"}
+_VALUED = {
+    "-o",
+    "--output",
+    "--profile-steps",
+    "--skip-first",
+    "--sample-interval",
+    "--name",
+    "--fix",
+    "--max-steps",
+}
 
 
 @dataclass
@@ -95,16 +111,35 @@ def options(parser: argparse.ArgumentParser) -> None:
         help="record the host name and command line as they are (default: redacted)",
     )
     parser.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="FIX",
+        help="apply a fix from outside the script (repeatable): " + FIX_NAMES,
+    )
+    parser.add_argument(
+        "--max-steps", type=positive_int, help="stop the script after this many steps"
+    )
+    parser.add_argument(
+        "--record-loss",
+        action="store_true",
+        help="keep the scalar losses backward() is called on (record.losses)",
+    )
+    parser.add_argument(
         "--no-report", action="store_true", help="write the record only, no summary or HTML"
     )
 
 
-def split_argv(argv: Sequence[str]) -> tuple[list[str], Target]:
+def split_argv(
+    argv: Sequence[str], *, valued: set[str] | frozenset[str] | None = None
+) -> tuple[list[str], Target]:
     """This command's own options, and the target with its arguments.
 
     Like python's own command line: the first argument that is not one of our options is the
     script, ``-m MODULE`` names a module, ``--`` ends our options; the rest is the target's.
+    ``valued`` are the options that take a value (default: ``torchdiag run``'s).
     """
+    valued = _VALUED if valued is None else valued
     argv = list(argv)
     i = 0
     while i < len(argv):
@@ -121,7 +156,7 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], Target]:
             return argv[:i], Target(None, arg[2:], argv[i + 1 :])
         if not arg.startswith("-") or arg == "-":
             return argv[:i], Target(arg, None, argv[i + 1 :])
-        i += 2 if arg in _VALUED else 1
+        i += 2 if arg in valued else 1
     return argv, Target(None, None, [])
 
 
@@ -135,6 +170,11 @@ def main(argv: Sequence[str]) -> int:
         raise UsageError("a script or -m MODULE is required (see 'torchdiag run --help')")
     if target.script is not None and not Path(target.script).is_file():
         raise UsageError(f"no such script: {target.script}")
+    for spec in args.fix:
+        try:
+            parse_fix(spec)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     outcome = _profiled(target, args)
     if outcome.record_path is not None and not args.no_report and _is_reporting_rank():
         _report(outcome.record_path)
@@ -164,6 +204,9 @@ def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
         with_stack=args.with_stack,
         name=args.name or target.label,
         redact=not args.no_redact,
+        max_steps=args.max_steps,
+        fixes=args.fix,
+        record_loss=args.record_loss,
         shared=True,  # the script's own torchdiag.profile(), if any, joins this run
     )
     status, error, run = 0, None, None

@@ -47,3 +47,27 @@ def memory_peaks(record: RunRecord) -> MemoryPeaks:
         if used:
             device_used = max(device_used, int(max(used)))
     return MemoryPeaks(allocated=allocated, reserved=reserved, device_used=device_used)
+
+
+def host_peak_bytes(record: RunRecord) -> int:
+    """Peak resident memory of the training process and its DataLoader workers together
+    (sampled; 0 without samples)."""
+    host = record.samples.host if record.samples is not None else None
+    if host is None:
+        return 0
+    peak = 0.0
+    workers = host.workers_rss_bytes or [None] * len(host.process_rss_bytes)
+    for rss, extra in zip(host.process_rss_bytes, workers, strict=False):
+        if finite(rss):
+            peak = max(peak, rss + (extra if finite(extra) else 0.0))
+    return int(peak)
+
+
+def run_memory_peak(record: RunRecord) -> tuple[int | None, str]:
+    """The memory a run needed at its peak, and of what: the GPU's where it used one, else the
+    host process's with its DataLoader workers."""
+    peaks = memory_peaks(record)
+    if peaks.used:
+        return peaks.used, "GPU"
+    host = host_peak_bytes(record)
+    return (host or None), "host process and DataLoader workers"

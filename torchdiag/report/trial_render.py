@@ -1,0 +1,119 @@
+"""``torchdiag try`` results as text, Markdown or JSON, and the "Measured fixes" rows every
+report shares (:func:`measured_rows`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from torchdiag.record import MeasuredFix
+from torchdiag.trials.compare import TryResult
+
+
+@dataclass(frozen=True)
+class MeasuredRow:
+    """One fix as every output shows it: the same words in the terminal, Markdown and HTML."""
+
+    fix: str
+    step: str
+    speedup: str
+    verdict: str
+    memory: str
+    numerics: str
+    note: str
+
+
+def measured_rows(fixes: list[MeasuredFix]) -> list[MeasuredRow]:
+    """The display rows of measured fixes, in the order they were tried."""
+    return [_row(f) for f in fixes]
+
+
+def _row(fix: MeasuredFix) -> MeasuredRow:
+    if fix.error is not None:
+        return MeasuredRow(fix.fix, "-", "-", "the run failed", "-", "-", fix.error)
+    if not fix.applicable:
+        return MeasuredRow(fix.fix, "-", "-", "not applicable", "-", "-", fix.detail)
+    step = "-"
+    if fix.baseline_step_ms is not None and fix.step_ms is not None:
+        step = f"{fix.baseline_step_ms:,.1f} -> {fix.step_ms:,.1f} ms"
+    speedup, verdict = "-", "not measured"
+    if fix.speedup is not None and fix.ci95 is not None:
+        unit = " per sample" if fix.per_sample else ""
+        speedup = f"{fix.speedup:.2f}x ({fix.ci95[0]:.2f}-{fix.ci95[1]:.2f}){unit}"
+        if not fix.significant:
+            verdict = "no significant change"
+        elif fix.ci95[0] > 1.0:
+            verdict = "faster"
+        else:
+            verdict = "slower"
+    memory = "-"
+    if fix.memory_peak_bytes and fix.baseline_memory_peak_bytes:
+        memory = f"{_mib(fix.baseline_memory_peak_bytes)} -> {_mib(fix.memory_peak_bytes)}"
+    numerics = {True: "ok", False: "CHANGED", None: "-"}[fix.numerics_ok]
+    notes = [fix.detail]
+    if fix.numerics_ok is not True and fix.numerics:
+        notes.append(fix.numerics)
+    if fix.compile_s is not None:
+        notes.append(f"first step {fix.compile_s:.1f} s longer (compilation)")
+    if fix.per_sample:
+        notes.append("the learning rate may need scaling with the batch")
+    return MeasuredRow(fix.fix, step, speedup, verdict, memory, numerics, "; ".join(notes))
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:,.0f} MiB"
+
+
+_HEADER = ("fix", "step time", "speedup (95% CI)", "verdict", "memory peak", "numerics")
+
+
+def render_try(result: TryResult, fmt: str) -> str:
+    """The result in ``fmt``: ``text``, ``md`` or ``json`` (schema ``torchdiag.try/1``)."""
+    if fmt == "json":
+        return msgspec.json.format(msgspec.json.encode(result)).decode()
+    rows = measured_rows(result.fixes)
+    base = result.baseline
+    step = f"{base.step_ms:,.1f} ms" if base.step_ms is not None else "unknown"
+    findings = ", ".join(base.findings) or "none at warning level"
+    head = f"{result.script}: baseline step {step} over {result.steps} steps; findings: {findings}"
+    if fmt == "md":
+        return _markdown(head, rows)
+    return _text(head, rows)
+
+
+def _markdown(head: str, rows: list[MeasuredRow]) -> str:
+    lines = [f"### Measured fixes\n\n{_md(head)}\n"]
+    if not rows:
+        return lines[0] + "\nNo fix to try.\n"
+    lines.append("| " + " | ".join(_HEADER) + " | note |")
+    lines.append("|" + "---|" * (len(_HEADER) + 1))
+    for r in rows:
+        cells = (r.fix, r.step, r.speedup, r.verdict, r.memory, r.numerics, r.note)
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _text(head: str, rows: list[MeasuredRow]) -> str:
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    out = StringIO()
+    console = Console(file=out, width=120, color_system=None, highlight=False)
+    console.print(head, markup=False)
+    if not rows:
+        console.print("No fix to try.")
+        return out.getvalue()
+    table = Table(*_HEADER, "note", show_edge=False, pad_edge=False)
+    for r in rows:
+        cells = (r.fix, r.step, r.speedup, r.verdict, r.memory, r.numerics, r.note)
+        table.add_row(*(Text(c) for c in cells))  # text from the run is never markup
+    console.print(table)
+    return out.getvalue()

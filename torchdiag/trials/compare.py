@@ -1,0 +1,163 @@
+"""A fix measured: the baseline's runs against the runs with the fix, as ``torchdiag diff`` compares
+two runs, plus memory and the loss.
+
+The speedup is the baseline's step time over the fix's, with the interval of ``torchdiag diff``'s
+ratio (inverted): both come from :func:`torchdiag.diff.diff_runs`, so ``try`` and ``diff`` never
+disagree about the same two runs. A fix that changes the batch size is compared per sample.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+
+import msgspec
+
+from torchdiag.diff import diff_runs
+from torchdiag.record import AppliedFix, MeasuredFix, RunRecord
+from torchdiag.view.memory import run_memory_peak
+
+TRY_SCHEMA = "torchdiag.try/1"
+# The loss "stayed close" when the mean of the last half of the losses moved by less than this
+# many standard errors of that difference, or less than this share of the baseline's loss:
+# unseeded runs start from different weights and draw different batches, so losses of two sound
+# runs differ by about their step-to-step noise, and a few percent in level.
+LOSS_STANDARD_ERRORS = 3.0
+LOSS_RELATIVE_SLACK = 0.05
+# Fixes whose runs see other data than the baseline's: their losses are not comparable.
+LOSS_NOT_COMPARABLE = {"input-ceiling": "not compared: the batches repeat"}
+
+
+class Baseline(msgspec.Struct, kw_only=True):
+    """The baseline's figures in a ``torchdiag try`` result."""
+
+    step_ms: float | None
+    memory_peak_bytes: int | None
+    memory_of: str
+    findings: list[str]
+    runs: int
+    records: list[str]
+
+
+class TryResult(msgspec.Struct, kw_only=True):
+    """What ``torchdiag try --format json`` prints (schema ``torchdiag.try/1``)."""
+
+    schema: str = TRY_SCHEMA
+    script: str
+    steps: int
+    baseline: Baseline
+    fixes: list[MeasuredFix]
+
+
+def measure_fix(
+    spec: str,
+    baseline: RunRecord,
+    runs: Sequence[RunRecord],
+    *,
+    records: Sequence[str] = (),
+) -> MeasuredFix:
+    """The fix ``spec`` measured from its ``runs`` against ``baseline`` (one run each today;
+    the first run with the fix is compared)."""
+    if not runs:
+        return MeasuredFix(fix=spec, applicable=False, detail="not run")
+    run = runs[0]
+    applied = _applied(spec, run)
+    if run.status.state == "failed":
+        error = f"{run.status.exception_type}: {run.status.message or ''}".strip(": ")
+        return MeasuredFix(
+            fix=spec,
+            applicable=applied is not None and applied.applied,
+            detail=applied.detail if applied else "",
+            error=error,
+            runs=len(runs),
+            records=list(records),
+        )
+    if applied is None or not applied.applied:
+        detail = applied.detail if applied else "the run does not say whether the fix applied"
+        return MeasuredFix(
+            fix=spec, applicable=False, detail=detail, runs=len(runs), records=list(records)
+        )
+    diff = diff_runs(baseline, run)
+    factor = _batch_factor(spec)
+    speedup = ci95 = None
+    ratio, low, high = diff.interval.ratio, diff.interval.low, diff.interval.high
+    if ratio and low and high:
+        # ratio is the fix's step time over the baseline's; per sample, a K times bigger batch
+        # does K times the work in its step.
+        speedup = factor / ratio
+        ci95 = [factor / high, factor / low]
+    numerics_ok, numerics = compare_losses(spec, baseline.losses, run.losses)
+    memory, _ = run_memory_peak(run)
+    base_memory, _ = run_memory_peak(baseline)
+    return MeasuredFix(
+        fix=spec,
+        applicable=True,
+        detail=applied.detail,
+        step_ms=diff.head.median_step_ms,
+        baseline_step_ms=diff.base.median_step_ms,
+        speedup=speedup,
+        ci95=ci95,
+        significant=ci95 is not None and (ci95[0] > 1.0 or ci95[1] < 1.0),
+        per_sample=factor != 1,
+        memory_peak_bytes=memory,
+        baseline_memory_peak_bytes=base_memory,
+        numerics_ok=numerics_ok,
+        numerics=numerics,
+        compile_s=_first_step_excess_s(baseline, run) if spec == "compile" else None,
+        runs=len(runs),
+        records=list(records),
+    )
+
+
+def compare_losses(
+    spec: str, baseline: Sequence[float | None], fixed: Sequence[float | None]
+) -> tuple[bool | None, str]:
+    """Whether the run with the fix kept the baseline's numerics, and how that was judged."""
+    if spec in LOSS_NOT_COMPARABLE:
+        return None, LOSS_NOT_COMPARABLE[spec]
+    if not fixed:
+        return None, "no loss seen (backward() was not called on a scalar)"
+    if any(v is None for v in fixed):
+        return False, "the loss became NaN or infinite"
+    if not baseline or any(v is None for v in baseline):
+        return None, "the baseline's loss is not usable for a comparison"
+    n = min(len(baseline), len(fixed))
+    if n < 4:
+        return None, f"too few losses to compare ({n})"
+    half = n // 2
+    base = [float(v) for v in baseline[n - half : n] if v is not None]
+    head = [float(v) for v in fixed[n - half : n] if v is not None]
+    base_mean, head_mean = statistics.fmean(base), statistics.fmean(head)
+    error = math.sqrt(statistics.variance(base) / len(base) + statistics.variance(head) / len(head))
+    allowed = max(LOSS_STANDARD_ERRORS * error, LOSS_RELATIVE_SLACK * abs(base_mean))
+    moved = head_mean - base_mean
+    where = f"mean loss of the last {half} steps {base_mean:.4g} -> {head_mean:.4g}"
+    if abs(moved) <= allowed:
+        return True, f"{where} (within {allowed:.2g})"
+    return False, f"{where}: moved by {moved:+.3g}, more than {allowed:.2g}"
+
+
+def _applied(spec: str, run: RunRecord) -> AppliedFix | None:
+    return next((f for f in run.fixes if f.fix == spec), None)
+
+
+def _batch_factor(spec: str) -> int:
+    name, _, value = spec.partition("=")
+    return int(value.removeprefix("x")) if name == "batch" else 1
+
+
+def _first_step_excess_s(baseline: RunRecord, run: RunRecord) -> float | None:
+    """How much longer the fix's first step took (a compilation's cost), in seconds."""
+    first = [_first_step_ms(r) for r in (baseline, run)]
+    if first[0] is None or first[1] is None:
+        return None
+    return max(0.0, first[1] - first[0]) / 1000
+
+
+def _first_step_ms(record: RunRecord) -> float | None:
+    steps = record.steps
+    for i, first in enumerate(steps.first_step):
+        if first == 0 and steps.steps[i] == 1:
+            return steps.wall_ms[i]
+    return None
