@@ -1,6 +1,8 @@
 """Imports flow one way: files, sanitize → record → traces → view → analyze → diff → report → cli.
 
-The live capture sits beside the trace reader (it summarises its profiler window with it), and the
+The live capture sits beside the trace reader (it summarises its profiler window with it); the
+framework integrations (callbacks, tracker output) drive the capture and read the view and the
+rules, so they sit above those and beside diff, and only the CLI may import them. The
 package facade (``torchdiag/__init__.py``: the public API, the version, the notebook hook) and
 ``__main__`` stand above everything. A lower layer that imported a higher one would make the
 rules depend on the renderers, or the record on the report: this test fails on the first such
@@ -24,6 +26,7 @@ LAYERS = {
     "view": 3,
     "analyze": 4,
     "diff": 5,
+    "integrations": 5,
     "report": 6,
     "report_templates": 6,
     "cli": 7,
