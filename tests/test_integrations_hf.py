@@ -107,6 +107,23 @@ def test_failed_training_writes_a_failed_record_and_keeps_the_exception(tmp_path
     assert active_run() is None
 
 
+class Interrupting(TinyModel):
+    def forward(self, x, labels=None):
+        if self.forwards == 2:
+            raise KeyboardInterrupt
+        return super().forward(x, labels)
+
+
+def test_interrupted_training_is_recorded_as_interrupted(tmp_path):
+    callback = TorchdiagCallback(tmp_path / "run.json", profile_steps=0)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path, [callback], model=Interrupting()).train()
+    record = load_record(tmp_path / "run.json")
+    assert record.status.state == "interrupted"
+    assert record.status.exception_type == "KeyboardInterrupt"
+    assert record.steps.count == 2
+
+
 def test_inside_an_active_capture_steps_go_to_it(tmp_path):
     callback = TorchdiagCallback()
     with torchdiag.profile(tmp_path / "outer.json", **FAST) as run:

@@ -111,6 +111,11 @@ def test_without_a_logger_the_record_is_in_default_root_dir(tmp_path):
     assert callback.record is not None and callback.record.steps.count == 3
 
 
+def test_a_mistyped_option_fails_where_the_callback_is_made():
+    with pytest.raises(TypeError, match="profile_step"):
+        TorchdiagCallback(profile_step=3)
+
+
 def test_gradient_accumulation_counts_updates_not_batches(tmp_path):
     callback = TorchdiagCallback(tmp_path / "run.json", **FAST)
     module = TinyModule()
