@@ -1,7 +1,10 @@
-"""Imports flow one way: files, sanitize → record → traces → view → analyze → diff → report → cli.
+"""Imports flow one way: files, sanitize → record → traces → view → analyze → diff → trials →
+report → cli.
 
-The live capture sits beside the trace reader (it summarises its profiler window with it), and the
-package facade (``torchdiag/__init__.py``: the public API, the version, the notebook hook) and
+The live capture sits beside the trace reader (it summarises its profiler window with it); the
+framework integrations (callbacks, tracker output) drive the capture and read the view and the
+rules, so they sit above those (beside the trials of ``torchdiag try``), and only the CLI may
+import them. The package facade (``torchdiag/__init__.py``: the public API, the version, the notebook hook) and
 ``__main__`` stand above everything. A lower layer that imported a higher one would make the
 rules depend on the renderers, or the record on the report: this test fails on the first such
 import, lazy ones inside functions included.
@@ -24,6 +27,7 @@ LAYERS = {
     "view": 3,
     "analyze": 4,
     "diff": 5,
+    "integrations": 6,
     "trials": 6,
     "report": 7,
     "report_templates": 7,
@@ -67,3 +71,19 @@ def test_imports_flow_one_way(path: Path) -> None:
         )
         if layer != own:
             assert LAYERS[layer] < LAYERS[own], f"{module} imports {target} at the same level"
+
+
+def test_every_package_is_shipped() -> None:
+    """The wheel lists its packages by hand (report_templates lives outside torchdiag/): a
+    package missing from that list would work in a checkout and be absent once installed."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {
+        ".".join(p.parent.relative_to(PACKAGE.parent).parts) for p in PACKAGE.rglob("__init__.py")
+    }
+    assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {found - listed}"

@@ -67,6 +67,32 @@ def test_reentry_is_refused_with_a_clear_message(tmp_path):
     assert not (tmp_path / "b.json").exists()
 
 
+def test_active_run_is_the_open_capture(tmp_path):
+    assert session_mod.active_run() is None
+    with torchdiag.profile(tmp_path / "run.json", profile_steps=0) as run:
+        assert session_mod.active_run() is run
+    assert session_mod.active_run() is None
+    with torchdiag.profile(enabled=False):
+        assert session_mod.active_run() is None  # a no-op capture is nothing to join
+
+
+def test_steps_marked_manually_from_the_start_are_counted_once(tmp_path, model_opt):
+    """A framework callback marks each step after the optimizer hook has seen it; with the
+    profiler window open from the first step, declaring manual marking up front keeps the first
+    step from being counted by both."""
+    with torchdiag.profile(
+        tmp_path / "run.json", skip_first=1, profile_steps=1, sample_interval=0.05
+    ) as run:
+        run.mark_steps_manually()
+        for _ in range(3):
+            train_step(*model_opt)
+            run.step()
+    assert run.record is not None
+    assert run.record.steps.count == 3
+    assert run.record.steps.detection == "manual"
+    assert run.record.steps.profiled == [True, True, False]
+
+
 def test_disabled_is_a_true_noop(tmp_path, model_opt, monkeypatch):
     monkeypatch.chdir(tmp_path)
     original = torch.utils.data.DataLoader.__iter__

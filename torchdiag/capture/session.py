@@ -204,6 +204,14 @@ def _say_joined(run: Run, output: str | os.PathLike[str] | None) -> None:
     )
 
 
+def active_run() -> Run | None:
+    """The capture active in this process (``torchdiag.profile()`` entered and not yet left), or
+    ``None``. Framework callbacks use it to mark steps on a capture that wraps the whole script
+    instead of opening a second one."""
+    with _ACTIVE_LOCK:
+        return _active
+
+
 def _release(run: Run) -> None:
     global _active
     with _ACTIVE_LOCK:
@@ -250,12 +258,24 @@ class Run:
         """Mark the end of a step by hand (switches off detection from optimizer steps)."""
         if self.disabled:
             return
-        if not self._manual:
-            self._manual = True
-            window = self._window
-            if self._timer.completed and (window is None or window.not_started):
-                self._timer.restart_detection()
+        self.mark_steps_manually()
         self._boundary("manual")
+
+    def mark_steps_manually(self) -> None:
+        """Count only the steps marked with :meth:`step` from now on (optimizer steps no longer
+        mark them).
+
+        A framework callback calls this before the first step ends: the optimizer hook would
+        otherwise close the first step before the callback's own mark does, and count it twice.
+        Steps already detected are forgotten (their time folds into the open step) unless the
+        profiler window has begun, whose schedule was counted on them.
+        """
+        if self.disabled or self._manual:
+            return
+        self._manual = True
+        window = self._window
+        if self._timer.completed and (window is None or window.not_started):
+            self._timer.restart_detection()
 
     @property
     def steps(self) -> int:
