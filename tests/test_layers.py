@@ -4,10 +4,10 @@ report → cli.
 The live capture sits beside the trace reader (it summarises its profiler window with it); the
 framework integrations (callbacks, tracker output) drive the capture and read the view and the
 rules, so they sit above those (beside the trials of ``torchdiag try``), and only the CLI may
-import them. The package facade (``torchdiag/__init__.py``: the public API, the version, the notebook hook) and
-``__main__`` stand above everything. A lower layer that imported a higher one would make the
-rules depend on the renderers, or the record on the report: this test fails on the first such
-import, lazy ones inside functions included.
+import them. The package facade (``torchdiag/__init__.py``: the public API, the version, the
+notebook hook) and ``__main__`` stand above everything. A lower layer that imported a higher
+one would make the rules depend on the renderers, or the record on the report: this test fails
+on the first such import, lazy ones inside functions included.
 """
 
 from __future__ import annotations
