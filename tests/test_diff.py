@@ -14,15 +14,7 @@ from tracedata import H200, h200_truth
 
 from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import Analysis
-from torchdiag.diff import (
-    FASTER,
-    NO_CHANGE,
-    SLOWER,
-    bootstrap_medians,
-    diff_runs,
-    sample_median,
-    step_sample,
-)
+from torchdiag.diff import FASTER, NO_CHANGE, SLOWER, diff_runs
 from torchdiag.record import (
     BreakdownMs,
     Environment,
@@ -38,6 +30,7 @@ from torchdiag.record import (
 )
 from torchdiag.report.diff_render import render_diff
 from torchdiag.view.headline import headline
+from torchdiag.view.step_sample import bootstrap_medians, sample_median, step_sample
 
 TRACES = H200
 

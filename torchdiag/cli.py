@@ -1,9 +1,9 @@
 """The ``torchdiag`` command line.
 
 ``torchdiag report INPUT`` reads a run record (``run.json``) or torch.profiler trace(s) and writes
-a report. ``torchdiag diff BASE HEAD`` compares two of them and exits 1 when HEAD is slower beyond
-a threshold with confidence. Bad input or usage gives one line on stderr and exit status 2, never
-a traceback.
+a report. ``torchdiag diff BASE HEAD`` (or ``--base A1 A2 A3 --head B1 B2 B3``, or two folders of
+run records) compares runs and exits 1 when HEAD is slower beyond a threshold with confidence.
+Bad input or usage gives one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -98,16 +98,35 @@ def _add_diff_parser(commands: argparse._SubParsersAction) -> None:
 
     diff = commands.add_parser(
         "diff",
-        help="compare two runs (run.json or traces): step time, breakdown, findings, ops",
+        help="compare runs (run.json or traces): step time, breakdown, findings, ops",
+        usage="%(prog)s (BASE HEAD | --base RUN [RUN ...] --head RUN [RUN ...]) [options]",
         description=(
-            "Compare HEAD against BASE (each a run.json, a trace file or a directory of traces). "
-            "Exit status: 1 when HEAD is slower beyond --threshold with confidence (the lower "
-            "bound of the 95% bootstrap interval of the HEAD/BASE median step-time ratio is "
-            "above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
+            "Compare HEAD against BASE. Each side is one run (a run.json, a trace file or a "
+            "directory of traces or rank records) or several: --base/--head with several inputs, "
+            "or a directory of run records of separate single-process runs. With several runs a "
+            "side, each run counts once by its step time and the interval is a t-interval over "
+            "runs, so the variation between runs is in it; with one run a side it is a bootstrap "
+            "over that run's steps, which is not. Exit status: 1 when HEAD is slower beyond "
+            "--threshold with confidence (the lower bound of the 95% interval of the HEAD/BASE "
+            "step-time ratio is above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
         ),
     )
-    diff.add_argument("base", help="the baseline run: run.json, a trace file, or a directory")
-    diff.add_argument("head", help="the run to judge: run.json, a trace file, or a directory")
+    diff.add_argument("base", nargs="?", help="the baseline: a run, or a directory of runs")
+    diff.add_argument("head", nargs="?", help="the runs to judge: a run, or a directory of runs")
+    diff.add_argument(
+        "--base",
+        dest="base_runs",
+        nargs="+",
+        metavar="RUN",
+        help="the baseline's runs (instead of BASE), e.g. three repeats of the same job",
+    )
+    diff.add_argument(
+        "--head",
+        dest="head_runs",
+        nargs="+",
+        metavar="RUN",
+        help="the runs to judge (instead of HEAD)",
+    )
     diff.add_argument("-o", "--output", default="-", help="output file; '-' for stdout (default)")
     diff.add_argument(
         "--format", choices=("text", "md", "json"), default="text", help="text (default), md, json"
@@ -391,19 +410,74 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from torchdiag.diff import diff_runs
+    from torchdiag.diff import diff_run_sets
     from torchdiag.report.diff_render import render_diff
 
+    base_inputs, head_inputs = _diff_sides(args)
     wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
-    sources = [check_input(args.base), check_input(args.head)]
+    sources = [check_input(text) for text in (*base_inputs, *head_inputs)]
     _check_output(args.output, sources)
-    records = []
-    for path in sources:
-        with _read_progress(wanted) as progress:
-            records.append(load_input(Path(path), progress=progress, jobs=args.jobs))
-    result = diff_runs(records[0], records[1], threshold_pct=args.threshold)
+    sides: list[list[tuple[str, RunRecord]]] = [[], []]
+    for side, inputs in zip(sides, (base_inputs, head_inputs), strict=True):
+        for text in inputs:
+            side += load_runs(Path(text), wanted_progress=wanted, jobs=args.jobs)
+    (base, head) = sides
+    result = diff_run_sets(
+        [record for _, record in base],
+        [record for _, record in head],
+        threshold_pct=args.threshold,
+        base_labels=[label for label, _ in base],
+        head_labels=[label for label, _ in head],
+    )
     _write(render_diff(result, args.format), args.output)
     return EXIT_REGRESSION if result.regression else EXIT_OK
+
+
+def _diff_sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The inputs of each side: BASE HEAD, or --base ... --head ... (never a mix)."""
+    positional = [a for a in (args.base, args.head) if a is not None]
+    flagged = args.base_runs is not None or args.head_runs is not None
+    if positional and flagged:
+        raise UsageError("give BASE HEAD, or --base RUN... --head RUN..., not both")
+    if flagged:
+        if not args.base_runs or not args.head_runs:
+            raise UsageError("--base and --head are both required, each with one or more runs")
+        return list(args.base_runs), list(args.head_runs)
+    if len(positional) != 2:
+        raise UsageError("two inputs are required: BASE HEAD (or --base RUN... --head RUN...)")
+    return [positional[0]], [positional[1]]
+
+
+def load_runs(
+    path: Path, *, wanted_progress: bool = False, jobs: int | None = None
+) -> list[tuple[str, RunRecord]]:
+    """The runs ``path`` stands for, each with a label (its path): the records in a directory of
+    separate single-process runs (at least two), else the one run :func:`load_input` reads."""
+    path = check_input(str(path))
+    if path.is_dir():
+        separate = _separate_runs(path)
+        if separate is not None:
+            return separate
+    with _read_progress(wanted_progress) as progress:
+        return [(str(path), load_input(path, progress=progress, jobs=jobs))]
+
+
+def _separate_runs(folder: Path) -> list[tuple[str, RunRecord]] | None:
+    """The run records in ``folder`` when they are separate runs (at least two, none a rank of a
+    distributed job, whose records belong together); None otherwise."""
+    runs: list[tuple[str, RunRecord]] = []
+    for f in sorted(folder.glob("*.json")):
+        if f.name.endswith(".pt.trace.json") or not f.is_file():
+            continue
+        if f.stat().st_size > _MAX_RECORD_BYTES:
+            continue
+        data = f.read_bytes()
+        if b"torchdiag.run/" in data and is_record(data):
+            record = decode_record(data)
+            if record.world_size > 1:
+                return None
+            runs.append((str(f), record))
+    return runs if len(runs) >= 2 else None
 
 
 def _check_url(url: str) -> None:
