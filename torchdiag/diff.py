@@ -1,24 +1,34 @@
-"""Compare two runs (BASE and HEAD): did HEAD get slower, and where did the time go?
+"""Compare runs (BASE and HEAD): did HEAD get slower, and where did the time go?
 
 Step times are noisy (data-loader hiccups, clock changes, other tenants), so "HEAD's median is 3%
-above BASE's" says little on its own. :func:`diff_runs` therefore puts a confidence interval on the
-ratio of median step times (HEAD/BASE) by bootstrapping the per-step times of each run, and only
-calls a change when the whole interval lies on one side of 1.0. CI gating (:func:`is_regression`)
-asks more: the whole interval must lie above ``1 + threshold``, so a slowdown that is real but
-smaller than the threshold, or one the noise cannot confirm, does not fail a build.
+above BASE's" says little on its own. The comparison puts a confidence interval on the HEAD/BASE
+ratio of step times and only calls a change when the whole interval lies on one side of 1.0. CI
+gating (:func:`is_regression`) asks more: the whole interval must lie above ``1 + threshold``, so
+a slowdown that is real but smaller than the threshold, or one the noise cannot confirm, does not
+fail a build.
 
-Why the median: one slow outlier step (a checkpoint, a GC pause) moves the mean, not the median.
-Why a bootstrap: step times are skewed and often multi-modal, so no normal-theory interval fits;
-the bootstrap needs no shape assumption. How it is drawn: see :func:`bootstrap_medians`.
+Two kinds of noise matter, and only repeated runs show the second. Steps inside one run vary;
+whole runs of the same code vary too (on a shared 2-core machine, identical runs differed by up
+to 8-10%), by more than the steps of one run suggest. So:
+
+- several runs a side (:func:`diff_run_sets`): each run counts once, by its own step time (its
+  steady-state median, or a trace's un-profiled estimate), and the interval is a t-interval over
+  runs on the log of those times (:mod:`torchdiag.view.student_t`): its width follows the spread
+  between runs, with the critical value right for a few runs;
+- one run a side (:func:`diff_runs`): the interval is a bootstrap over that run's steps, which
+  says nothing of between-run variation, and the output says so.
+
+Why the median inside a run: one slow outlier step (a checkpoint, a GC pause) moves the mean, not
+the median. Why a bootstrap over steps: step times are skewed and often multi-modal, so no
+normal-theory interval fits; the bootstrap needs no shape assumption. How it is drawn: see
+:func:`bootstrap_medians`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import msgspec
 
@@ -29,6 +39,8 @@ from torchdiag.traces.launches import quantile
 from torchdiag.view.headline import headline
 from torchdiag.view.numbers import finite, to_jsonable
 from torchdiag.view.step_model import gpu_work_steps, primary_summary
+from torchdiag.view.step_sample import StepSample, bootstrap_medians, sample_median, step_sample
+from torchdiag.view.student_t import geometric_mean, run_ratio_interval
 
 DIFF_SCHEMA = "torchdiag.diff/1"
 DEFAULT_THRESHOLD_PCT = 5.0
@@ -48,138 +60,40 @@ SLOWER, FASTER, NO_CHANGE = "slower", "faster", "no significant change"
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-step samples
-
-
-@dataclass(frozen=True)
-class StepSample:
-    """Steady-state step times of one run as (value, count) pairs, sorted by value.
-
-    A merged row of the step series stands for ``count`` steps at the row's mean wall time; the
-    per-step spread inside a row is lost, so merged rows make the interval somewhat too narrow.
-    """
-
-    values: tuple[float, ...]
-    counts: tuple[int, ...]
-    excluded: str
-
-    @property
-    def n(self) -> int:
-        """Number of steps the sample stands for."""
-        return sum(self.counts)
-
-
-def step_sample(record: RunRecord) -> StepSample:
-    """Steady-state step times of ``record``, chosen as the rules choose them.
-
-    The row selection mirrors :func:`torchdiag.view.steady.steady_steps`: the first step
-    (one-off start-up costs) and profiled steps (slowed by the profiler) are left out whenever
-    other steps remain. A record built from traces holds the trace steps in its step series
-    (all profiled, the slowest rank per step); a trace whose steps are only in its summary is read
-    from there.
-    """
-    s = record.steps
-    rows = [
-        i
-        for i in range(min(len(s.wall_ms), len(s.steps), len(s.first_step), len(s.profiled)))
-        if s.steps[i] > 0 and finite(s.wall_ms[i])
-    ]
-    if rows:
-        keep = [i for i in rows if not s.profiled[i] and s.first_step[i] > 0]
-        excluded = "first step and profiled steps excluded"
-        if not keep:
-            keep = [i for i in rows if s.first_step[i] > 0] or rows
-            excluded = "first step excluded" if len(keep) < len(rows) else "all steps used"
-        pairs = [(s.wall_ms[i], s.steps[i]) for i in keep]
-    else:
-        summary = _summary(record)
-        steps = [st for st in summary.steps if finite(st.duration_ms)] if summary else []
-        keep_steps = [st for st in steps if st.number > 0] or steps
-        excluded = "first step excluded" if len(keep_steps) < len(steps) else "all steps used"
-        pairs = [(st.duration_ms, 1) for st in keep_steps]
-    merged: dict[float, int] = {}
-    for value, count in pairs:
-        merged[value] = merged.get(value, 0) + count
-    ordered = sorted(merged.items())
-    return StepSample(
-        values=tuple(v for v, _ in ordered), counts=tuple(c for _, c in ordered), excluded=excluded
-    )
-
-
-def sample_median(sample: StepSample) -> float | None:
-    """Median of the expanded steps (mean of the middle two when their number is even)."""
-    n = sample.n
-    if n == 0:
-        return None
-    cum = _cumulative(sample.counts)
-    lo = sample.values[bisect_right(cum, (n - 1) // 2)]
-    hi = sample.values[bisect_right(cum, n // 2)]
-    return (lo + hi) / 2
-
-
-def bootstrap_medians(sample: StepSample, resamples: int, rng: random.Random) -> list[float]:
-    """Medians of ``resamples`` bootstrap resamples of ``sample`` (size ``n``, with replacement).
-
-    Drawn exactly but without materialising any resample. Resampling ``n`` steps from the
-    empirical distribution is drawing ``n`` uniforms and mapping them through its inverse CDF;
-    the map is monotone, so the resample's k-th smallest step is the inverse CDF of the k-th
-    smallest uniform, which is Beta(k, n-k+1) distributed. Given it is ``u``, the next one up is
-    ``u + (1-u)·Beta(1, n-k)`` (the other n-k uniforms are uniform above ``u``). So each
-    bootstrap median costs two Beta draws and a binary search, however many steps the run had
-    or however its rows were merged: a long run's million steps cost what ten do.
-    """
-    n = sample.n
-    if n == 0:
-        return []
-    cum = _cumulative(sample.counts)
-    values = sample.values
-
-    def at(u: float) -> float:
-        # The expanded, sorted steps indexed by floor(u·n): the inverse empirical CDF.
-        return values[bisect_right(cum, min(int(u * n), n - 1))]
-
-    k = (n + 1) // 2  # the lower middle order statistic (the middle one when n is odd)
-    out: list[float] = []
-    for _ in range(resamples):
-        u = rng.betavariate(k, n - k + 1)
-        if n % 2:
-            out.append(at(u))
-        else:
-            u_next = u + (1.0 - u) * rng.betavariate(1, n - k)
-            out.append((at(u) + at(u_next)) / 2)
-    return out
-
-
-def _cumulative(counts: Sequence[int]) -> list[int]:
-    cum, total = [], 0
-    for c in counts:
-        total += c
-        cum.append(total)
-    return cum
-
-
-# ---------------------------------------------------------------------------------------------
 # The diff document
 
 
+class RunStep(msgspec.Struct, kw_only=True):
+    """One run of a side: what it is called and the step time it is counted by."""
+
+    label: str
+    # The run's steady-state median step, or a trace's un-profiled estimate (``estimated``).
+    step_ms: float | None
+    steps: int
+    estimated: bool = False
+
+
 class Side(msgspec.Struct, kw_only=True):
-    """One run's headline numbers in the comparison."""
+    """One side's headline numbers in the comparison (one run, or several)."""
 
     name: str
     source: str
     steps: int
     steps_excluded: str
-    # The steady-state median of a live run; the un-profiled estimate of a profiled trace,
-    # with its range (``estimated``), which is what a trace is compared on.
+    # One run: the steady-state median of a live run, or the un-profiled estimate of a profiled
+    # trace with its range (``estimated``), which is what a trace is compared on. Several runs:
+    # the geometric mean of the runs' step times (``runs``), the centre of the t-interval.
     median_step_ms: float | None
     batch_size: int | None
+    # One run: the report's throughput; several: the geometric mean of the runs' throughputs.
     samples_per_s: float | None
     estimated: bool = False
     step_ms_range: list[float] | None = None
+    runs: list[RunStep] = msgspec.field(default_factory=list)
 
 
 class RatioInterval(msgspec.Struct, kw_only=True):
-    """HEAD/BASE ratio of median step times with its bootstrap percentile interval."""
+    """HEAD/BASE ratio of step times with its interval (``method`` says which kind)."""
 
     ratio: float | None
     low: float | None
@@ -188,11 +102,25 @@ class RatioInterval(msgspec.Struct, kw_only=True):
     resamples: int = RESAMPLES
     seed: int = SEED
     method: str = "percentile bootstrap of the ratio of medians over steady-state step times"
+    # A t-interval over runs: its degrees of freedom (None for the other methods).
+    df: float | None = None
 
 
 MODEL_METHOD = (
     "range of the un-profiled step estimates (a profiled trace has no un-profiled steps to "
     "resample): HEAD's low over BASE's high to HEAD's high over BASE's low"
+)
+RUNS_METHOD = (
+    "Welch t-interval over runs on the log of each run's step time (ratio of geometric means)"
+)
+RUNS_ONE_SIDED_METHOD = (
+    "t-interval over runs on the log of each run's step time (ratio of geometric means); the "
+    "spread between runs from the side with several runs, assumed to hold for both"
+)
+ONE_RUN_NOTE = (
+    "one run a side: the interval covers the variation between the steps of each run, not "
+    "between runs (identical runs can differ by several percent on a loaded machine); repeat "
+    "each side (--base A1 A2 A3 --head B1 B2 B3) to account for it"
 )
 
 
@@ -248,6 +176,8 @@ class RunDiff(msgspec.Struct, kw_only=True):
     top_ops: list[NameDelta]
     top_kernels: list[NameDelta]
     notes: list[str]
+    # Whether the interval is over runs (several runs on a side), so between-run variation is in it.
+    between_runs: bool = False
 
     def to_jsonable(self) -> dict:
         """Plain JSON data (NaN and infinities as null)."""
@@ -270,24 +200,73 @@ def diff_runs(
     resamples: int = RESAMPLES,
     seed: int = SEED,
 ) -> RunDiff:
-    """Compare ``head`` against ``base``; pure and deterministic for given inputs and seed."""
+    """Compare one run of ``head`` against one of ``base``: the interval is over their steps, so
+    between-run variation is not in it (a note says so). Pure and deterministic."""
+    return diff_run_sets(
+        [base],
+        [head],
+        threshold_pct=threshold_pct,
+        base_analysis=base_analysis,
+        head_analysis=head_analysis,
+        resamples=resamples,
+        seed=seed,
+    )
+
+
+def diff_run_sets(
+    bases: Sequence[RunRecord],
+    heads: Sequence[RunRecord],
+    *,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    base_labels: Sequence[str] | None = None,
+    head_labels: Sequence[str] | None = None,
+    base_analysis: Analysis | None = None,
+    head_analysis: Analysis | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> RunDiff:
+    """Compare the runs in ``heads`` against those in ``bases``; pure and deterministic.
+
+    With several runs on a side, each run counts once by its step time and the interval is the
+    t-interval over runs (:func:`torchdiag.view.student_t.run_ratio_interval`). With one run a
+    side it is the single-run comparison. Breakdown, findings and operators compare each side's
+    median run (the run whose step time is the side's median); ``base_analysis`` and
+    ``head_analysis``, when given, are those runs' analyses. ``*_labels`` name the runs (e.g.
+    their files); by default their record names.
+    """
     if not math.isfinite(threshold_pct) or threshold_pct < 0:
         raise ValueError(f"threshold must be a non-negative percentage, not {threshold_pct}")
+    if not bases or not heads:
+        raise ValueError("each side needs at least one run")
     notes: list[str] = []
-    base_sample, head_sample = step_sample(base), step_sample(head)
-    base_side, head_side = _side(base, base_sample), _side(head, head_sample)
-    if base_side.estimated or head_side.estimated:
-        interval = _model_interval(base_side, head_side, notes)
+    base_runs = _run_views(bases, base_labels)
+    head_runs = _run_views(heads, head_labels)
+    base_pick, head_pick = _median_run(base_runs), _median_run(head_runs)
+    between = len(base_runs) > 1 or len(head_runs) > 1
+    if between:
+        base_side, head_side = _set_side(base_runs, base_pick), _set_side(head_runs, head_pick)
+        interval = _runs_interval(base_runs, head_runs, notes)
+        notes.append(
+            f"breakdown, findings and operators compare the median runs: BASE "
+            f"{base_pick.label}, HEAD {head_pick.label}"
+        )
     else:
-        interval = _interval(base_sample, head_sample, resamples, seed, notes)
+        base_side, head_side = base_pick.side, head_pick.side
+        if base_side.estimated or head_side.estimated:
+            interval = _model_interval(base_side, head_side, notes)
+        else:
+            interval = _interval(base_pick.sample, head_pick.sample, resamples, seed, notes)
+        notes.append(ONE_RUN_NOTE)
     if interval.low is not None and interval.low > 1.0:
         verdict = SLOWER
     elif interval.high is not None and interval.high < 1.0:
         verdict = FASTER
     else:
         verdict = NO_CHANGE
-    if any(merged > 1 for merged in base_sample.counts + head_sample.counts):
+    counts = [c for run in (*base_runs, *head_runs) for c in run.sample.counts]
+    if not between and any(merged > 1 for merged in counts):
         notes.append("merged step rows expanded at their mean: the interval is a little narrow")
+    base, head = base_pick.record, head_pick.record
     base_sum, head_sum = _summary(base), _summary(head)
     base_analysis = base_analysis if base_analysis is not None else analyze(base)
     head_analysis = head_analysis if head_analysis is not None else analyze(head)
@@ -305,6 +284,96 @@ def diff_runs(
         top_ops=_name_deltas(base_sum, head_sum, "top_ops"),
         top_kernels=_name_deltas(base_sum, head_sum, "top_kernels"),
         notes=notes,
+        between_runs=between,
+    )
+
+
+class _RunView:
+    """One run with its steady-state steps and its side of the comparison, computed once."""
+
+    def __init__(self, record: RunRecord, label: str) -> None:
+        self.record, self.label = record, label
+        self.sample = step_sample(record)
+        self.side = _side(record, self.sample)
+        self.side.runs = [
+            RunStep(
+                label=label,
+                step_ms=self.side.median_step_ms,
+                steps=self.side.steps,
+                estimated=self.side.estimated,
+            )
+        ]
+
+
+def _run_views(records: Sequence[RunRecord], labels: Sequence[str] | None) -> list[_RunView]:
+    if labels is not None and len(labels) != len(records):
+        raise ValueError(f"{len(labels)} labels for {len(records)} runs")
+    if labels is None:
+        labels = [r.name or f"run {i + 1}" for i, r in enumerate(records)]
+    return [_RunView(r, label) for r, label in zip(records, labels, strict=True)]
+
+
+def _median_run(runs: Sequence[_RunView]) -> _RunView:
+    """The run whose step time is the side's (lower) median; the first run if none has one."""
+    timed = sorted(
+        (r for r in runs if r.side.median_step_ms is not None),
+        key=lambda r: r.side.median_step_ms or 0.0,
+    )
+    return timed[(len(timed) - 1) // 2] if timed else runs[0]
+
+
+def _set_side(runs: Sequence[_RunView], pick: _RunView) -> Side:
+    """A side of several runs, each counted once by its step time."""
+    rates = _positive([r.side.samples_per_s for r in runs])
+    return Side(
+        name=pick.side.name,
+        source=pick.side.source,
+        steps=sum(r.side.steps for r in runs),
+        steps_excluded=pick.side.steps_excluded,
+        median_step_ms=geometric_mean(_positive([r.side.median_step_ms for r in runs])),
+        batch_size=pick.side.batch_size,
+        samples_per_s=geometric_mean(rates) if len(rates) == len(runs) else None,
+        estimated=any(r.side.estimated for r in runs),
+        runs=[run for r in runs for run in r.side.runs],
+    )
+
+
+def _usable(value: float | None) -> bool:
+    return value is not None and finite(value) and value > 0
+
+
+def _positive(values: Sequence[float | None]) -> list[float]:
+    """The positive finite values (a run without a step time or throughput counts for none)."""
+    return [v for v in values if v is not None and finite(v) and v > 0]
+
+
+def _runs_interval(
+    base: Sequence[_RunView], head: Sequence[_RunView], notes: list[str]
+) -> RatioInterval:
+    """The t-interval over runs, from the runs that have a step time."""
+    base_ms = _positive([r.side.median_step_ms for r in base])
+    head_ms = _positive([r.side.median_step_ms for r in head])
+    untimed = [r.label for r in (*base, *head) if not _usable(r.side.median_step_ms)]
+    if untimed:
+        notes.append("runs without a step time, left out: " + ", ".join(untimed))
+    result = run_ratio_interval(base_ms, head_ms, CONFIDENCE)
+    if result is None:
+        notes.append(
+            f"too few timed runs to judge a change over runs (BASE {len(base_ms)}, HEAD "
+            f"{len(head_ms)}; at least 2 on one side and 1 on the other)"
+        )
+        return RatioInterval(ratio=None, low=None, high=None, resamples=0, method=RUNS_METHOD)
+    if result.variance != "welch":
+        notes.append(
+            "one run on a side: the spread between runs is taken from the other side alone"
+        )
+    return RatioInterval(
+        ratio=result.ratio,
+        low=result.low,
+        high=result.high,
+        resamples=0,
+        method=RUNS_METHOD if result.variance == "welch" else RUNS_ONE_SIDED_METHOD,
+        df=result.df,
     )
 
 

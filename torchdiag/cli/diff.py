@@ -1,14 +1,15 @@
-"""``torchdiag diff BASE HEAD``: is HEAD slower than BASE, with confidence? Exit 1 when it is."""
+"""``torchdiag diff BASE HEAD`` (or ``--base A1 A2 A3 --head B1 B2 B3``, or two folders of run
+records): is HEAD slower than BASE, with confidence? Exit 1 when it is."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from torchdiag.cli.args import add_jobs, add_no_progress, percentage
-from torchdiag.cli.inputs import check_input, load_input
+from torchdiag.cli.args import UsageError, add_jobs, add_no_progress, percentage
+from torchdiag.cli.inputs import check_input, load_runs
 from torchdiag.cli.outputs import check_output, say_written, write_output
-from torchdiag.cli.progress import read_progress
+from torchdiag.record import RunRecord
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -20,16 +21,35 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
     diff = commands.add_parser(
         "diff",
-        help="compare two runs (run.json or traces): step time, breakdown, findings, ops",
+        help="compare runs (run.json or traces): step time, breakdown, findings, ops",
+        usage="%(prog)s (BASE HEAD | --base RUN [RUN ...] --head RUN [RUN ...]) [options]",
         description=(
-            "Compare HEAD against BASE (each a run.json, a trace file or a directory of traces). "
-            "Exit status: 1 when HEAD is slower beyond --threshold with confidence (the lower "
-            "bound of the 95% bootstrap interval of the HEAD/BASE median step-time ratio is "
-            "above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
+            "Compare HEAD against BASE. Each side is one run (a run.json, a trace file or a "
+            "directory of traces or rank records) or several: --base/--head with several inputs, "
+            "or a directory of run records of separate single-process runs. With several runs a "
+            "side, each run counts once by its step time and the interval is a t-interval over "
+            "runs, so the variation between runs is in it; with one run a side it is a bootstrap "
+            "over that run's steps, which is not. Exit status: 1 when HEAD is slower beyond "
+            "--threshold with confidence (the lower bound of the 95% interval of the HEAD/BASE "
+            "step-time ratio is above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
         ),
     )
-    diff.add_argument("base", help="the baseline run: run.json, a trace file, or a directory")
-    diff.add_argument("head", help="the run to judge: run.json, a trace file, or a directory")
+    diff.add_argument("base", nargs="?", help="the baseline: a run, or a directory of runs")
+    diff.add_argument("head", nargs="?", help="the runs to judge: a run, or a directory of runs")
+    diff.add_argument(
+        "--base",
+        dest="base_runs",
+        nargs="+",
+        metavar="RUN",
+        help="the baseline's runs (instead of BASE), e.g. three repeats of the same job",
+    )
+    diff.add_argument(
+        "--head",
+        dest="head_runs",
+        nargs="+",
+        metavar="RUN",
+        help="the runs to judge (instead of HEAD)",
+    )
     diff.add_argument("-o", "--output", default="-", help="output file; '-' for stdout (default)")
     diff.add_argument(
         "--format", choices=("text", "md", "json"), default="text", help="text (default), md, json"
@@ -47,17 +67,40 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare and write the comparison; the exit status is the verdict."""
-    from torchdiag.diff import diff_runs
+    from torchdiag.diff import diff_run_sets
     from torchdiag.report.diff_render import render_diff
 
+    base_inputs, head_inputs = _diff_sides(args)
     wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
-    sources = [check_input(args.base), check_input(args.head)]
+    sources = [check_input(text) for text in (*base_inputs, *head_inputs)]
     check_output(args.output, sources)
-    records = []
-    for path in sources:
-        with read_progress(wanted) as progress:
-            records.append(load_input(Path(path), progress=progress, jobs=args.jobs))
-    result = diff_runs(records[0], records[1], threshold_pct=args.threshold)
+    sides: list[list[tuple[str, RunRecord]]] = [[], []]
+    for side, inputs in zip(sides, (base_inputs, head_inputs), strict=True):
+        for text in inputs:
+            side += load_runs(Path(text), wanted_progress=wanted, jobs=args.jobs)
+    base, head = sides
+    result = diff_run_sets(
+        [record for _, record in base],
+        [record for _, record in head],
+        threshold_pct=args.threshold,
+        base_labels=[label for label, _ in base],
+        head_labels=[label for label, _ in head],
+    )
     write_output(render_diff(result, args.format), args.output)
     say_written("Comparison", args.output)
     return EXIT_REGRESSION if result.regression else EXIT_OK
+
+
+def _diff_sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The inputs of each side: BASE HEAD, or --base ... --head ... (never a mix)."""
+    positional = [a for a in (args.base, args.head) if a is not None]
+    flagged = args.base_runs is not None or args.head_runs is not None
+    if positional and flagged:
+        raise UsageError("give BASE HEAD, or --base RUN... --head RUN..., not both")
+    if flagged:
+        if not args.base_runs or not args.head_runs:
+            raise UsageError("--base and --head are both required, each with one or more runs")
+        return list(args.base_runs), list(args.head_runs)
+    if len(positional) != 2:
+        raise UsageError("two inputs are required: BASE HEAD (or --base RUN... --head RUN...)")
+    return [positional[0]], [positional[1]]

@@ -108,3 +108,37 @@ def _serious_findings(record: RunRecord) -> list[str]:
         for f in analyze(record).findings
         if f.severity in ("critical", "warning")
     ]
+
+
+def load_runs(
+    path: Path, *, wanted_progress: bool = False, jobs: int | None = None
+) -> list[tuple[str, RunRecord]]:
+    """The runs ``path`` stands for, each with a label (its path): the records in a directory of
+    separate single-process runs (at least two), else the one run :func:`load_input` reads."""
+    from torchdiag.cli.progress import read_progress
+
+    path = check_input(str(path))
+    if path.is_dir():
+        separate = _separate_runs(path)
+        if separate is not None:
+            return separate
+    with read_progress(wanted_progress) as progress:
+        return [(str(path), load_input(path, progress=progress, jobs=jobs))]
+
+
+def _separate_runs(folder: Path) -> list[tuple[str, RunRecord]] | None:
+    """The run records in ``folder`` when they are separate runs (at least two, none a rank of a
+    distributed job, whose records belong together); None otherwise."""
+    runs: list[tuple[str, RunRecord]] = []
+    for f in sorted(folder.glob("*.json")):
+        if f.name.endswith(".pt.trace.json") or not f.is_file():
+            continue
+        if f.stat().st_size > _MAX_RECORD_BYTES:
+            continue
+        data = f.read_bytes()
+        if b"torchdiag.run/" in data and is_record(data):
+            record = decode_record(data)
+            if record.world_size > 1:
+                return None
+            runs.append((str(f), record))
+    return runs if len(runs) >= 2 else None

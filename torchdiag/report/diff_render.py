@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from torchdiag.diff import FASTER, NO_CHANGE, SLOWER, FindingRef, NameDelta, RunDiff
+from torchdiag.diff import FASTER, NO_CHANGE, SLOWER, FindingRef, NameDelta, RunDiff, Side
 from torchdiag.report.markdown import BREAKDOWN_LABELS, MAX_NAME_CHARS, md_code, md_text
 from torchdiag.report.verdict import format_ms, format_number, format_pct
 
 DIFF_FORMATS = ("text", "md", "json")
 # Findings come from a fixed set of rules, but a record could be crafted with thousands.
 MAX_FINDING_ROWS = 40
+# Runs are listed one by one up to this many a side (their step times are the evidence).
+MAX_RUN_ROWS = 20
+# The longest run label shown (a label is the run's file path; its end tells runs apart).
+MAX_LABEL_CHARS = 80
 _PART_LABELS = {"wall": "step wall time", **BREAKDOWN_LABELS}
 
 
@@ -43,8 +47,15 @@ def _estimated(diff: RunDiff) -> bool:
 
 
 def _step_name(diff: RunDiff) -> str:
-    """What the compared step figure is: a median of measured steps, or an estimate."""
+    """What the compared step figure is: over runs, a median of measured steps, or an estimate."""
+    if diff.between_runs:
+        return "step over runs"
     return "step (un-profiled estimate)" if _estimated(diff) else "median step"
+
+
+def _side_name(side: Side) -> str:
+    runs = len(side.runs)
+    return f"{_one_line(side.name)} ({runs} runs)" if runs > 1 else _one_line(side.name)
 
 
 def diff_headline(diff: RunDiff) -> str:
@@ -66,17 +77,30 @@ def interval_sentence(diff: RunDiff) -> str:
     """The ratio, its interval and what it was computed from."""
     iv = diff.interval
     estimated = _estimated(diff)
+    if diff.between_runs:
+        ratio = f"HEAD/BASE step ratio over runs {_ratio(iv.ratio)}"
+        runs = f"{len(diff.base.runs):,} BASE vs {len(diff.head.runs):,} HEAD runs"
+        if iv.low is None or iv.high is None or iv.df is None:
+            return f"{ratio}; no interval ({runs})"
+        return (
+            f"{ratio}, {round(100 * iv.confidence)}% CI [{_ratio(iv.low)}, {_ratio(iv.high)}] "
+            f"(t-interval over runs, {iv.df:.1f} degrees of freedom; {runs})"
+        )
     ratio = f"HEAD/BASE {'step' if estimated else 'median'} ratio {_ratio(iv.ratio)}"
     kind = "profiled" if estimated else "steady-state"
     steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD {kind} steps"
+    unaccounted = "one run a side: between-run variation not accounted for"
     if iv.low is None or iv.high is None:
-        return f"{ratio}; no interval ({steps})"
+        return f"{ratio}; no interval ({steps}; {unaccounted})"
     if estimated:
-        how = f"range [{_ratio(iv.low)}, {_ratio(iv.high)}] from the estimates' ranges ({steps})"
+        how = (
+            f"range [{_ratio(iv.low)}, {_ratio(iv.high)}] from the estimates' ranges "
+            f"({steps}; {unaccounted})"
+        )
     else:
         how = (
             f"{round(100 * iv.confidence)}% CI [{_ratio(iv.low)}, {_ratio(iv.high)}] (bootstrap, "
-            f"{iv.resamples:,} resamples, seed {iv.seed}; {steps})"
+            f"{iv.resamples:,} resamples, seed {iv.seed}; {steps}; {unaccounted})"
         )
     return f"{ratio}, {how}"
 
@@ -97,7 +121,7 @@ def gate_sentence(diff: RunDiff) -> str:
 def render_diff_text(diff: RunDiff) -> str:
     """Plain text for the terminal and CI logs."""
     lines = [
-        f"torchdiag diff: {_one_line(diff.base.name)} -> {_one_line(diff.head.name)}",
+        f"torchdiag diff: {_side_name(diff.base)} -> {_side_name(diff.head)}",
         diff_headline(diff),
         "  " + interval_sentence(diff),
         "  " + gate_sentence(diff),
@@ -105,6 +129,12 @@ def render_diff_text(diff: RunDiff) -> str:
     ]
     rows = [(label, b, h, c) for label, b, h, c in _key_rows(diff)]
     lines += _text_table(("", "BASE", "HEAD", "change"), rows)
+    if diff.between_runs:
+        lines += ["", "Runs (each counted once, by its step time)"]
+        lines += _text_table(
+            ("side", "step", "steps", "run"),
+            [(side, step, steps, _one_line(label)) for side, step, steps, label in _run_rows(diff)],
+        )
     if diff.breakdown:
         lines += ["", "Breakdown (mean ms per profiled step)"]
         lines += _text_table(
@@ -169,11 +199,19 @@ def render_diff_markdown(diff: RunDiff) -> str:
     """GitHub-flavoured Markdown for a pull-request comment."""
     icon = {SLOWER: "🔴" if diff.regression else "🟠", FASTER: "🟢"}.get(diff.verdict, "⚪")
     out = [
-        f"## torchdiag diff: {md_text(diff.base.name, 120)} → {md_text(diff.head.name, 120)}\n",
+        f"## torchdiag diff: {md_text(_side_name(diff.base), 120)} → "
+        f"{md_text(_side_name(diff.head), 120)}\n",
         f"{icon} **{md_text(diff_headline(diff), 400)}**\n",
         f"{md_text(interval_sentence(diff), 400)}. {md_text(gate_sentence(diff), 300)}.\n",
         _md_table(("", "BASE", "HEAD", "Change"), _key_rows(diff)),
     ]
+    if diff.between_runs:
+        out.append("### Runs (each counted once, by its step time)\n")
+        rows = [
+            (side, step, steps, md_code(label, MAX_LABEL_CHARS))
+            for side, step, steps, label in _run_rows(diff)
+        ]
+        out.append(_md_table(("Side", "Step", "Steps", "Run"), rows))
     if diff.breakdown:
         rows = [
             (
@@ -255,8 +293,22 @@ def _key_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
                 _signed_pct(diff.throughput_change_pct),
             )
         )
+    if diff.between_runs:
+        rows.append(("Runs", f"{len(diff.base.runs):,}", f"{len(diff.head.runs):,}", ""))
     label = "Profiled steps" if _estimated(diff) else "Steady-state steps"
     rows.append((label, f"{diff.base.steps:,}", f"{diff.head.steps:,}", ""))
+    return rows
+
+
+def _run_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
+    """(side, step time, steps, label) for each run, BASE first; long lists are cut."""
+    rows: list[tuple[str, str, str, str]] = []
+    for name, side in (("BASE", diff.base), ("HEAD", diff.head)):
+        for run in side.runs[:MAX_RUN_ROWS]:
+            step = format_ms(run.step_ms) + (" (estimate)" if run.estimated else "")
+            rows.append((name, step, f"{run.steps:,}", _tail(run.label, MAX_LABEL_CHARS)))
+        if len(side.runs) > MAX_RUN_ROWS:
+            rows.append((name, "", "", f"... and {len(side.runs) - MAX_RUN_ROWS:,} more"))
     return rows
 
 
@@ -286,3 +338,9 @@ def _ratio(value: float | None) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _tail(text: str, limit: int) -> str:
+    # A run's label is its path: the end (the file name) is what tells runs apart.
+    text = _one_line(text)
+    return text if len(text) <= limit else "…" + text[-(limit - 1) :]
