@@ -77,7 +77,7 @@ def test_unmodified_script_is_profiled_and_reported(script, tmp_path):
     assert record.profiler is not None and record.profiler.summary.steps  # the window ran
     # The summary is printed and the HTML written beside the record; the CLI says where.
     assert "train_plain.py" in proc.stdout
-    assert f"HTML report: {out / 'run.html'}" in proc.stdout
+    assert f"HTML report: {out / 'run.html'}" in proc.stderr
     assert (out / "run.html").stat().st_size > 0
     # The script saw what `python scripts/train_plain.py ...` would have given it.
     got = json.loads(seen.read_text())
@@ -179,3 +179,45 @@ def test_options_after_the_script_belong_to_the_script():
     assert own == ["--trace"] and target.module == "pkg.train" and target.args == ["--lr", "3"]
     own, target = split_argv(["--", "-weird-name.py", "a"])
     assert own == [] and target.script == "-weird-name.py" and target.args == ["a"]
+
+
+LIGHTNING_SCRIPT = """
+import torch
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, TensorDataset
+
+class Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.mse_loss(self.layer(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+if __name__ == "__main__":
+    data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=4)
+    trainer = pl.Trainer(
+        max_steps=5, accumulate_grad_batches=2, accelerator="cpu", devices=1, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+        default_root_dir=".",
+    )
+    trainer.fit(Tiny(), data)
+"""
+
+
+def test_a_lightning_script_gets_its_steps_from_the_trainer(tmp_path):
+    pytest.importorskip("lightning.pytorch")
+    script = tmp_path / "train_lightning.py"
+    script.write_text(textwrap.dedent(LIGHTNING_SCRIPT))
+    out = tmp_path / "out"
+    proc = _torchdiag_run(*_options(out), "--no-report", str(script), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = load_record(out / "run.json")
+    # 5 optimizer updates of 2 batches each: the trainer's steps, not its 10 batches; one
+    # capture only (the callback marked steps on the launcher's run, wrote no record of its own).
+    assert record.steps.count == 5
+    assert not list(tmp_path.rglob("torchdiag/run.json"))

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from torchdiag.record import RecordError, RunRecord, load_record
 
-if TYPE_CHECKING:  # for type checkers and IDEs; at run time `profile` is imported on first use
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these are imported on first use
     from torchdiag.capture.session import profile
+    from torchdiag.trials.runner import try_fixes
 
 __version__ = "0.1.0"
 
@@ -26,7 +27,7 @@ def _repr_html_(record: RunRecord) -> str:
 
 RunRecord._repr_html_ = _repr_html_  # type: ignore[attr-defined]
 
-__all__ = ["RecordError", "RunRecord", "__version__", "load_record", "profile"]
+__all__ = ["RecordError", "RunRecord", "__version__", "load_record", "profile", "try_fixes"]
 
 
 def __getattr__(name: str):
@@ -36,4 +37,8 @@ def __getattr__(name: str):
         from torchdiag.capture.session import profile
 
         return profile
+    if name == "try_fixes":
+        from torchdiag.trials.runner import try_fixes
+
+        return try_fixes
     raise AttributeError(f"module 'torchdiag' has no attribute {name!r}")

@@ -576,6 +576,9 @@ class RunRecord(Struct):
     # Fixes applied to this run from outside the script, and the scalar losses that backward()
     # was called on (first LOSS_LIMIT), kept when asked (``profile(record_loss=True)``).
     fixes: list[AppliedFix] = msgspec.field(default_factory=list)
+    # The training process's peak resident memory over its whole life so far (getrusage), read
+    # when the block ends: exact where the samples may miss a short peak.
+    peak_rss_bytes: int | None = None
     losses: list[float | None] = msgspec.field(default_factory=list)  # None: not finite
     # What ``torchdiag try`` measured for fixes tried on this run (its baseline).
     measured_fixes: list[MeasuredFix] = msgspec.field(default_factory=list)

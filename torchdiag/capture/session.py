@@ -603,6 +603,7 @@ class Run:
             profiler=window,
             overhead=overhead,
             fixes=[fix.outcome() for fix in self.options.fixes],
+            peak_rss_bytes=_safe(peak_rss_bytes),
             losses=(_safe(self._loss_watch.losses) or []) if self._loss_watch else [],
         )
 
@@ -694,6 +695,14 @@ def _script_name() -> str:
     main = sys.modules.get("__main__")
     file = getattr(main, "__file__", None)
     return Path(file).name if file else "interactive"
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _safe(fn: Any) -> Any:

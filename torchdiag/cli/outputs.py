@@ -84,6 +84,7 @@ def render(
 
 
 def say_written(what: str, output: str) -> None:
-    """Tell the user where a file went (nothing when it went to stdout: the content is there)."""
+    """Tell the user where a file went, on stderr (stdout may carry a report for a pipeline);
+    nothing when it went to stdout: the content is there."""
     if output != "-":
-        print(terminal_safe(f"{what}: {output}"))
+        print(terminal_safe(f"{what}: {output}"), file=sys.stderr)

@@ -212,7 +212,7 @@ def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
     status, error, run = 0, None, None
     with _as_python_would(target):
         try:
-            with session as run:
+            with session as run, _trainer_callbacks():
                 try:
                     _execute(target)
                 except SystemExit as stop:
@@ -225,6 +225,18 @@ def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
             status, error = _EXIT_FOR.get(type(raised), EXIT_EXCEPTION), raised
     path = run.path if run is not None else None
     return Outcome(status, error, path if path is not None and path.is_file() else None)
+
+
+@contextmanager
+def _trainer_callbacks() -> Iterator[None]:
+    """Lightning and Hugging Face trainers the script builds mark their own steps on the run."""
+    from torchdiag.integrations.auto import install
+
+    undo = install()
+    try:
+        yield
+    finally:
+        undo()
 
 
 def _execute(target: Target) -> None:

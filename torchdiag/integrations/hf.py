@@ -132,7 +132,7 @@ def wrap_train_for_outcome() -> None:
             raise
 
     setattr(train, _WRAPPED, True)
-    trainer_class.train = train  # type: ignore[method-assign]
+    trainer_class.train = train
 
 
 def _callbacks_of(trainer: Any) -> list[TorchdiagCallback]:

@@ -24,7 +24,7 @@ try:
     from lightning.pytorch import Callback
 except ImportError:  # the older package name
     try:
-        from pytorch_lightning import Callback  # type: ignore[assignment]
+        from pytorch_lightning import Callback
     except ImportError as err:
         raise ImportError(
             "torchdiag.integrations.lightning needs PyTorch Lightning: "

@@ -106,14 +106,19 @@ def _text(head: str, rows: list[MeasuredRow]) -> str:
     from rich.text import Text
 
     out = StringIO()
-    console = Console(file=out, width=120, color_system=None, highlight=False)
+    console = Console(file=out, width=160, color_system=None, highlight=False)
     console.print(head, markup=False)
     if not rows:
         console.print("No fix to try.")
         return out.getvalue()
-    table = Table(*_HEADER, "note", show_edge=False, pad_edge=False)
+    table = Table(show_edge=False, pad_edge=False)
+    for title in _HEADER:
+        table.add_column(title, no_wrap=True)
     for r in rows:
-        cells = (r.fix, r.step, r.speedup, r.verdict, r.memory, r.numerics, r.note)
+        cells = (r.fix, r.step, r.speedup, r.verdict, r.memory, r.numerics)
         table.add_row(*(Text(c) for c in cells))  # text from the run is never markup
     console.print(table)
+    for r in rows:
+        if r.note:
+            console.print(Text(f"  {r.fix}: {r.note}"))
     return out.getvalue()

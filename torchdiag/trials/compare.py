@@ -2,8 +2,10 @@
 two runs, plus memory and the loss.
 
 The speedup is the baseline's step time over the fix's, with the interval of ``torchdiag diff``'s
-ratio (inverted): both come from :func:`torchdiag.diff.diff_runs`, so ``try`` and ``diff`` never
-disagree about the same two runs. A fix that changes the batch size is compared per sample.
+ratio (inverted): both come from :func:`torchdiag.diff.diff_run_sets`, so ``try`` and ``diff``
+never disagree about the same runs. With several runs a side the interval is over runs (how much
+runs of the same code differ is part of it); with one run a side it is over that run's steps. A
+fix that changes the batch size is compared per sample.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from torchdiag.diff import diff_runs
+from torchdiag.diff import NO_CHANGE, diff_run_sets, sample_median, step_sample
 from torchdiag.record import AppliedFix, MeasuredFix, RunRecord
 from torchdiag.view.memory import run_memory_peak
 
@@ -50,18 +52,23 @@ class TryResult(msgspec.Struct, kw_only=True):
     fixes: list[MeasuredFix]
 
 
+def baseline_step_ms(baselines: Sequence[RunRecord]) -> float | None:
+    """The baseline's step time: the median over its runs of each run's median steady step."""
+    medians = [m for m in (sample_median(step_sample(r)) for r in baselines) if m is not None]
+    return statistics.median(medians) if medians else None
+
+
 def measure_fix(
     spec: str,
-    baseline: RunRecord,
+    baselines: Sequence[RunRecord],
     runs: Sequence[RunRecord],
     *,
     records: Sequence[str] = (),
 ) -> MeasuredFix:
-    """The fix ``spec`` measured from its ``runs`` against ``baseline`` (one run each today;
-    the first run with the fix is compared)."""
-    if not runs:
-        return MeasuredFix(fix=spec, applicable=False, detail="not run")
-    run = runs[0]
+    """The fix ``spec`` measured from its ``runs`` against the ``baselines``."""
+    if not runs or not baselines:
+        return MeasuredFix(fix=spec, applicable=False, detail="not run", records=list(records))
+    run = next((r for r in runs if r.status.state == "failed"), runs[0])
     applied = _applied(spec, run)
     if run.status.state == "failed":
         error = f"{run.status.exception_type}: {run.status.message or ''}".strip(": ")
@@ -78,7 +85,8 @@ def measure_fix(
         return MeasuredFix(
             fix=spec, applicable=False, detail=detail, runs=len(runs), records=list(records)
         )
-    diff = diff_runs(baseline, run)
+    baseline = baselines[0]
+    diff = diff_run_sets(baselines, runs)
     factor = _batch_factor(spec)
     speedup = ci95 = None
     ratio, low, high = diff.interval.ratio, diff.interval.low, diff.interval.high
@@ -88,8 +96,8 @@ def measure_fix(
         speedup = factor / ratio
         ci95 = [factor / high, factor / low]
     numerics_ok, numerics = compare_losses(spec, baseline.losses, run.losses)
-    memory, _ = run_memory_peak(run)
-    base_memory, _ = run_memory_peak(baseline)
+    memory = max((run_memory_peak(r)[0] or 0 for r in runs), default=0) or None
+    base_memory = max((run_memory_peak(r)[0] or 0 for r in baselines), default=0) or None
     return MeasuredFix(
         fix=spec,
         applicable=True,
@@ -98,7 +106,7 @@ def measure_fix(
         baseline_step_ms=diff.base.median_step_ms,
         speedup=speedup,
         ci95=ci95,
-        significant=ci95 is not None and (ci95[0] > 1.0 or ci95[1] < 1.0),
+        significant=ci95 is not None and diff.verdict != NO_CHANGE,
         per_sample=factor != 1,
         memory_peak_bytes=memory,
         baseline_memory_peak_bytes=base_memory,

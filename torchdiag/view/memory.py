@@ -50,12 +50,13 @@ def memory_peaks(record: RunRecord) -> MemoryPeaks:
 
 
 def host_peak_bytes(record: RunRecord) -> int:
-    """Peak resident memory of the training process and its DataLoader workers together
-    (sampled; 0 without samples)."""
+    """Peak resident memory of the training process and its DataLoader workers together: the
+    highest sample, or the process's own exact peak where that is higher (0 without either)."""
+    own = record.peak_rss_bytes or 0
     host = record.samples.host if record.samples is not None else None
     if host is None:
-        return 0
-    peak = 0.0
+        return own
+    peak = float(own)
     workers = host.workers_rss_bytes or [None] * len(host.process_rss_bytes)
     for rss, extra in zip(host.process_rss_bytes, workers, strict=False):
         if finite(rss):
