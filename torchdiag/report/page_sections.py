@@ -3,7 +3,8 @@ pipeline, sortable op/kernel tables, memory, torchdiag's overhead and the raw-tr
 
 Values are formatted here; each section gets a ``missing`` reason when the record lacks its data,
 so the page says why instead of showing an empty box. Tables are cut to :data:`MAX_TABLE_ROWS`
-with a totals line for the rest, which bounds the page size whatever the record.
+with a totals line for the rest, which bounds the page size whatever the record, and show their
+first :data:`SHOWN_ROWS` until asked for all.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from torchdiag.report.verdict import (
 from torchdiag.view.numbers import weighted_quantile
 
 MAX_TABLE_ROWS = 50
+# Rows of a table shown at first; the rest (up to MAX_TABLE_ROWS) are one click away.
+SHOWN_ROWS = 15
 # Kernel names can be whole C++ template instantiations; show the start, keep the rest in the
 # cell's title (tooltip), itself cut so one name cannot blow up the page.
 MAX_NAME_CHARS = 160
@@ -124,6 +127,7 @@ def op_table(summary: TraceSummary | None) -> dict[str, Any]:
             for op in ops[:MAX_TABLE_ROWS]
         ],
         "total": len(ops),
+        "shown": SHOWN_ROWS,
         "rest": _total_row(
             ops,
             {
@@ -158,6 +162,7 @@ def kernel_table(summary: TraceSummary | None) -> dict[str, Any]:
             for k in kernels[:MAX_TABLE_ROWS]
         ],
         "total": len(kernels),
+        "shown": SHOWN_ROWS,
         "rest": _total_row(kernels, {"total": sum(k.total_ms for k in rest)}),
     }
 
