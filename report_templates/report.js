@@ -4,8 +4,8 @@
   "use strict";
 
   // plotly.js travels packed (see torchdiag/report/bundle.py): raw DEFLATE in base85 text, this
-  // alphabet (RFC 1924's with "<" written as ".", so the text never opens a tag).
-  var B85 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;.=>?@^_`{|}~";
+  // alphabet (RFC 1924's with "<", ">" and "&" written as ".", "," and ":": no markup in it).
+  var B85 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%:()*+-;.=,?@^_`{|}~";
 
   function decode85(text) {
     var digit = new Int16Array(128).fill(-1);
@@ -34,7 +34,7 @@
     return out;
   }
 
-  // Resolves once plotly.js is defined (at once when it came from a <script src>), or rejects.
+  // Resolves once plotly.js is defined (at once when the page links it from the CDN), or rejects.
   function loadPlotly() {
     var packed = document.getElementById("torchdiag-plotly");
     if (!packed || typeof Plotly !== "undefined") {

@@ -14,6 +14,7 @@ from torchdiag.report.figures_base import (
     OUTLIER_COLOR,
     axis,
     bar,
+    count_axis,
     downsample_index,
     histogram_bins,
     layout,
@@ -97,7 +98,7 @@ def _histogram(
             shapes=shapes,
             annotations=notes,
             xaxis=axis(label),
-            yaxis=axis("steps", rangemode="tozero"),
+            yaxis=count_axis("steps", max(counts)),
         ),
     }
 

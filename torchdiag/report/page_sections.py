@@ -19,6 +19,7 @@ from torchdiag.report.verdict import (
     format_ms,
     format_number,
     format_pct,
+    format_seconds,
     format_value,
 )
 from torchdiag.view.numbers import weighted_quantile
@@ -202,12 +203,26 @@ def _of(used: float, total: int | None) -> str:
     return format_bytes(used)
 
 
+_OVERHEAD_LABELS = {
+    "sampler_cpu_s": "Sampler thread CPU time",
+    "profiler_window_s": "Profiler window (wall time)",
+    "profiler_export_s": "Trace export and summary (left out of step times)",
+}
+
+
 def overhead_rows(record: RunRecord) -> list[tuple[str, str]]:
-    """torchdiag's own cost during the run (sampler CPU, hooks, profiler window)."""
-    rows = [(k.replace("_", " "), format_number(v)) for k, v in sorted(record.overhead.items())]
+    """torchdiag's own cost during the run (sampler CPU, profiler window, export), each once."""
+    overhead = dict(record.overhead)
     if record.samples is not None and record.samples.sampler_cpu_s:
-        rows.append(("sampler CPU time", f"{format_number(record.samples.sampler_cpu_s)} s"))
-    return rows
+        # The session copies the sampler's CPU time into `overhead`; older records lack it.
+        overhead.setdefault("sampler_cpu_s", record.samples.sampler_cpu_s)
+    return [
+        (
+            _OVERHEAD_LABELS.get(key, key.replace("_", " ")),
+            format_seconds(value) if key.endswith("_s") else format_number(value),
+        )
+        for key, value in sorted(overhead.items())
+    ]
 
 
 def raw_trace(record: RunRecord, summary: TraceSummary | None) -> dict[str, str]:
