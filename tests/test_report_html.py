@@ -58,9 +58,24 @@ MAX_PAGE_WITHOUT_PLOTLY = 1_000_000
 MAX_PAGE = 6_000_000
 
 
-def assert_sections(page: str) -> None:
+def assert_sections(page: str, absent: tuple[str, ...] = ()) -> None:
+    """Every section is on the page except ``absent``, which are left out and listed instead."""
     for section in SECTIONS:
-        assert f'id="{section}"' in page, section
+        if section in absent:
+            assert f'id="{section}"' not in page, section
+            assert f'href="#{section}"' not in page, section  # nor in the table of contents
+        else:
+            assert f'id="{section}"' in page, section
+    assert ('id="not-recorded"' in page) == bool(absent)
+
+
+def not_recorded(page: str) -> dict[str, str]:
+    """The page's "Not in this record" list: part title -> why."""
+    match = re.search(r'<section id="not-recorded">(.*?)</section>', page, re.S)
+    if match is None:
+        return {}
+    rows = re.findall(r"<tr><th scope=\"row\">(.*?)</th><td>(.*?)</td></tr>", match.group(1))
+    return {html.unescape(k): html.unescape(v) for k, v in rows}
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +136,21 @@ def test_h200_trace_record_has_every_section() -> None:
 
     rec = record_from_traces(str(H200_TRACE))
     page = render_html(rec)
-    assert_sections(page)
+    # What a trace cannot have is left out, and said once, not shown as empty boxes.
+    assert_sections(page, absent=("samples", "overhead"))
+    absent = not_recorded(page)
+    assert absent["GPU and host timelines"].startswith("A record built from a trace file")
+    assert set(absent) == {
+        "DataLoader settings",
+        "GPU and host timelines",
+        "torchdiag's own overhead",
+    }
+    assert page.count('class="missing"') == 0
     figs = data_island(page)["figures"]
     assert {"breakdown", "step_distribution", "top_ops", "top_kernels"} <= set(figs)
     assert "of math time" in page  # tensor cores from the trace's math stats
     assert "samples/s (batch 64)" in page
     assert H200_TRACE.name in page and "chrome://tracing" in page
-    # What a trace cannot have is said, not left blank.
-    assert "Not recorded: a record built from a trace file" in page
     assert len(page.encode()) < MAX_PAGE
     assert len(strip_plotly(page).encode()) < MAX_PAGE_WITHOUT_PLOTLY
 
@@ -243,9 +265,11 @@ def test_no_network_assets_by_default(rich_page: str) -> None:
 
 def test_empty_record_says_why_each_section_is_missing() -> None:
     page = render_html(RunRecord(name="empty"), Analysis(findings=[], skipped=[]), cdn=True)
-    assert_sections(page)
-    assert "not recorded" in page.lower()
-    assert "Not recorded: this run had no torch.profiler window" in page
+    assert_sections(page, absent=SECTIONS[2:10] + SECTIONS[11:13])
+    absent = not_recorded(page)
+    assert absent["Raw trace"] == "This run had no torch.profiler window"
+    assert absent["Profiler window"].startswith("No torch.profiler window or trace")
+    assert len(absent) == 15  # every part but the allocator timeline, which memory covers
     assert data_island(page)["figures"] == {}
 
 

@@ -17,6 +17,7 @@ from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.figures import build_figures, shared_series
+from torchdiag.report.page_absent import page_parts
 from torchdiag.report.page_sections import (
     distribution,
     headline_extras,
@@ -101,6 +102,7 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
             for name, c in sorted(record.collectors.items())
         ],
     }
+    context["show"], context["absent"] = page_parts(context)
     return context, data
 
 
@@ -340,7 +342,8 @@ def _environment_view(record: RunRecord) -> dict[str, Any]:
     by_dtype = params.elements_by_dtype if params is not None else {}
     return {
         "versions": [(k, format_value(v)) for k, v in versions if v not in (None, "")],
-        "flags": [(k, format_value(v)) for k, v in flags],
+        # Unknown flags (a trace records none) are left out rather than shown as "—".
+        "flags": [(k, format_value(v)) for k, v in flags if v is not None],
         "devices": [
             [
                 str(d.index),
@@ -389,7 +392,9 @@ def _environment_view(record: RunRecord) -> dict[str, Any]:
             ),
             ("Devices", ", ".join(params.devices)),
         ],
-        "distributed": [
+        "distributed": []
+        if not dist.initialized and dist.world_size <= 1
+        else [
             ("Initialised", format_value(dist.initialized)),
             ("Backend", format_value(dist.backend)),
             ("Rank / world size", f"{dist.rank} / {dist.world_size}"),
