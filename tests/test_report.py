@@ -556,7 +556,7 @@ def test_templates_load_from_installed_package() -> None:
         "import importlib.resources as r;"
         "f = r.files('torchdiag.report_templates');"
         "print(all((f / n).is_file() for n in "
-        "('base.html', 'report.html', 'report.css', 'report.js')))"
+        "('base.html', 'report.html', 'report.css', 'report.js', 'rules.md')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"

@@ -7,10 +7,12 @@ Builds on the hand-made records of ``test_report.py``; the H200 trace test reads
 from __future__ import annotations
 
 import html
+import importlib.resources
 import re
 
+import msgspec
 import pytest
-from tracedata import h200_trace
+from tracedata import H200, ROOT, h200_trace
 
 from tests.test_report import (
     ASSET_URL,
@@ -21,7 +23,8 @@ from tests.test_report import (
     make_record,
     strip_plotly,
 )
-from torchdiag.analyze.registry import Analysis
+from torchdiag.analyze.finding import rank_findings
+from torchdiag.analyze.registry import Analysis, analyze, registered_rules
 from torchdiag.record import (
     GpmSeries,
     GpuSeries,
@@ -34,6 +37,7 @@ from torchdiag.record import (
     StepSeries,
     decode_record,
 )
+from torchdiag.report import rule_docs
 from torchdiag.report.html import render_html
 
 H200_TRACE = h200_trace("dataloader_stall_w0")
@@ -288,3 +292,90 @@ def test_long_step_series_is_capped() -> None:
     )
     page = render_html(RunRecord(steps=steps), Analysis(findings=[], skipped=[]), cdn=True)
     assert len(page.encode()) < MAX_PAGE_WITHOUT_PLOTLY
+
+
+# ---------------------------------------------------------------------------------------------
+# Page size, rule documentation, page layout decisions
+
+# The page with plotly.js in it: the bound a report must keep to travel as a CI artifact or in a
+# mail (decimal megabytes).
+MAX_H200_PAGE = 2_000_000
+
+
+@pytest.mark.parametrize("trace", sorted(p.name for p in H200.glob("*.pt.trace.json.gz")))
+def test_h200_trace_pages_weigh_at_most_2_mb(trace: str) -> None:
+    from torchdiag.traces.load import record_from_traces
+
+    page = render_html(record_from_traces(str(H200 / trace)))
+    assert len(page.encode()) <= MAX_H200_PAGE, len(page.encode())
+
+
+def test_shipped_rule_docs_are_docs_rules_md() -> None:
+    """The report embeds rule docs from a package-data copy of docs/rules.md: one source."""
+    shipped = importlib.resources.files("torchdiag.report_templates") / rule_docs.RULES_DOC
+    assert shipped.read_bytes() == (ROOT / "docs" / "rules.md").read_bytes(), (
+        "copy docs/rules.md to report_templates/rules.md"
+    )
+
+
+def test_every_rule_is_documented() -> None:
+    registered = {r.id for r in registered_rules()}
+    assert registered <= set(rule_docs.documented_rules()), registered - set(
+        rule_docs.documented_rules()
+    )
+
+
+def test_findings_embed_their_rule_docs() -> None:
+    from torchdiag.traces.load import record_from_traces
+
+    rec = record_from_traces(str(H200_TRACE))
+    analysis = analyze(rec)
+    page = render_html(rec, analysis)
+    blocks = re.findall(
+        r'<details class="rule-doc"><summary>About the <code>([a-z0-9-]+)</code> rule.*?'
+        r'<div class="rule-doc-body">(.*?)</div></details>',
+        page,
+        re.S,
+    )
+    assert [rule for rule, _ in blocks] == [f.id for f in rank_findings(analysis.findings)]
+    for rule, body in blocks:
+        assert body == rule_docs.rule_doc_html(rule)
+        assert "<strong>What:</strong>" in body and "<strong>Fix:</strong>" in body
+    # Documented rules get the block instead of a reference into a repository.
+    assert "docs/rules.md#" not in page
+
+
+def test_rule_docs_are_escaped_and_link_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    evil = f"- **What:** {EVIL} [a link](javascript:alert(1)) <https://example.org> ![i](x.png)"
+    monkeypatch.setattr(rule_docs, "_sections", lambda: {"evil-rule": evil})
+    doc = rule_docs.rule_doc_html("evil-rule")
+    assert doc is not None
+    for part in EVIL_PARTS:
+        assert part not in doc, part
+    assert "href" not in doc and "<img" not in doc and "a link" in doc
+    assert rule_docs.rule_doc_html("no-such-rule") is None
+
+
+def test_count_axes_tick_whole_numbers() -> None:
+    from torchdiag.report.figures_base import count_axis
+
+    for top, dtick in ((1, 1), (2, 1), (8, 1), (9, 2), (16, 2), (17, 5), (40, 5), (41, 10)):
+        axis = count_axis("steps", top)
+        assert axis["dtick"] == dtick and axis["tick0"] == 0, top
+        assert top / axis["dtick"] <= 8
+
+
+def test_one_step_numbering_for_a_live_window() -> None:
+    """The window's trace numbers its steps ProfilerStep#1..; the page uses the record's."""
+    rec = make_record()
+    summary = rec.profiler.summary
+    # As torch.profiler numbers them, whatever the record's first profiled step.
+    summary.steps = [msgspec.structs.replace(st, number=i) for i, st in enumerate(summary.steps, 1)]
+    page = render_html(rec, make_analysis(), cdn=True)
+    first = rec.profiler.first_step
+    last = first + rec.profiler.steps - 1
+    figs = data_island(page)["figures"]
+    assert figs["breakdown"]["data"][0]["x"] == [str(n) for n in range(first, last + 1)]
+    (band,) = figs["steps"]["layout"]["shapes"]
+    assert (band["x0"], band["x1"]) == (first - 0.5, last + 0.5)
+    assert f"<td>{first} to {last}" in page

@@ -29,6 +29,7 @@ from torchdiag.report.page_sections import (
     raw_trace,
 )
 from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
+from torchdiag.report.rule_docs import rule_doc_html
 from torchdiag.report.step_view import profiled_step_range, profiler_warmup_steps
 from torchdiag.report.verdict import (
     evidence_items,
@@ -208,6 +209,8 @@ def _findings(analysis: Analysis) -> list[dict[str, Any]]:
                 "saving": saving_text(f),
                 "docs": _safe_href(f.docs),
                 "docs_text": _docs_text(f.docs),
+                # Escaped HTML rendered from the shipped copy of docs/rules.md.
+                "doc_html": rule_doc_html(f.id) if _docs_text(f.docs) else None,
                 "open": i <= OPEN_FINDINGS,
             }
         )
