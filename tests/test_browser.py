@@ -107,7 +107,8 @@ INSPECT_JS = f"""
       legend: rect(el.querySelector("g.legend")),
       modebar: rect(el.querySelector(".modebar")),
       y_range: full.yaxis ? full.yaxis.range : null,
-      y_ticks: Array.from(el.querySelectorAll(".yaxislayer-above .ytick text")).map((t) => t.textContent),
+      y_ticks: Array.from(el.querySelectorAll(".yaxislayer-above .ytick text")).map(
+        (t) => t.textContent),
       colorbar_ticks: Array.from(el.querySelectorAll(".colorbar .cbaxis text")).map(
         (t) => [t.textContent, rect(t)]),
     }};
