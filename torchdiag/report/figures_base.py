@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-AXIS_STYLE = {"gridcolor": "#eaeef2", "zerolinecolor": "#d0d7de", "linecolor": "#d0d7de"}
+AXIS_STYLE = {
+    "gridcolor": "#eaeef2",
+    "zerolinecolor": "#d0d7de",
+    "linecolor": "#d0d7de",
+    # Tick labels and titles get the room they need (the legend below takes its own).
+    "automargin": True,
+}
 # One colour per GPU index, reused in every sampler row so a GPU keeps its colour.
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#eeca3b")
 GIB = 1024.0**3
@@ -20,6 +26,14 @@ SHARED_REF = "@shared:"
 PROFILED_FILL = "rgba(191,135,0,0.13)"
 PROFILED_TEXT = "#9a6700"
 OUTLIER_COLOR = "#cf222e"
+LEGEND = {
+    "orientation": "h",
+    "x": 0,
+    "xanchor": "left",
+    "yref": "container",
+    "y": 0,
+    "yanchor": "bottom",
+}
 
 
 def layout(height: int, **extra: Any) -> dict[str, Any]:
@@ -30,16 +44,10 @@ def layout(height: int, **extra: Any) -> dict[str, Any]:
         "font": {"family": FONT, "size": 12, "color": "#1f2328"},
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
-        # From the figure's left edge, not the plot's: after long axis labels (top kernels) a
-        # legend starting at the plot ran under the toolbar, which sits at the top right.
-        "legend": {
-            "orientation": "h",
-            "xref": "container",
-            "x": 0,
-            "y": 1.0,
-            "xanchor": "left",
-            "yanchor": "bottom",
-        },
+        # At the foot of the figure (the plot makes room for it): a legend above the plot ran
+        # under the toolbar, which sits at the top right, once it was wider than the plot
+        # minus the toolbar (nine breakdown parts in a narrow window, long kernel labels).
+        "legend": LEGEND,
         "hovermode": "x unified",
     }
     out.update(extra)
