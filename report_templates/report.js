@@ -1,7 +1,57 @@
-/* torchdiag report: draws the charts from the JSON data island and wires the copy buttons.
-   Runs once after plotly.js; needs no network. */
+/* torchdiag report: unpacks plotly.js, draws the charts from the JSON data island and wires the
+   copy buttons, sortable tables and "show all" buttons. Needs no network. */
 (function () {
   "use strict";
+
+  // plotly.js travels packed (see torchdiag/report/bundle.py): raw DEFLATE in base85 text, this
+  // alphabet (RFC 1924's with "<", ">" and "&" written as ".", "," and ":": no markup in it).
+  var B85 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%:()*+-;.=,?@^_`{|}~";
+
+  function decode85(text) {
+    var digit = new Int16Array(128).fill(-1);
+    for (var d = 0; d < B85.length; d++) {
+      digit[B85.charCodeAt(d)] = d;
+    }
+    var n = text.length;
+    var tail = n % 5;
+    var out = new Uint8Array(Math.floor(n / 5) * 4 + (tail ? tail - 1 : 0));
+    var o = 0;
+    for (var i = 0; i < n; i += 5) {
+      var acc = 0;
+      for (var j = 0; j < 5; j++) {
+        // A short last group is padded with the highest digit, as the encoder's inverse.
+        var v = i + j < n ? digit[text.charCodeAt(i + j)] : 84;
+        if (v < 0) {
+          throw new Error("packed plotly.js is corrupt");
+        }
+        acc = acc * 85 + v;
+      }
+      var bytes = [acc >>> 24, (acc >>> 16) & 255, (acc >>> 8) & 255, acc & 255];
+      for (var k = 0; k < 4 && o < out.length; k++) {
+        out[o++] = bytes[k];
+      }
+    }
+    return out;
+  }
+
+  // Resolves once plotly.js is defined (at once when the page links it from the CDN), or rejects.
+  function loadPlotly() {
+    var packed = document.getElementById("torchdiag-plotly");
+    if (!packed || typeof Plotly !== "undefined") {
+      return Promise.resolve();
+    }
+    if (typeof DecompressionStream === "undefined") {
+      return Promise.reject(new Error("this browser cannot decompress (no DecompressionStream)"));
+    }
+    var stream = new Blob([decode85(packed.textContent)]).stream()
+      .pipeThrough(new DecompressionStream("deflate-raw"));
+    return new Response(stream).text().then(function (code) {
+      // An inline script runs as it is inserted; the page's policy admits it by its hash.
+      var script = document.createElement("script");
+      script.textContent = code;
+      document.head.appendChild(script);
+    });
+  }
 
   function readData() {
     var node = document.getElementById("torchdiag-data");
@@ -29,7 +79,7 @@
     return fig;
   }
 
-  function drawCharts(data) {
+  function drawCharts(data, why) {
     var charts = document.querySelectorAll("[data-figure]");
     var figures = data.figures || {};
     for (var i = 0; i < charts.length; i++) {
@@ -41,7 +91,7 @@
       }
       if (typeof Plotly === "undefined") {
         el.className += " missing";
-        el.textContent = "This chart needs plotly.js, which did not load (offline with a CDN report?).";
+        el.textContent = "This chart needs plotly.js, which did not load (" + why + ").";
         continue;
       }
       resolveShared(fig, data.shared || {});
@@ -128,6 +178,7 @@
     for (var i = 0; i < rows.length; i++) {
       body.appendChild(rows[i]);
     }
+    markExtraRows(table);
     var heads = th.parentNode.children;
     for (var j = 0; j < heads.length; j++) {
       heads[j].removeAttribute("aria-sort");
@@ -166,12 +217,43 @@
           return;
         }
         var needle = input.value.toLowerCase();
+        // A filter searches every row, the folded ones too.
+        table.classList.toggle("filtering", needle !== "");
         var rows = table.tBodies[0].rows;
         for (var j = 0; j < rows.length; j++) {
           var hit = !needle || rows[j].textContent.toLowerCase().indexOf(needle) !== -1 ||
             (rows[j].cells[0].getAttribute("title") || "").toLowerCase().indexOf(needle) !== -1;
           rows[j].style.display = hit ? "" : "none";
         }
+      });
+    }
+  }
+
+  // Long tables show their first rows (data-shown) and fold the rest: every row stays in the
+  // page, a button shows them all. After a sort the first rows in the new order are shown.
+  function markExtraRows(table) {
+    var shown = parseInt(table.getAttribute("data-shown"), 10);
+    if (isNaN(shown)) {
+      return;
+    }
+    var rows = table.tBodies[0].rows;
+    for (var i = 0; i < rows.length; i++) {
+      rows[i].classList.toggle("extra", i >= shown);
+    }
+  }
+
+  function wireShowAll() {
+    var buttons = document.querySelectorAll("button.show-all[data-table]");
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].addEventListener("click", function (event) {
+        var button = event.currentTarget;
+        var table = document.getElementById(button.getAttribute("data-table"));
+        if (!table) {
+          return;
+        }
+        var folded = table.classList.toggle("folded");
+        button.setAttribute("aria-expanded", folded ? "false" : "true");
+        button.textContent = button.getAttribute(folded ? "data-more" : "data-less");
       });
     }
   }
@@ -193,9 +275,14 @@
   }
 
   var data = readData();
-  drawCharts(data);
   wireCopyButtons();
   wireSortableTables();
   wireTableSearch();
+  wireShowAll();
   wireDetailsResize();
+  var packed = document.getElementById("torchdiag-plotly") !== null;
+  loadPlotly().then(
+    function () { drawCharts(data, packed ? "it failed to run" : "offline with a CDN report?"); },
+    function (err) { drawCharts(data, String((err && err.message) || err)); }
+  );
 })();

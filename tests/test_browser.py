@@ -89,8 +89,29 @@ INSPECT_JS = f"""
   const charts = () => Array.from(document.querySelectorAll("[data-figure]"));
   const drawn = () => charts().filter((el) => el.querySelector("svg.main-svg") !== null);
   const deadline = Date.now() + {DRAW_TIMEOUT_MS};
+  let firstChartMs = null;
   while (drawn().length < charts().length && Date.now() < deadline) {{
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    if (firstChartMs === null && drawn().length > 0) firstChartMs = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }}
+  if (firstChartMs === null && drawn().length > 0) firstChartMs = performance.now();
+  const rect = (node) => {{
+    if (!node) return null;
+    const b = node.getBoundingClientRect();
+    return b.width > 0 && b.height > 0 ? [b.left, b.top, b.right, b.bottom] : null;
+  }};
+  const chartInfo = {{}};
+  for (const el of drawn()) {{
+    const full = el._fullLayout || {{}};
+    chartInfo[el.getAttribute("data-figure")] = {{
+      legend: rect(el.querySelector("g.legend")),
+      modebar: rect(el.querySelector(".modebar")),
+      y_range: full.yaxis ? full.yaxis.range : null,
+      y_ticks: Array.from(el.querySelectorAll(".yaxislayer-above .ytick text")).map(
+        (t) => t.textContent),
+      colorbar_ticks: Array.from(el.querySelectorAll(".colorbar .cbaxis text")).map(
+        (t) => [t.textContent, rect(t)]),
+    }};
   }}
   let island = {{}};
   try {{ island = JSON.parse(document.getElementById("torchdiag-data").textContent); }}
@@ -112,6 +133,8 @@ INSPECT_JS = f"""
     }})(),
     text: document.body.innerText,
     title: document.title,
+    charts: chartInfo,
+    first_chart_ms: firstChartMs,
   }};
 }})()
 """
@@ -243,10 +266,12 @@ class PageResult:
     state: dict[str, Any]
     frames: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    acted: Any = None
 
 
-def open_page(browser: Browser, path: Path) -> PageResult:
-    """Load ``path`` in a fresh tab, let it draw, and collect its state and console errors."""
+def open_page(browser: Browser, path: Path, act: str | None = None) -> PageResult:
+    """Load ``path`` in a fresh tab, let it draw, and collect its state and console errors;
+    then, given ``act`` (a JavaScript expression, maybe a promise), its value as ``acted``."""
     target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
         "sessionId"
@@ -266,6 +291,7 @@ def open_page(browser: Browser, path: Path) -> PageResult:
         ]
         state = _inspect(browser, session)
         frames = [_inspect(browser, child) for child in children]
+        acted = None if act is None else _evaluate(browser, session, act)
         sessions = {session, *children}
         errors = [
             message
@@ -274,19 +300,23 @@ def open_page(browser: Browser, path: Path) -> PageResult:
             for message in [_console_error(event)]
             if message is not None
         ]
-        return PageResult(state=state, frames=frames, errors=errors)
+        return PageResult(state=state, frames=frames, errors=errors, acted=acted)
     finally:
         browser.call("Target.closeTarget", {"targetId": target})
 
 
 def _inspect(browser: Browser, session: str) -> dict[str, Any]:
+    return _evaluate(browser, session, INSPECT_JS)
+
+
+def _evaluate(browser: Browser, session: str, expression: str) -> Any:
     answer = browser.call(
         "Runtime.evaluate",
-        {"expression": INSPECT_JS, "awaitPromise": True, "returnByValue": True},
+        {"expression": expression, "awaitPromise": True, "returnByValue": True},
         session=session,
     )
     if "exceptionDetails" in answer:
-        raise CdpError(f"inspection script failed: {answer['exceptionDetails']}")
+        raise CdpError(f"page script failed: {answer['exceptionDetails']}")
     return answer["result"]["value"]
 
 
@@ -527,6 +557,45 @@ def build(name: str) -> RunRecord:
 
 
 # ---------------------------------------------------------------------------------------------
+# Checks of what a page shows
+
+
+def island(page: str) -> dict[str, Any]:
+    """The page's chart data (its JSON island)."""
+    match = re.search(r'<script type="application/json" id="torchdiag-data">(.*?)</script>', page)
+    assert match is not None
+    return json.loads(match.group(1))
+
+
+def _overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two [left, top, right, bottom] rectangles share any area."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _whole(label: str) -> bool:
+    return label.replace(",", "").isdigit()
+
+
+def assert_charts_readable(figures: dict[str, Any], charts: dict[str, Any]) -> None:
+    """What a reader would trip over, as drawn: legends under the toolbar, fractional counts,
+    a heat map whose core axis runs past its rows or whose colour-bar labels collide."""
+    for name, chart in charts.items():
+        if chart["legend"] is not None and chart["modebar"] is not None:
+            assert not _overlap(chart["legend"], chart["modebar"]), name
+    for name in ("step_distribution", "input_waits"):
+        if name in charts:
+            assert charts[name]["y_ticks"] and all(map(_whole, charts[name]["y_ticks"])), name
+    if "cpu_heatmap" in charts:
+        heat = charts["cpu_heatmap"]
+        cores = len(figures["cpu_heatmap"]["data"][0]["z"])
+        assert heat["y_range"] == [cores - 0.5, -0.5]
+        assert heat["y_ticks"][0] == "0" and all(map(_whole, heat["y_ticks"]))
+        boxes = [box for _, box in heat["colorbar_ticks"] if box is not None]
+        assert len(boxes) >= 2
+        assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+# ---------------------------------------------------------------------------------------------
 # Tests
 
 
@@ -558,7 +627,9 @@ def test_report_runs_cleanly_in_chromium(browser: Browser, tmp_path: Path, name:
     # Markup from the record stayed text: nothing ran, no element or comment was created.
     assert state["pwned"] == "undefined"
     assert state["img_x"] == 0 and state["images"] == 0
-    assert state["scripts"] == 3  # the data island, plotly.js and report.js
+    # The data island, packed plotly.js, report.js, and plotly.js as report.js unpacked it.
+    assert state["scripts"] == 4
+    assert_charts_readable(island(page)["figures"], state["charts"])
     assert state["comments"] == 0
     if "poisoned" in name:
         assert "<img src=x onerror=window.__pwned=1>" in state["text"]
@@ -583,7 +654,7 @@ def test_inspection_would_notice_injected_markup(browser: Browser, tmp_path: Pat
     state = result.state
     assert state["pwned"] == "undefined"  # the policy blocked the injected script and handler
     assert state["img_x"] == 1
-    assert state["scripts"] == 5
+    assert state["scripts"] == 6
     assert not any("boom" in e for e in result.errors), result.errors
     assert any("Content Security Policy" in e for e in result.errors), result.errors
 
@@ -616,7 +687,7 @@ def test_notebook_repr_is_an_isolated_iframe() -> None:
     frame = finder.iframes[0]
     # srcdoc decodes back to exactly the self-contained report (offline: plotly.js inlined).
     assert frame["srcdoc"] == render_html(record)
-    assert "* plotly.js v" in (frame["srcdoc"] or "")
+    assert 'id="torchdiag-plotly"' in (frame["srcdoc"] or "")
     assert "allow-scripts" in (frame["sandbox"] or "")
     assert "allow-same-origin" not in (frame["sandbox"] or "")
     # The verdict is there, escaped (twice: once by the page, once for the attribute).
@@ -644,5 +715,52 @@ def test_notebook_repr_draws_in_chromium(browser: Browser, tmp_path: Path) -> No
     (inner,) = result.frames
     assert inner["plotly"] and len(inner["declared"]) >= 3
     assert inner["drawn"] == inner["declared"]
-    assert inner["pwned"] == "undefined" and inner["img_x"] == 0 and inner["scripts"] == 3
+    assert inner["pwned"] == "undefined" and inner["img_x"] == 0 and inner["scripts"] == 4
     assert verdict(record, analyze(record)) in inner["text"]
+
+
+SHOW_ALL_JS = """
+(() => {
+  const table = document.getElementById("ops-table");
+  const rows = () => Array.from(table.tBodies[0].rows);
+  const shown = () => rows().filter((r) => r.getClientRects().length > 0);
+  const calls = (r) => parseFloat(r.cells[1].getAttribute("data-v"));
+  const button = document.querySelector('button.show-all[data-table="ops-table"]');
+  const out = { total: rows().length, folded: shown().length };
+  button.click();
+  out.all = shown().length;
+  out.expanded = button.getAttribute("aria-expanded");
+  button.click();
+  out.refolded = shown().length;
+  // Sorting by calls shows the rows with the most calls first, still folded.
+  table.querySelector('th[data-sort="num"]').click();
+  out.shown_calls = shown().map(calls);
+  out.top_calls = rows().map(calls).sort((a, b) => b - a).slice(0, out.folded);
+  // A filter searches the folded rows too.
+  const hidden = rows().find((r) => r.getClientRects().length === 0);
+  const input = document.querySelector('input.table-search[data-table="ops-table"]');
+  input.value = hidden.cells[0].getAttribute("title");
+  input.dispatchEvent(new Event("input"));
+  out.found = shown().includes(hidden);
+  input.value = "";
+  input.dispatchEvent(new Event("input"));
+  out.cleared = shown().length;
+  return out;
+})()
+"""
+
+
+def test_long_tables_fold_and_show_all_in_chromium(browser: Browser, tmp_path: Path) -> None:
+    """The operator table shows its top rows; "show all" reveals every row, nothing is lost, and
+    sorting and filtering work on all of them."""
+    record = trace_record()
+    path = tmp_path / "report.html"
+    path.write_text(render_html(record), encoding="utf-8")
+    result = open_page(browser, path, act=SHOW_ALL_JS)
+    assert result.errors == [], result.errors
+    acted = result.acted
+    assert acted["total"] == 50 and acted["folded"] == 15  # the trace has 50+ operators
+    assert acted["all"] == 50 and acted["expanded"] == "true"
+    assert acted["refolded"] == 15
+    assert acted["shown_calls"] == acted["top_calls"]
+    assert acted["found"] and acted["cleared"] == 15

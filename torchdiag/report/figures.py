@@ -20,6 +20,7 @@ from torchdiag.report.figures_base import plotly_text as _plotly_text
 from torchdiag.report.figures_base import series as _series
 from torchdiag.report.figures_detail import detail_figures
 from torchdiag.report.figures_timeline import cpu_heatmap_figure, samples_figure, shared_time
+from torchdiag.report.step_view import profiled_step_range, trace_step_numbers
 from torchdiag.view.ranks import rank_figures
 
 # BreakdownMs fields in stacking order (GPU work first, then idle time by host activity).
@@ -42,9 +43,9 @@ def build_figures(record: RunRecord, summary: TraceSummary | None) -> dict[str, 
     """
     figs: dict[str, dict[str, Any]] = {}
     if record.steps.wall_ms:
-        figs["steps"] = _steps_figure(record.steps)
+        figs["steps"] = _steps_figure(record.steps, profiled_step_range(record))
     if summary is not None:
-        breakdown = _breakdown_figure(summary)
+        breakdown = _breakdown_figure(summary, trace_step_numbers(record, summary))
         if breakdown is not None:
             figs["breakdown"] = breakdown
         if any(v > 0 for v in summary.kernel_class_ms.values()):
@@ -134,7 +135,7 @@ def cap_step_rows(s: StepSeries, limit: int = MAX_STEP_ROWS) -> StepSeries:
     return out
 
 
-def _steps_figure(s: StepSeries) -> dict[str, Any]:
+def _steps_figure(s: StepSeries, profiled: tuple[int, int] | None) -> dict[str, Any]:
     s = cap_step_rows(s)
     n = len(s.wall_ms)
     counts = s.steps if len(s.steps) == n else [1] * n
@@ -162,8 +163,8 @@ def _steps_figure(s: StepSeries) -> dict[str, Any]:
             }
         )
     shapes, notes = [], []
-    for start, end in _profiled_runs(firsts, counts, s.profiled):
-        shape, note = _band(start - 0.5, end + 0.5)
+    if profiled is not None:
+        shape, note = _band(profiled[0] - 0.5, profiled[1] + 0.5)
         shapes.append(shape)
         notes.append(note)
     return {
@@ -180,31 +181,17 @@ def _steps_figure(s: StepSeries) -> dict[str, Any]:
     }
 
 
-def _profiled_runs(
-    firsts: list[int], counts: list[int], profiled: list[bool]
-) -> list[tuple[int, int]]:
-    """Contiguous (first, last) step ranges of rows marked ``profiled``."""
-    runs: list[tuple[int, int]] = []
-    for first, count, flag in zip(firsts, counts, profiled, strict=False):
-        if not flag:
-            continue
-        last = first + max(count, 1) - 1
-        if runs and runs[-1][1] + 1 >= first:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], last))
-        else:
-            runs.append((first, last))
-    return runs
-
-
 # ---------------------------------------------------------------------------------------------
 # Trace: step breakdown and kernel classes
 
 
-def _breakdown_figure(summary: TraceSummary) -> dict[str, Any] | None:
-    steps = [st for st in summary.steps if st.breakdown.wall > 0]
-    if not steps:
+def _breakdown_figure(summary: TraceSummary, numbers: list[int]) -> dict[str, Any] | None:
+    """Each profiled step's breakdown, labelled with its ``numbers`` (the record's numbering)."""
+    pairs = [(st, n) for st, n in zip(summary.steps, numbers, strict=True) if st.breakdown.wall > 0]
+    if not pairs:
         return None
-    x = [str(st.number) for st in steps]
+    steps = [st for st, _ in pairs]
+    x = [str(n) for _, n in pairs]
     data = []
     for key, label, color in BREAKDOWN_PARTS:
         ys = [_num(getattr(st.breakdown, key)) for st in steps]

@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-AXIS_STYLE = {"gridcolor": "#eaeef2", "zerolinecolor": "#d0d7de", "linecolor": "#d0d7de"}
+AXIS_STYLE = {
+    "gridcolor": "#eaeef2",
+    "zerolinecolor": "#d0d7de",
+    "linecolor": "#d0d7de",
+    # Tick labels and titles get the room they need (the legend below takes its own).
+    "automargin": True,
+}
 # One colour per GPU index, reused in every sampler row so a GPU keeps its colour.
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#9d755d", "#eeca3b")
 GIB = 1024.0**3
@@ -20,6 +26,14 @@ SHARED_REF = "@shared:"
 PROFILED_FILL = "rgba(191,135,0,0.13)"
 PROFILED_TEXT = "#9a6700"
 OUTLIER_COLOR = "#cf222e"
+LEGEND = {
+    "orientation": "h",
+    "x": 0,
+    "xanchor": "left",
+    "yref": "container",
+    "y": 0,
+    "yanchor": "bottom",
+}
 
 
 def layout(height: int, **extra: Any) -> dict[str, Any]:
@@ -30,7 +44,10 @@ def layout(height: int, **extra: Any) -> dict[str, Any]:
         "font": {"family": FONT, "size": 12, "color": "#1f2328"},
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
-        "legend": {"orientation": "h", "x": 0, "y": 1.0, "xanchor": "left", "yanchor": "bottom"},
+        # At the foot of the figure (the plot makes room for it): a legend above the plot ran
+        # under the toolbar, which sits at the top right, once it was wider than the plot
+        # minus the toolbar (nine breakdown parts in a narrow window, long kernel labels).
+        "legend": LEGEND,
         "hovermode": "x unified",
     }
     out.update(extra)
@@ -113,7 +130,22 @@ def band(x0: float, x1: float, label: str = "profiled") -> tuple[dict[str, Any],
     return shape, note
 
 
-def histogram_bins(values: list[float], bins: int = 40) -> tuple[list[float], list[float], float]:
+def count_axis(label: str, top: int) -> dict[str, Any]:
+    """An axis of counts up to ``top``: whole-number ticks only (no "0.5 steps")."""
+    return axis(label, rangemode="tozero", tick0=0, dtick=_whole_tick(top), tickformat=",d")
+
+
+def _whole_tick(top: int, ticks: int = 8) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that puts at most ``ticks`` ticks up to ``top``."""
+    magnitude = 1
+    while True:
+        for k in (1, 2, 5):
+            if top <= ticks * k * magnitude:
+                return k * magnitude
+        magnitude *= 10
+
+
+def histogram_bins(values: list[float], bins: int = 40) -> tuple[list[float], list[int], float]:
     """(bin left edges, counts, bin width) of ``values``: counted here, so the page carries at
     most ``bins`` numbers instead of every value, whatever the run length."""
     finite = [v for v in values if v is not None and v == v and abs(v) != float("inf")]
@@ -123,7 +155,7 @@ def histogram_bins(values: list[float], bins: int = 40) -> tuple[list[float], li
     bins = max(5, min(bins, round(2 * len(finite) ** 0.5)))
     lo, hi = min(finite), max(finite)
     width = (hi - lo) / bins if hi > lo else max(abs(lo) * 0.05, 1e-3)
-    counts = [0.0] * bins
+    counts = [0] * bins
     for v in finite:
         counts[min(int((v - lo) / width), bins - 1)] += 1
     return [lo + i * width for i in range(bins)], counts, width

@@ -11,9 +11,11 @@ from typing import Any
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.figures_base import (
     GIB,
+    LEGEND,
     OUTLIER_COLOR,
     axis,
     bar,
+    count_axis,
     downsample_index,
     histogram_bins,
     layout,
@@ -97,7 +99,7 @@ def _histogram(
             shapes=shapes,
             annotations=notes,
             xaxis=axis(label),
-            yaxis=axis("steps", rangemode="tozero"),
+            yaxis=count_axis("steps", max(counts)),
         ),
     }
 
@@ -126,6 +128,8 @@ def _hbar(labels: list[str], traces: list[dict[str, Any]], title: str) -> dict[s
             barmode="group",
             hovermode="closest",
             margin={"l": 16, "r": 16, "t": 36, "b": 48},
+            # From the figure's left edge (under the bar labels), not the plot's.
+            legend={**LEGEND, "xref": "container"},
             xaxis=axis(title),
             yaxis=axis(type="category", automargin=True, autorange="reversed"),
         ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchdiag.record import RunRecord, Samples, StepSeries
+from torchdiag.record import RunRecord, Samples
 from torchdiag.report.figures_base import (
     GIB,
     SHARED_REF,
@@ -19,6 +19,7 @@ from torchdiag.report.figures_base import (
     layout,
     num,
 )
+from torchdiag.report.step_view import profiled_step_range
 
 # Numbers the sampler figure may carry in all (rows x series); 70 series -> ~570 rows. The page
 # budget is ~1 MB without plotly.js, and this figure is its largest part.
@@ -26,6 +27,8 @@ MAX_TIMELINE_VALUES = 40_000
 MAX_TIMELINE_ROWS = 1024
 # Cells of the per-core CPU heat map (time columns x cores).
 MAX_HEATMAP_CELLS = 32_000
+# Core labels on the heat map's axis; with more cores every n-th is labelled.
+MAX_CORE_TICKS = 16
 # GPUs drawn: past eight the lines are unreadable anyway; the rest are named in a note.
 MAX_GPUS = 8
 _GPM_FIELDS = (
@@ -49,15 +52,21 @@ def shared_time(samples: Samples) -> list[float | None]:
     return [num(samples.t_s[i]) for i in timeline_rows(samples)]
 
 
-def profiled_span_s(steps: StepSeries) -> tuple[float, float] | None:
-    """(start, end) seconds since the run start of the steps that ran under torch.profiler."""
+def profiled_span_s(record: RunRecord) -> tuple[float, float] | None:
+    """(start, end) seconds since the run start of the steps torch.profiler recorded."""
+    steps = record.steps
+    span = profiled_step_range(record)
     n = len(steps.start_s)
-    if not n or len(steps.profiled) != n or len(steps.wall_ms) != n:
-        return None
-    idx = [i for i, p in enumerate(steps.profiled) if p]
-    if not idx:
+    if span is None or not n or len(steps.first_step) != n or len(steps.wall_ms) != n:
         return None
     counts = steps.steps if len(steps.steps) == n else [1] * n
+    idx = [
+        i
+        for i, (first, count) in enumerate(zip(steps.first_step, counts, strict=True))
+        if first <= span[1] and first + max(count, 1) - 1 >= span[0]
+    ]
+    if not idx:
+        return None
     last = idx[-1]
     end = steps.start_s[last] + steps.wall_ms[last] * max(counts[last], 1) / 1000
     return steps.start_s[idx[0]], end
@@ -139,7 +148,7 @@ def samples_figure(record: RunRecord) -> dict[str, Any] | None:
     if not rows:
         return None
     fig_layout = _rows_layout([t for t, _ in rows])
-    span = profiled_span_s(record.steps)
+    span = profiled_span_s(record)
     if span is not None:
         shape, note = band(num(span[0]) or 0.0, num(span[1]) or 0.0, "profiled window")
         fig_layout["shapes"], fig_layout["annotations"] = [shape], [note]
@@ -164,13 +173,25 @@ def cpu_heatmap_figure(record: RunRecord) -> dict[str, Any] | None:
         ]
         for c in range(cores)
     ]
+    # Core numbers are labels, not a scale: whole numbers only (at most MAX_CORE_TICKS of
+    # them), the range fitted to the rows, core 0 at the top. The figure is tall enough for the
+    # colour bar's three labels even with one or two cores.
+    tick_every = -(-cores // MAX_CORE_TICKS)
     fig_layout = layout(
-        min(120 + 6 * cores, 520),
+        min(max(220, 120 + 6 * cores), 520),
         hovermode="closest",
         xaxis=axis("seconds since start"),
-        yaxis=axis("core", autorange="reversed"),
+        yaxis=axis(
+            "core",
+            range=[cores - 0.5, -0.5],
+            autorange=False,
+            tickmode="array",
+            tickvals=list(range(0, cores, tick_every)),
+            ticktext=[str(c) for c in range(0, cores, tick_every)],
+            zeroline=False,
+        ),
     )
-    span = profiled_span_s(record.steps)
+    span = profiled_span_s(record)
     if span is not None:
         shape, note = band(num(span[0]) or 0.0, num(span[1]) or 0.0, "profiled window")
         # On a heat map a below-layer band is hidden; draw an outline above it instead.
@@ -188,7 +209,11 @@ def cpu_heatmap_figure(record: RunRecord) -> dict[str, Any] | None:
                 "zmin": 0,
                 "zmax": 100,
                 "colorscale": "Viridis",
-                "colorbar": {"title": {"text": "CPU %"}, "thickness": 12},
+                "colorbar": {
+                    "title": {"text": "CPU %", "side": "right"},
+                    "thickness": 12,
+                    "tickvals": [0, 50, 100],
+                },
                 "hovertemplate": "core %{y}<br>%{x:.1f} s<br>%{z}%<extra></extra>",
             }
         ],

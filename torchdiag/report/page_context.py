@@ -17,6 +17,7 @@ from torchdiag.analyze.finding import rank_findings
 from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.figures import build_figures, shared_series
+from torchdiag.report.page_absent import page_parts
 from torchdiag.report.page_sections import (
     distribution,
     headline_extras,
@@ -28,6 +29,8 @@ from torchdiag.report.page_sections import (
     raw_trace,
 )
 from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
+from torchdiag.report.rule_docs import rule_doc_html
+from torchdiag.report.step_view import profiled_step_range, profiler_warmup_steps
 from torchdiag.report.verdict import (
     evidence_items,
     finding_title,
@@ -100,6 +103,7 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
             for name, c in sorted(record.collectors.items())
         ],
     }
+    context["show"], context["absent"] = page_parts(context)
     return context, data
 
 
@@ -144,7 +148,6 @@ def _status(record: RunRecord) -> dict[str, Any]:
         ("Duration", format_seconds(record.duration_s) if record.duration_s else "—"),
         ("Rank", _rank(record)),
     ]
-    rows += [(f"Overhead: {k}", format_number(v)) for k, v in sorted(record.overhead.items())]
     return {
         "state": st.state,
         "failed": st.state == "failed",
@@ -206,6 +209,8 @@ def _findings(analysis: Analysis) -> list[dict[str, Any]]:
                 "saving": saving_text(f),
                 "docs": _safe_href(f.docs),
                 "docs_text": _docs_text(f.docs),
+                # Escaped HTML rendered from the shipped copy of docs/rules.md.
+                "doc_html": rule_doc_html(f.id) if _docs_text(f.docs) else None,
                 "open": i <= OPEN_FINDINGS,
             }
         )
@@ -253,24 +258,23 @@ def _summary(
         return None
     window = record.profiler
     info = [
+        ("Profiled steps", _profiled_steps_text(record)),
         ("Origin", summary.origin or "—"),
         ("Format", summary.format or "—"),
         ("Events", format_number(summary.event_count)),
         ("Span", format_ms(summary.span_ms)),
         ("Device", summary.device_kind or ("GPU" if summary.has_gpu else "CPU only")),
         ("Step detection", summary.step_detection),
-        ("Kernels", format_number(summary.kernel_count)),
-        ("Kernel time", format_ms(summary.kernel_time_ms)),
-        ("GPU busy", format_ms(summary.gpu_busy_ms)),
     ]
+    if summary.has_gpu:
+        # A CPU-only trace has no GPU: its zeros would read as an idle GPU.
+        info += [
+            ("Kernels", format_number(summary.kernel_count)),
+            ("Kernel time", format_ms(summary.kernel_time_ms)),
+            ("GPU busy", format_ms(summary.gpu_busy_ms)),
+        ]
     if window is not None and window.summary is summary:
-        info[:0] = [
-            (
-                "Profiled steps",
-                f"{window.first_step} to {window.first_step + window.steps - 1}"
-                if window.steps > 0
-                else "none",
-            ),
+        info[1:1] = [
             ("Window wall time", format_seconds(window.wall_s)),
             ("Trace file", window.trace_file or "—"),
         ]
@@ -280,6 +284,19 @@ def _summary(
         "has_breakdown": has_breakdown,
         "other_traces": max(0, len(record.traces) - (0 if window and window.summary else 1)),
     }
+
+
+def _profiled_steps_text(record: RunRecord) -> str:
+    """The steps torch.profiler recorded, numbered as everywhere on the page."""
+    span = profiled_step_range(record)
+    if span is None:
+        return "none"
+    text = f"{span[0]} to {span[1]}" if span[1] > span[0] else str(span[0])
+    warmup = profiler_warmup_steps(record)
+    if warmup:
+        listed = ", ".join(str(n) for n in warmup)
+        text += f" (after {listed}, which warmed the profiler up and is not counted)"
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,7 +345,8 @@ def _environment_view(record: RunRecord) -> dict[str, Any]:
     by_dtype = params.elements_by_dtype if params is not None else {}
     return {
         "versions": [(k, format_value(v)) for k, v in versions if v not in (None, "")],
-        "flags": [(k, format_value(v)) for k, v in flags],
+        # Unknown flags (a trace records none) are left out rather than shown as "—".
+        "flags": [(k, format_value(v)) for k, v in flags if v is not None],
         "devices": [
             [
                 str(d.index),
@@ -377,7 +395,9 @@ def _environment_view(record: RunRecord) -> dict[str, Any]:
             ),
             ("Devices", ", ".join(params.devices)),
         ],
-        "distributed": [
+        "distributed": []
+        if not dist.initialized and dist.world_size <= 1
+        else [
             ("Initialised", format_value(dist.initialized)),
             ("Backend", format_value(dist.backend)),
             ("Rank / world size", f"{dist.rank} / {dist.world_size}"),

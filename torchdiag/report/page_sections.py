@@ -3,7 +3,8 @@ pipeline, sortable op/kernel tables, memory, torchdiag's overhead and the raw-tr
 
 Values are formatted here; each section gets a ``missing`` reason when the record lacks its data,
 so the page says why instead of showing an empty box. Tables are cut to :data:`MAX_TABLE_ROWS`
-with a totals line for the rest, which bounds the page size whatever the record.
+with a totals line for the rest, which bounds the page size whatever the record, and show their
+first :data:`SHOWN_ROWS` until asked for all.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from torchdiag.report.verdict import (
     format_ms,
     format_number,
     format_pct,
+    format_seconds,
     format_value,
 )
 from torchdiag.view.numbers import weighted_quantile
 
 MAX_TABLE_ROWS = 50
+# Rows of a table shown at first; the rest (up to MAX_TABLE_ROWS) are one click away.
+SHOWN_ROWS = 15
 # Kernel names can be whole C++ template instantiations; show the start, keep the rest in the
 # cell's title (tooltip), itself cut so one name cannot blow up the page.
 MAX_NAME_CHARS = 160
@@ -124,6 +128,7 @@ def op_table(summary: TraceSummary | None) -> dict[str, Any]:
             for op in ops[:MAX_TABLE_ROWS]
         ],
         "total": len(ops),
+        "shown": SHOWN_ROWS,
         "rest": _total_row(
             ops,
             {
@@ -158,6 +163,7 @@ def kernel_table(summary: TraceSummary | None) -> dict[str, Any]:
             for k in kernels[:MAX_TABLE_ROWS]
         ],
         "total": len(kernels),
+        "shown": SHOWN_ROWS,
         "rest": _total_row(kernels, {"total": sum(k.total_ms for k in rest)}),
     }
 
@@ -197,12 +203,26 @@ def _of(used: float, total: int | None) -> str:
     return format_bytes(used)
 
 
+_OVERHEAD_LABELS = {
+    "sampler_cpu_s": "Sampler thread CPU time",
+    "profiler_window_s": "Profiler window (wall time)",
+    "profiler_export_s": "Trace export and summary (left out of step times)",
+}
+
+
 def overhead_rows(record: RunRecord) -> list[tuple[str, str]]:
-    """torchdiag's own cost during the run (sampler CPU, hooks, profiler window)."""
-    rows = [(k.replace("_", " "), format_number(v)) for k, v in sorted(record.overhead.items())]
+    """torchdiag's own cost during the run (sampler CPU, profiler window, export), each once."""
+    overhead = dict(record.overhead)
     if record.samples is not None and record.samples.sampler_cpu_s:
-        rows.append(("sampler CPU time", f"{format_number(record.samples.sampler_cpu_s)} s"))
-    return rows
+        # The session copies the sampler's CPU time into `overhead`; older records lack it.
+        overhead.setdefault("sampler_cpu_s", record.samples.sampler_cpu_s)
+    return [
+        (
+            _OVERHEAD_LABELS.get(key, key.replace("_", " ")),
+            format_seconds(value) if key.endswith("_s") else format_number(value),
+        )
+        for key, value in sorted(overhead.items())
+    ]
 
 
 def raw_trace(record: RunRecord, summary: TraceSummary | None) -> dict[str, str]:

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from torchdiag.analyze.stability import outlier_limit
-from torchdiag.record import RunRecord
+from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.headline import step_rows
 from torchdiag.view.numbers import finite, weighted_quantile
 from torchdiag.view.step_model import primary_summary
@@ -27,7 +27,54 @@ def step_numbers(record: RunRecord) -> list[int]:
         n = len(s.wall_ms)
         return list(s.first_step) if len(s.first_step) == n else list(range(n))
     summary = primary_summary(record)
-    return [st.number for st in summary.steps] if summary is not None else []
+    return trace_step_numbers(record, summary) if summary is not None else []
+
+
+def trace_step_numbers(record: RunRecord, summary: TraceSummary) -> list[int]:
+    """The number of each of ``summary.steps`` in the record's own step numbering.
+
+    A live capture numbers steps from 0 at the run's first step, and its profiler window starts
+    at ``profiler.first_step``; torch.profiler numbers the same steps ``ProfilerStep#1``, ``#2``,
+    ... within its window. An imported trace's own numbers are the record's.
+    """
+    numbers = [st.number for st in summary.steps]
+    window = record.profiler
+    if window is None or window.summary is not summary or not numbers:
+        return numbers
+    first = min(numbers)
+    return [window.first_step + n - first for n in numbers]
+
+
+def profiled_step_range(record: RunRecord) -> tuple[int, int] | None:
+    """(first, last) number of the steps torch.profiler recorded — the steps the breakdown
+    shows, the step chart shades and the page names — or ``None`` without a profiled step.
+
+    The warm-up step before a live window also ran under the profiler but was discarded: it is
+    not one of them (:func:`profiler_warmup_steps`).
+    """
+    window = record.profiler
+    if window is not None and window.steps > 0:
+        return window.first_step, window.first_step + window.steps - 1
+    summary = primary_summary(record)
+    if summary is not None and summary.steps:
+        numbers = trace_step_numbers(record, summary)
+        return min(numbers), max(numbers)
+    # No window or trace to say which: the rows the record marks as profiled.
+    s = record.steps
+    n = len(s.first_step)
+    counts = s.steps if len(s.steps) == n else [1] * n
+    pairs = zip(s.first_step, counts, s.profiled, strict=False)
+    rows = [(f, f + max(c, 1) - 1) for f, c, p in pairs if p]
+    return (min(a for a, _ in rows), max(b for _, b in rows)) if rows else None
+
+
+def profiler_warmup_steps(record: RunRecord) -> list[int]:
+    """Steps that ran under torch.profiler before its recorded ones (warm-up, discarded)."""
+    span = profiled_step_range(record)
+    s = record.steps
+    if span is None or len(s.first_step) != len(s.profiled):
+        return []
+    return [n for n, p in zip(s.first_step, s.profiled, strict=True) if p and n < span[0]]
 
 
 def step_walls(record: RunRecord) -> list[float]:
