@@ -15,10 +15,16 @@ import re
 from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
-from torchdiag.analyze.finding import rank_findings
+from torchdiag.analyze.finding import Finding, rank_findings
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.ranks import RANK_HEAD, rank_rows, ranks_note
+from torchdiag.report.trial_render import (
+    markdown_table,
+    measured_for_finding,
+    measured_rows,
+    measured_summary,
+)
 from torchdiag.report.verdict import (
     evidence_items,
     finding_title,
@@ -97,7 +103,7 @@ def render_markdown(
                 str(i),
                 f.severity,
                 md_text(finding_title(f), MAX_CELL_CHARS),
-                md_text(saving_text(f), MAX_CELL_CHARS) or "—",
+                md_text(_saving_and_measured(f, record), MAX_CELL_CHARS) or "—",
                 md_code(f.id),
             )
             for i, f in enumerate(findings, start=1)
@@ -105,6 +111,9 @@ def render_markdown(
         out.add(_table(["#", "Severity", "Finding", "Saving", "Rule"], rows, out) + "\n")
     else:
         out.add("No findings.\n\n")
+    if record.measured_fixes:
+        out.add("## Measured fixes\n\n" + markdown_table(measured_rows(record.measured_fixes)))
+        out.add("\n")
     ranks, note = rank_rows(record), ranks_note(record)
     if ranks or note:
         out.add("## Ranks\n\n" + (md_text(note, 2000) + ".\n\n" if note else ""))
@@ -116,6 +125,13 @@ def render_markdown(
     if findings:
         _finding_details(findings, out)
     return out.text() + tail + "<sub>Made by torchdiag from the run record.</sub>\n"
+
+
+def _saving_and_measured(finding: Finding, record: RunRecord) -> str:
+    """The finding's estimated saving, and what ``torchdiag try`` measured for its fixes."""
+    measured = measured_for_finding(finding.id, record.measured_fixes)
+    parts = [saving_text(finding)] + [f"measured {measured_summary(m)}" for m in measured]
+    return "; ".join(p for p in parts if p)
 
 
 def _breakdown_section(record: RunRecord, out: _Budget, *, pie: bool) -> str:

@@ -31,6 +31,12 @@ from torchdiag.report.page_sections import (
 from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
 from torchdiag.report.rule_docs import rule_doc_html
 from torchdiag.report.step_view import profiled_step_range, profiler_warmup_steps
+from torchdiag.report.trial_render import (
+    MEASURED_HEAD,
+    measured_for_finding,
+    measured_rows,
+    measured_summary,
+)
 from torchdiag.report.verdict import (
     evidence_items,
     finding_title,
@@ -76,7 +82,8 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
         "identity": _identity(record),
         "headline": _headline(numbers, summary),
         "status": _status(record),
-        "findings": _findings(analysis),
+        "findings": _findings(analysis, record),
+        "measured": {"head": MEASURED_HEAD, "rows": measured_rows(record.measured_fixes)},
         "ranks": {
             "head": RANK_HEAD,
             "rows": rank_rows(record),
@@ -194,9 +201,10 @@ def _trace_optimizers(summary: TraceSummary | None) -> list[list[str]]:
     ]
 
 
-def _findings(analysis: Analysis) -> list[dict[str, Any]]:
+def _findings(analysis: Analysis, record: RunRecord) -> list[dict[str, Any]]:
     out = []
     for i, f in enumerate(rank_findings(analysis.findings), start=1):
+        measured = measured_for_finding(f.id, record.measured_fixes)
         out.append(
             {
                 "n": i,
@@ -212,6 +220,8 @@ def _findings(analysis: Analysis) -> list[dict[str, Any]]:
                 # Escaped HTML rendered from the shipped copy of docs/rules.md.
                 "doc_html": rule_doc_html(f.id) if _docs_text(f.docs) else None,
                 "open": i <= OPEN_FINDINGS,
+                # What `torchdiag try` measured for this finding's fixes, beside the estimate.
+                "measured": [measured_summary(m) for m in measured],
             }
         )
     return out

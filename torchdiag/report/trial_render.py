@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import msgspec
 
 from torchdiag.record import MeasuredFix
+from torchdiag.trials.auto import FIXES_FOR_FINDING
 from torchdiag.trials.compare import TryResult
 
 
@@ -27,6 +28,19 @@ class MeasuredRow:
 def measured_rows(fixes: list[MeasuredFix]) -> list[MeasuredRow]:
     """The display rows of measured fixes, in the order they were tried."""
     return [_row(f) for f in fixes]
+
+
+def measured_for_finding(finding_id: str, fixes: list[MeasuredFix]) -> list[MeasuredRow]:
+    """The measured fixes that address the rule ``finding_id`` (shown beside its estimate)."""
+    names = {t.partition("=")[0] for t in FIXES_FOR_FINDING.get(finding_id, ())}
+    return [_row(f) for f in fixes if f.fix.partition("=")[0] in names]
+
+
+def measured_summary(row: MeasuredRow) -> str:
+    """One line: ``workers=2: faster, 3.12x (1.92-3.79)``."""
+    if row.speedup == "-":
+        return f"{row.fix}: {row.verdict}"
+    return f"{row.fix}: {row.verdict}, {row.speedup}"
 
 
 def _row(fix: MeasuredFix) -> MeasuredRow:
@@ -66,6 +80,7 @@ def _mib(value: int) -> str:
 
 
 _HEADER = ("fix", "step time", "speedup (95% CI)", "verdict", "memory peak", "numerics")
+MEASURED_HEAD = (*_HEADER, "note")
 
 
 def render_try(result: TryResult, fmt: str) -> str:
@@ -83,11 +98,13 @@ def render_try(result: TryResult, fmt: str) -> str:
 
 
 def _markdown(head: str, rows: list[MeasuredRow]) -> str:
-    lines = [f"### Measured fixes\n\n{_md(head)}\n"]
-    if not rows:
-        return lines[0] + "\nNo fix to try.\n"
-    lines.append("| " + " | ".join(_HEADER) + " | note |")
-    lines.append("|" + "---|" * (len(_HEADER) + 1))
+    out = f"### Measured fixes\n\n{_md(head)}\n\n"
+    return out + (markdown_table(rows) if rows else "No fix to try.\n")
+
+
+def markdown_table(rows: list[MeasuredRow]) -> str:
+    """The measured fixes as a Markdown table (also in the run report's Markdown)."""
+    lines = ["| " + " | ".join(_HEADER) + " | note |", "|" + "---|" * (len(_HEADER) + 1)]
     for r in rows:
         cells = (r.fix, r.step, r.speedup, r.verdict, r.memory, r.numerics, r.note)
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
