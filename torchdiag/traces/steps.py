@@ -10,9 +10,9 @@ Where: ``ProfilerStep#N`` annotations (``profiler-step``). Without them (profili
 3. the whole trace as one step.
 
 What: each step's wall time is split into a :class:`~torchdiag.record.BreakdownMs` by
-prioritised interval layers (:func:`~torchdiag.traces.intervals.partition`), and the per-step
-counters are taken in the same window: kernels (by GPU start), kernel-launch calls, DataLoader
-time, synchronisations.
+prioritised interval layers (:func:`~torchdiag.traces.intervals.partition`, computed in one
+streaming pass by :mod:`~torchdiag.traces.sweep`), and the per-step counters are taken in the
+same window: kernels (by GPU start), kernel-launch calls, DataLoader time, synchronisations.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torchdiag.record import BreakdownMs, TraceStep
 from torchdiag.traces.events import Interner
-from torchdiag.traces.intervals import Intervals, length_in, partition
-from torchdiag.traces.launches import count_in
+from torchdiag.traces.intervals import Intervals, length_in
 
 __all__ = ["Annotations", "StepWindow", "build_steps", "fallback_windows", "profiler_windows"]
 
@@ -116,23 +115,27 @@ def fallback_windows(
 
 def build_steps(
     windows: Sequence[StepWindow],
-    layers: Sequence[Intervals],
+    parts_us: Sequence[Sequence[float]],
     has_gpu: bool,
     *,
-    kernel_starts: Sequence[float],
-    launch_starts: Sequence[float],
+    kernels: Sequence[int],
+    launches: Sequence[int],
     loader: Intervals,
     syncs: SyncFigures,
 ) -> list[TraceStep]:
     """One :class:`TraceStep` per window.
 
-    ``layers`` are, with GPU activity: communication, compute, memcpy, memset, DataLoader, host
-    runtime, host operators; without: DataLoader, host operators. ``kernel_starts`` and
-    ``launch_starts`` are sorted; ``loader`` is the training process's DataLoader time.
+    ``parts_us`` is each window's :func:`~torchdiag.traces.intervals.partition` (as
+    :func:`~torchdiag.traces.sweep.partitions` computes it) among, with GPU activity:
+    communication, compute, memcpy, memset, DataLoader, host runtime, host operators; without:
+    DataLoader, host operators. ``kernels`` and ``launches`` are the kernels started and the
+    kernel-launch calls made in each window; ``loader`` is the training process's DataLoader time.
     """
     steps = []
-    for number, start, end in windows:
-        parts = [p / 1000 for p in partition(start, end, layers)]
+    for (number, start, end), window_parts, n_kernels, n_launches in zip(
+        windows, parts_us, kernels, launches, strict=True
+    ):
+        parts = [p / 1000 for p in window_parts]
         wall = (end - start) / 1000
         if has_gpu:
             comm, compute, memcpy, memset, loader_idle, runtime, host = parts[:7]
@@ -165,10 +168,10 @@ def build_steps(
                 start_us=start,
                 duration_ms=wall,
                 breakdown=breakdown,
-                kernels=count_in(kernel_starts, start, end),
+                kernels=n_kernels,
                 gpu_busy_ms=busy,
                 dataloader_ms=length_in(loader, start, end) / 1000,
-                launches=count_in(launch_starts, start, end),
+                launches=n_launches,
                 syncs=n_syncs,
                 sync_ms=sync_ms,
                 idle_after_sync_ms=idle_after,

@@ -1,23 +1,33 @@
 """Events to :class:`~torchdiag.record.TraceSummary`: aggregate per chunk, then a few global passes.
 
 :class:`SummaryBuilder` receives the decoder's chunks one at a time and never keeps events. What
-can be aggregated on the fly is (call counts, input dtypes/shapes, copies, occupancy, DataLoader
-iterators, steps, batch shapes). What needs the whole trace, because real traces are not sorted
-by time, is kept as columns of numbers (``array``): operator and runtime intervals per host
-thread, GPU intervals, kernel durations per name and per launch, synchronising calls, allocator
-samples. :meth:`SummaryBuilder.finish` then
+can be aggregated on the fly is (call counts, kernel time per name, input dtypes/shapes, copies,
+occupancy, DataLoader iterators, steps, batch shapes). What needs the whole trace, because real
+traces are not sorted by time, is kept as columns of numbers in
+:class:`~torchdiag.traces.spill.ColumnLog` s: operators and runtime calls (with their thread),
+GPU activity (kernels with name and correlation id, copies, memsets), allocator samples. Past a
+fixed budget of rows (:data:`DEFAULT_SPILL_ROWS`) they are written to temporary files, so the
+memory a read takes does not grow with the trace. :meth:`SummaryBuilder.finish` then reads them
+back, sorted as each pass needs (:func:`~torchdiag.traces.spill.sort_rows`: on disk when they
+spilled), and
 
+- joins kernels to their launching runtime calls by correlation id
+  (:mod:`~torchdiag.traces.launches`);
 - nests each thread's operators by time containment (self time) and walks the runtime calls that
   launched kernels through that nesting (GPU time per operator, dtype of each matrix kernel):
   :mod:`~torchdiag.traces.operators`;
-- finds the steps (:mod:`~torchdiag.traces.steps`), builds the union of GPU activity per kind
-  and splits every step's wall time into a :class:`~torchdiag.record.BreakdownMs` whose parts add
-  up to the wall time (:mod:`~torchdiag.traces.intervals`), with per-step launches, DataLoader
-  time and synchronisations (:mod:`~torchdiag.traces.syncs`);
+- finds the steps (:mod:`~torchdiag.traces.steps`), folds the GPU activity per kind, the host's
+  runtime calls and top-level operators into unions in one pass in time order
+  (:mod:`~torchdiag.traces.sweep`) and splits every step's wall time into a
+  :class:`~torchdiag.record.BreakdownMs` whose parts add up to the wall time, with per-step
+  launches, DataLoader time and synchronisations (:mod:`~torchdiag.traces.syncs`);
 - derives launch, matrix-math, occupancy, optimizer and batch figures
   (:mod:`~torchdiag.traces.launches`, :mod:`~torchdiag.traces.matrix`,
   :mod:`~torchdiag.traces.optimizer`, :mod:`~torchdiag.traces.batch`);
 - downsamples the allocator samples to memory timelines (:mod:`~torchdiag.traces.memory`).
+
+The temporary files are removed when :meth:`SummaryBuilder.finish` returns or fails, and by
+:meth:`SummaryBuilder.close` when a read is abandoned.
 
 Dialect differences (old categories, string ids, B/E pairs, the pre-Kineto autograd profiler)
 are folded as events arrive (:mod:`~torchdiag.traces.formats`). Times in the trace are
@@ -27,10 +37,11 @@ microseconds; the summary reports milliseconds (and µs where named so).
 from __future__ import annotations
 
 import math
+import operator
 from array import array
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from itertools import chain, compress
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain, compress, repeat
 from typing import Any
 
 import msgspec
@@ -39,13 +50,7 @@ from torchdiag.record import TraceSummary
 from torchdiag.traces.batch import BATCH_OPS, BatchSizes
 from torchdiag.traces.copies import CopyStats
 from torchdiag.traces.coverage import coverage_notes, step_notes
-from torchdiag.traces.events import (
-    Event,
-    GpuArgs,
-    GpuColumns,
-    RuntimeArgs,
-    ThreadColumns,
-)
+from torchdiag.traces.events import Event, GpuArgs, RuntimeArgs
 from torchdiag.traces.formats import (
     AUTOGRAD_CPU_PID,
     AUTOGRAD_CUDA_PID,
@@ -59,20 +64,41 @@ from torchdiag.traces.formats import (
     format_name,
     norm_id,
 )
-from torchdiag.traces.intervals import Intervals, length, length_in, merge_intervals, union
+from torchdiag.traces.intervals import length_in, merge_intervals
 from torchdiag.traces.kernel_table import KernelTable
-from torchdiag.traces.launches import KernelLaunches, launch_starts
+from torchdiag.traces.launches import LaunchFigures, join_calls, launch_totals
 from torchdiag.traces.markers import count_markers
 from torchdiag.traces.matrix import DtypeTime, Occupancy, math_stats
 from torchdiag.traces.memory import MemorySamples
-from torchdiag.traces.operators import OperatorStats
-from torchdiag.traces.optimizer import OPTIMIZER_PREFIX, OptimizerRegions
-from torchdiag.traces.runtime import SYNC, runtime_kind
+from torchdiag.traces.operators import OP_COLUMNS, OperatorStats
+from torchdiag.traces.optimizer import OPTIMIZER_PREFIX, OptimizerRegions, is_foreach_op
+from torchdiag.traces.runtime import GRAPH_LAUNCH, KERNEL_LAUNCH, SYNC, runtime_kind
+from torchdiag.traces.spill import ColumnLog, SpillDir, sort_floats, sort_rows
 from torchdiag.traces.steps import Annotations, build_steps, fallback_windows, profiler_windows
+from torchdiag.traces.sweep import (
+    Gaps,
+    LengthIn,
+    TotalLength,
+    Union,
+    WindowLengths,
+    partitions,
+    sweep,
+)
 from torchdiag.traces.syncs import SyncTracker, is_sync_op
-from torchdiag.traces.window import profiler_event_us, step_span, thread_events_in
+from torchdiag.traces.window import WeightedBelow, counts_below, profiler_event_us, step_span
 
-__all__ = ["SummaryBuilder", "devices_from_metadata"]
+__all__ = ["DEFAULT_SPILL_ROWS", "SummaryBuilder", "devices_from_metadata"]
+
+# Rows each column log keeps in memory before spilling to a temporary file (and rows sorted in
+# memory at once): bounds the read's memory whatever the trace's size. A trace of up to about a
+# million events never spills.
+DEFAULT_SPILL_ROWS = 1 << 18
+# Column layouts (array typecodes). Runtime calls: thread index, start, end, correlation id (-1
+# when none), runtime kind. GPU activity: start, duration, breakdown kind, kernel name id (-1
+# for copies and memsets), correlation id, whether the correlation id can join a runtime call.
+_RUNTIME_COLUMNS = "lddqb"
+_GPU_COLUMNS = "ddblqb"
+_INT64 = range(-(1 << 63), 1 << 63)
 
 STEP_PREFIX = "ProfilerStep#"
 DATALOADER_PREFIX = "enumerate(DataLoader)"
@@ -106,8 +132,11 @@ _GPU_ARGS = msgspec.json.Decoder(GpuArgs)
 class SummaryBuilder:
     """Accumulates event chunks (:meth:`add`) into a :class:`TraceSummary` (:meth:`finish`)."""
 
-    def __init__(self, origin: str = "") -> None:
+    def __init__(self, origin: str = "", *, spill_rows: int | None = None) -> None:
         self.origin = origin
+        rows = DEFAULT_SPILL_ROWS if spill_rows is None else spill_rows
+        self._rows = rows
+        self._spill = SpillDir()
         self.event_count = 0
         self.t_min = math.inf
         self.t_max = -math.inf
@@ -116,16 +145,20 @@ class SummaryBuilder:
         self.autograd_legacy = False
         self.pairs = DurationPairs()
         self.dtypes = DtypeTime()
-        self.operators = OperatorStats(self.dtypes)
+        self.ops = ColumnLog(OP_COLUMNS, self._spill, rows)
+        self.operators = OperatorStats(self.dtypes, self.ops)
         self._op_flags: list[int] = []
         self.kernels = KernelTable()
-        self.threads: dict[ThreadKey, ThreadColumns] = {}
-        # (pid, tid) as the event spelled them -> (normalised key, columns): one dict lookup per
+        # Host threads by (pid, tid), in order of first sight: the index is what the columns store.
+        self.threads: dict[ThreadKey, int] = {}
+        self._thread_keys: list[ThreadKey] = []
+        # (pid, tid) as the event spelled them -> (normalised key, index): one dict lookup per
         # event instead of normalising ids every time.
-        self._raw_threads: dict[tuple[Any, Any], tuple[ThreadKey, ThreadColumns]] = {}
+        self._raw_threads: dict[tuple[Any, Any], tuple[ThreadKey, int]] = {}
         self._runtime_kinds: dict[str, int] = {}
-        self.gpu = GpuColumns()
-        self.launches = KernelLaunches()
+        self.runtime = ColumnLog(_RUNTIME_COLUMNS, self._spill, rows)
+        self.gpu = ColumnLog(_GPU_COLUMNS, self._spill, rows)
+        self.launched_us = 0.0  # kernels carrying a correlation id: their summed time
         self.occupancy = Occupancy()
         self.copies = CopyStats()
         self.syncs = SyncTracker()
@@ -141,9 +174,13 @@ class SummaryBuilder:
         self._loader_pid: list[int | str] = []
         self.loader_iterators: Counter[str] = Counter()
         self._annotation_calls: Counter[str] = Counter()
-        self.memory = MemorySamples()
+        self.memory = MemorySamples(self._spill, rows)
         # How the steps were found: "profiler", "optimizer", "annotation", "trace" or "none".
         self.step_source = "none"
+
+    def close(self) -> None:
+        """Remove the temporary files (also done by :meth:`finish`); safe to call again."""
+        self._spill.close()
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -159,9 +196,10 @@ class SummaryBuilder:
         decode_runtime = _RUNTIME_ARGS.decode
         kernel_info = self.kernels.info
         decode_gpu = _GPU_ARGS.decode
-        add_launch = self.launches.add
+        launched_us = self.launched_us
         streams = self._streams
-        gpu_ts, gpu_end, gpu_kind = self.gpu.ts, self.gpu.end, self.gpu.kind
+        gpu_ts, gpu_dur, gpu_kind, gpu_name, gpu_corr, gpu_link = self.gpu.cols
+        rt_thread, rt_ts, rt_end, rt_corr, rt_kind = self.runtime.cols
         occupancy_sums = self.occupancy
         occ_n, fill, fill_w, occ, occ_w = (
             occupancy_sums.kernels,
@@ -196,25 +234,39 @@ class SummaryBuilder:
                         continue
                     raw = (ev.pid, ev.tid)
                     found = raw_threads(raw)
-                    key, th = found if found is not None else self._thread(raw)
-                    nid = add_op(ev, th)
+                    key, thread = found if found is not None else self._thread(raw)
+                    nid = add_op(ev, thread)
                     if nid == len(op_flags):
                         op_flags.append(_op_flags(ev.name))
                     if op_flags[nid]:
                         self._flagged_op(ev, op_flags[nid], key, end)
                 elif cat == "kernel":
-                    # Inline (the third most frequent): per-name durations, the launch join,
-                    # occupancy sums kept in locals for the chunk, the GPU interval.
+                    # Inline (the third most frequent): per-name figures, the GPU columns
+                    # (with the correlation id for the launch join), occupancy sums kept in
+                    # locals for the chunk.
                     info = kernel_info(ev.name)
                     dur = ev.dur
-                    info.durations.append(dur)
+                    info.calls += 1
+                    info.total += dur
                     try:
                         args: GpuArgs | None = decode_gpu(ev.args)
                     except (msgspec.DecodeError, msgspec.ValidationError):
                         args = None
+                    corr = args.correlation if args is not None else None
+                    gpu_ts.append(ts)
+                    gpu_dur.append(dur)
+                    gpu_kind.append(COMMUNICATION if info.communication else COMPUTE)
+                    gpu_name.append(info.id)
+                    if corr is None:
+                        gpu_corr.append(0)
+                        gpu_link.append(0)
+                    else:
+                        launched_us += dur
+                        # An id no runtime call can carry (they are 64-bit) joins none.
+                        joins = corr in _INT64
+                        gpu_corr.append(corr if joins else 0)
+                        gpu_link.append(joins)
                     if args is not None:
-                        if args.correlation is not None:
-                            add_launch(args.correlation, ts, dur, info.matrix, info.triton)
                         bps = args.blocks_per_sm
                         if bps is not None and bps >= 0:
                             occ_n += 1
@@ -225,16 +277,13 @@ class SummaryBuilder:
                             occ += dur * occupancy
                             occ_w += dur
                     streams.add((ev.pid, ev.tid))
-                    gpu_ts.append(ts)
-                    gpu_end.append(end)
-                    gpu_kind.append(COMMUNICATION if info.communication else COMPUTE)
                 elif cat in GPU_CATEGORIES:
                     self._gpu(ev, cat, end)
                 elif cat in RUNTIME_CATEGORIES:
                     # Inline too (the second most frequent event): the call's columns.
                     raw = (ev.pid, ev.tid)
                     found = raw_threads(raw)
-                    key, th = found if found is not None else self._thread(raw)
+                    key, thread = found if found is not None else self._thread(raw)
                     try:
                         corr = decode_runtime(ev.args).correlation
                     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -242,10 +291,11 @@ class SummaryBuilder:
                     kind = runtime_kinds.get(ev.name)
                     if kind is None:
                         kind = runtime_kinds[ev.name] = runtime_kind(ev.name)
-                    th.rt_ts.append(ts)
-                    th.rt_end.append(end)
-                    th.rt_corr.append(-1 if corr is None else corr)
-                    th.rt_kind.append(kind)
+                    rt_thread.append(thread)
+                    rt_ts.append(ts)
+                    rt_end.append(end)
+                    rt_corr.append(-1 if corr is None else corr)
+                    rt_kind.append(kind)
                     if kind == SYNC:
                         self.syncs.add_call(ev.name, key, ts, end)
                 elif cat == "user_annotation":
@@ -266,6 +316,9 @@ class SummaryBuilder:
                     if ev.name == "[memory]":
                         self.memory.add(ev)
         self.t_min, self.t_max = t_min, t_max
+        self.launched_us = launched_us
+        for log in (self.ops, self.runtime, self.gpu, self.memory.log):
+            log.check()
         occupancy_sums.kernels, occupancy_sums.fill, occupancy_sums.fill_weight = (
             occ_n,
             fill,
@@ -287,13 +340,14 @@ class SummaryBuilder:
             return "kernel"
         return ""
 
-    def _thread(self, raw: tuple[Any, Any]) -> tuple[ThreadKey, ThreadColumns]:
-        """The normalised key and the columns of the thread an event's (pid, tid) names."""
+    def _thread(self, raw: tuple[Any, Any]) -> tuple[ThreadKey, int]:
+        """The normalised key and the index of the thread an event's (pid, tid) names."""
         key = (norm_id(raw[0]), norm_id(raw[1]))
-        th = self.threads.get(key)
-        if th is None:
-            th = self.threads[key] = ThreadColumns()
-        found = self._raw_threads[raw] = (key, th)
+        thread = self.threads.get(key)
+        if thread is None:
+            thread = self.threads[key] = len(self._thread_keys)
+            self._thread_keys.append(key)
+        found = self._raw_threads[raw] = (key, thread)
         return found
 
     def _flagged_op(self, ev: Event, flags: int, key: ThreadKey, end: float) -> None:
@@ -341,10 +395,13 @@ class SummaryBuilder:
             self.copies.add(ev)
         else:
             kind = MEMSET
-        gpu = self.gpu
-        gpu.ts.append(ev.ts)
-        gpu.end.append(end)
-        gpu.kind.append(kind)
+        ts, dur, kinds, name, corr, link = self.gpu.cols
+        ts.append(ev.ts)
+        dur.append(ev.dur)
+        kinds.append(kind)
+        name.append(-1)
+        corr.append(0)
+        link.append(0)
 
     # -- global passes ---------------------------------------------------------------------
 
@@ -355,18 +412,25 @@ class SummaryBuilder:
         form: str = "object",
         notes: Sequence[str] = (),
     ) -> TraceSummary:
-        """Run the global passes and build the summary.
+        """Run the global passes and build the summary; the temporary files are then removed.
 
         ``metadata`` are the file's top-level members other than ``traceEvents``, ``form`` is
         ``"object"`` or ``"array"`` (bare event list), ``notes`` are the decoder's remarks.
         """
-        meta = dict(metadata or {})
-        all_notes = list(notes)
-        main_pid = self._main_pid()
-        windows = self._windows(main_pid)
+        try:
+            return self._finish(dict(metadata or {}), form, list(notes))
+        finally:
+            self.close()
+
+    def _finish(self, meta: dict[str, Any], form: str, all_notes: list[str]) -> TraceSummary:
+        op_counts = Counter[int]()
+        for block in self.ops.blocks():
+            op_counts.update(block[0])
+        main_pid = self._main_pid(op_counts)
+        main = frozenset(t for t, (pid, _) in enumerate(self._thread_keys) if pid == main_pid)
+        windows = self._windows(main_pid, main)
         span = step_span(windows)
         op_names = self.operators.names.names
-        launched: list[tuple[float, float]] = []
         host_events = self.annotations.count_in(main_pid, *span) if span is not None else 0
         loader = merge_intervals(
             self._loader_s,
@@ -381,49 +445,94 @@ class SummaryBuilder:
             else []
         )
         loader_events = sum(self.annotations.count_in(main_pid, a, b) for a, b in loader_waits)
+        if span is not None:
+            # Operators and runtime calls of the training process in the steps and in the waits.
+            below = counts_below(
+                chain(_starts_of(self.ops, main), _starts_of(self.runtime, main)),
+                [*span, *chain.from_iterable(loader_waits)],
+            )
+            host_events += below[span[1]] - below[span[0]]
+            loader_events += sum(below[b] - below[a] for a, b in loader_waits)
 
-        def visit(key: ThreadKey, th: ThreadColumns, order: list[int], calls: list[int]) -> None:
-            # The nesting pass sorts every thread once; these reuse its sorted indices.
-            nonlocal host_events, loader_events
-            self.optimizer.count_thread(key, th, order, calls, op_names, self.launches)
-            if span is not None and key[0] == main_pid:
-                host_events += thread_events_in(th, order, *span)
-                loader_events += sum(thread_events_in(th, order, a, b) for a, b in loader_waits)
-                if calls:
-                    launched.append(self.launches.launched_span(th, calls, *span))
-
-        host_ops, unattributed_us = self.operators.nest(
-            self.threads, main_pid, self.launches, visit
+        launch = LaunchFigures()
+        queue = ColumnLog("d", self._spill, self._rows)
+        launching = ColumnLog("ldqddd", self._spill, self._rows)
+        order = self._thread_order()
+        launched = self._join_launches(main, span, order, launch, queue, launching)
+        top = ColumnLog("dd", self._spill, self._rows)
+        after, attributed = self.operators.nest(
+            self._sorted_ops(order),
+            _sorted_calls(launching, self._spill, self._rows),
+            frozenset(order[t] for t in main),
+            top,
         )
-        # When the host sat in the runtime: the main process's runtime calls.
-        host_runtime = union(
-            merge_intervals(th.rt_ts, th.rt_end)
-            for (pid, _), th in self.threads.items()
-            if pid == main_pid
-        )
-        gpu_unions = [self._gpu_union(kind) for kind in range(4)]
-        gpu_busy = union(gpu_unions)
+        unattributed_us = max(0.0, self.launched_us - attributed)
         has_gpu_activity = len(self.gpu) > 0
-        if has_gpu_activity:
-            layers = [*gpu_unions, loader, host_runtime, host_ops]
-        else:
-            layers = [loader, host_ops]
-        gpu = self.gpu
         # The profiler's stop-time sync comes after the training process's last operator (the
         # end of its last top-level one) and, with ProfilerStep markers, after the last step.
-        after = host_ops[1][-1] if host_ops[1] else -math.inf
         if self.step_source == "profiler" and windows:
             after = max(after, windows[-1][2])
         self.syncs.find_profiler_stop(main_pid, after)
         main_syncs = self.syncs.main_calls(main_pid)
+
+        window_ms = window_busy_ms = window_comm_ms = window_overlap_ms = 0.0
+        window = None
+        if span is not None:
+            start, end = span[0], max(span[1], launched[1])
+            window_ms = (end - start) / 1000
+            # GPU work of the steps: from the first kernel they launched to the last. Before the
+            # first one starts, a full launch queue still runs kernels of earlier steps.
+            window = (launched[0] if launched[0] < end else start, end)
+        # Every time layer folded into unions in one pass (sweep.py): per step, the union of
+        # each prefix of the layers (partition); over the window, the GPU's busy, communication
+        # and compute time; the GPU idle gap after each synchronisation; all GPU time.
+        step_windows = [(a, b) for _, a, b in windows]
+        layers = 7 if has_gpu_activity else 2
+        prefixes = [WindowLengths(step_windows) for _ in range(layers)]
+        unions = [Union([p]) for p in prefixes]
+        feeds: list[list[Union]] = [unions[k:] for k in range(layers)]
+        gaps = Gaps(self.syncs.main_ends(main_syncs))
+        gpu_total = TotalLength()
+        in_window = [LengthIn(*window) for _ in range(4)] if window is not None else []
+        if has_gpu_activity:
+            busy, comm, either = unions[MEMSET], unions[COMMUNICATION], unions[COMPUTE]
+            busy.sinks += [gpu_total, gaps]
+            if in_window:
+                busy.sinks.append(in_window[0])
+                comm.sinks.append(in_window[1])
+                either.sinks.append(in_window[3])
+                feeds[COMPUTE].append(Union([in_window[2]]))  # compute alone
+        sweep(self._layer_rows(main, loader, top, has_gpu_activity), feeds)
+        if in_window:
+            window_busy_ms = in_window[0].length / 1000
+            # Communication and how much of it ran while compute kernels ran on other streams:
+            # |comm| + |compute| - |comm or compute| is their overlap.
+            window_comm_ms = in_window[1].length / 1000
+            if window_comm_ms:
+                either_ms = in_window[3].length / 1000
+                both = window_comm_ms + in_window[2].length / 1000 - either_ms
+                window_overlap_ms = max(0.0, min(window_comm_ms, both))
+
+        bounds = [x for w in step_windows for x in w]
+        kernels_below = counts_below(
+            (compress(b[0], map(COMPUTE.__ge__, b[2])) for b in self.gpu.blocks()), bounds
+        )
+        main_launch = frozenset((t, KERNEL_LAUNCH) for t in main)
+        launches_below = counts_below(
+            (
+                compress(b[1], map(main_launch.__contains__, zip(b[0], b[4], strict=True)))
+                for b in self.runtime.blocks()
+            ),
+            bounds,
+        )
         steps = build_steps(
             windows,
-            layers,
+            partitions(step_windows, prefixes),
             has_gpu_activity,
-            kernel_starts=sorted(compress(gpu.ts, map(COMPUTE.__ge__, gpu.kind))),
-            launch_starts=launch_starts(self.threads, main_pid),
+            kernels=[kernels_below[b] - kernels_below[a] for a, b in step_windows],
+            launches=[launches_below[b] - launches_below[a] for a, b in step_windows],
             loader=loader,
-            syncs=lambda a, b: self.syncs.step_figures(main_syncs, a, b, gpu_busy),
+            syncs=lambda a, b: self.syncs.step_figures(main_syncs, a, b, gaps.found),
         )
         if self._collective_s:
             collectives = merge_intervals(self._collective_s, self._collective_e)
@@ -433,24 +542,6 @@ class SummaryBuilder:
         detection = (
             "profiler-step" if self.step_source == "profiler" else "fallback" if steps else "none"
         )
-        window_ms = window_busy_ms = window_comm_ms = window_overlap_ms = 0.0
-        if span is not None:
-            first_launched = min([a for a, _ in launched], default=math.inf)
-            last_launched = max([b for _, b in launched], default=-math.inf)
-            start, end = span[0], max(span[1], last_launched)
-            window_ms = (end - start) / 1000
-            # GPU work of the steps: from the first kernel they launched to the last. Before the
-            # first one starts, a full launch queue still runs kernels of earlier steps.
-            gpu_start = first_launched if first_launched < end else start
-            window_busy_ms = length_in(gpu_busy, gpu_start, end) / 1000
-            # Communication and how much of it ran while compute kernels ran on other streams:
-            # |comm| + |compute| - |comm or compute| is their overlap.
-            comm, compute = gpu_unions[COMMUNICATION], gpu_unions[COMPUTE]
-            window_comm_ms = length_in(comm, gpu_start, end) / 1000
-            if window_comm_ms:
-                either = length_in(union([comm, compute]), gpu_start, end) / 1000
-                both = window_comm_ms + length_in(compute, gpu_start, end) / 1000 - either
-                window_overlap_ms = max(0.0, min(window_comm_ms, both))
         all_notes.extend(step_notes(self.step_source))
         if unattributed_us >= 1.0:
             # Typically kernels launched before the window opened, still running in it.
@@ -475,8 +566,17 @@ class SummaryBuilder:
         )
         totals = self.kernels.totals_us()
         has_kernels = bool(len(self.kernels))
-        durations = self.kernels.sorted_durations()
-        launch = self.launches.stats(self.threads.values(), durations)
+        kernel_count = self.kernels.count()
+        top_kernels = self.kernels.top_ids(TOP_N, totals)
+        # Sorting consumes the durations, which counts and sums the launches into `launch`.
+        launch_durations = sort_floats(self._launch_durations(launch), self._spill, self._rows)
+        launch_stats = launch.stats(
+            launch_durations,
+            sort_floats(_values(queue), self._spill, self._rows),
+            len(queue),
+            sort_floats(self._kernel_durations(), self._spill, self._rows),
+            kernel_count,
+        )
         rank, world_size, backend = distributed_info(meta)
         batch_size, batch_source = self.batch.result()
         return TraceSummary(
@@ -503,19 +603,21 @@ class SummaryBuilder:
             host_events=host_events,
             loader_events=loader_events,
             profiler_event_us=profiler_event_us(self.operators.profiler_event_samples),
-            kernel_count=len(durations),
+            kernel_count=kernel_count,
             kernel_time_ms=sum(totals) / 1000,
-            gpu_busy_ms=length(gpu_busy) / 1000,
+            gpu_busy_ms=gpu_total.total / 1000,
             top_ops=self.operators.top(TOP_N),
-            top_kernels=self.kernels.top(TOP_N, totals),
+            top_kernels=self.kernels.top(
+                top_kernels, totals, self.kernels.median_max(self._by_kernel(top_kernels))
+            ),
             kernel_class_ms=self.kernels.class_ms(totals),
             memory=self.memory.timelines(),
             dataloader_iterators=dict(sorted(self.loader_iterators.items())),
             world_size=world_size,
             backend=backend,
             copies=self.copies.stats(),
-            syncs=self.syncs.stats(main_pid, [(a, b) for _, a, b in windows]),
-            launch=launch if has_kernels or launch.launches else None,
+            syncs=self.syncs.stats(main_pid, step_windows),
+            launch=launch_stats if has_kernels or launch_stats.launches else None,
             math=math_stats(self.kernels.names.names, self.kernels.classes, totals, self.dtypes)
             if has_kernels
             else None,
@@ -530,44 +632,241 @@ class SummaryBuilder:
                     self._annotation_calls.items(),
                 ),
                 self.kernels.communication_count(),
-                launch.cuda_graph_launches,
+                launch_stats.cuda_graph_launches,
             ),
             notes=all_notes,
         )
 
-    def _windows(self, main_pid: int | str | None) -> list[tuple[int, float, float]]:
+    def _windows(
+        self, main_pid: int | str | None, main: frozenset[int]
+    ) -> list[tuple[int, float, float]]:
         """The step windows; sets :attr:`step_source`."""
         if self._steps:
             self.step_source = "profiler"
             return profiler_windows(self._steps)
-        host_starts = [
-            min(th.op_ts) for (pid, _), th in self.threads.items() if pid == main_pid and th.op_ts
-        ]
+        host_starts = [min(chain.from_iterable(_starts_of(self.ops, main)), default=math.inf)]
         first_annotation = self.annotations.first_start(main_pid)
         if first_annotation is not None:
             host_starts.append(first_annotation)
+        host_start = min(host_starts)
         windows, self.step_source = fallback_windows(
             self.optimizer.step_ends(main_pid),
             self.annotations,
             main_pid,
-            min(host_starts, default=self.t_min),
+            host_start if host_start != math.inf else self.t_min,
             self.t_min,
             self.t_max,
         )
         return windows
 
-    def _main_pid(self) -> int | str | None:
+    def _main_pid(self, op_counts: Mapping[int, int]) -> int | str | None:
         """The training process: the one that marks steps, else the one with most operators."""
         if self._steps:
             counts = Counter(pid for _, _, pid in self._steps.values())
         else:
             counts = Counter()
-            for (pid, _), th in self.threads.items():
-                counts[pid] += len(th.op_ts)
+            for thread, (pid, _) in enumerate(self._thread_keys):
+                counts[pid] += op_counts.get(thread, 0)
         return min(counts, key=lambda p: (-counts[p], str(p))) if counts else None
 
-    def _gpu_union(self, kind: int) -> Intervals:
-        gpu = self.gpu
-        return merge_intervals(
-            gpu.ts, gpu.end, compress(range(len(gpu)), map(kind.__eq__, gpu.kind))
+    def _thread_order(self) -> list[int]:
+        """Per thread index, its place in the nesting order (threads sorted by key as text)."""
+        place = [0] * len(self._thread_keys)
+        ranked = sorted(range(len(self._thread_keys)), key=lambda t: str(self._thread_keys[t]))
+        for at, thread in enumerate(ranked):
+            place[thread] = at
+        return place
+
+    def _sorted_ops(self, order: Sequence[int]) -> Iterator[tuple[Any, ...]]:
+        """Every operator as (thread's place, start, -duration, arrival, name, dtype), sorted:
+        per thread, by start, longer first, then in arrival order (the nesting order)."""
+        rows = chain.from_iterable(
+            zip(
+                map(order.__getitem__, thread),
+                ts,
+                map(operator.neg, dur),
+                range(start, start + len(ts)),
+                name,
+                dtype,
+                strict=True,
+            )
+            for start, (thread, ts, dur, name, dtype) in self.ops.numbered_blocks()
         )
+        return sort_rows(rows, "<qddqqq", self._spill, self._rows)
+
+    def _join_launches(
+        self,
+        main: frozenset[int],
+        span: tuple[float, float] | None,
+        order: Sequence[int],
+        launch: LaunchFigures,
+        queue: ColumnLog,
+        launching: ColumnLog,
+    ) -> tuple[float, float]:
+        """Join kernels to their runtime calls (both sorted by correlation id, then arrival).
+
+        Fills ``launching`` with the calls that launched kernels (thread's place in ``order``,
+        start, arrival, kernel µs, matrix µs, Triton µs), ``queue`` with the queueing delay of
+        each kernel launch and ``launch`` with its counts; counts the kernels each optimizer
+        region launched. Returns
+        (first start, last end) of the kernels the training process launched in ``span``.
+        """
+        kernels = chain.from_iterable(
+            compress(
+                zip(corr, range(start, start + len(ts)), ts, dur, name, strict=True),
+                link,
+            )
+            for start, (ts, dur, _, name, corr, link) in self.gpu.numbered_blocks()
+        )
+        calls = chain.from_iterable(
+            zip(corr, range(start, start + len(ts)), thread, ts, end, kind, strict=True)
+            for start, (thread, ts, end, corr, kind) in self.runtime.numbered_blocks()
+        )
+        matrix, triton = self.kernels.flags()
+        totals = launch_totals(
+            sort_rows(kernels, "<qqddq", self._spill, self._rows), matrix, triton
+        )
+        regions = {
+            t: WeightedBelow(x for _, a, b in found for x in (a, b))
+            for t, key in enumerate(self._thread_keys)
+            if (found := self.optimizer.regions_on(key))
+        }
+        first, last = math.inf, -math.inf
+        a, b = span if span is not None else (math.inf, -math.inf)
+        l_thread, l_ts, l_seq, l_gpu, l_math, l_triton = launching.cols
+        (delays,) = queue.cols
+        short = 0
+        for (_, seq, thread, ts, end, kind), k in join_calls(
+            sort_rows(calls, "<qqqddq", self._spill, self._rows), totals
+        ):
+            l_thread.append(order[thread])
+            l_ts.append(ts)
+            l_seq.append(seq)
+            l_gpu.append(k.total)
+            l_math.append(k.math)
+            l_triton.append(k.triton)
+            launching.check()
+            counter = regions.get(thread)
+            if counter is not None:
+                counter.add(ts, k.kernels)
+            if a <= ts < b and thread in main:
+                first = min(first, k.first_ts)
+                k_end = k.first_ts + k.first_dur
+                if k.kernels > 1:
+                    k_end = max(k_end, k.last_end)
+                last = max(last, k_end)
+            if kind == KERNEL_LAUNCH:
+                delays.append(k.first_ts - ts)
+                queue.check()
+                if k.kernels == 1 and k.first_dur < end - ts:
+                    short += 1
+        launch.short = short
+        if regions:
+            self._count_regions(regions)
+        return first, last
+
+    def _count_regions(self, kernels: Mapping[int, WeightedBelow]) -> None:
+        """What each optimizer region contains: operators, foreach operators, kernels."""
+        foreach = [is_foreach_op(n) for n in self.operators.names.names]
+        for thread, counter in kernels.items():
+            mine = [thread]
+            ops = counts_below(_starts_of(self.ops, mine), counter.bounds)
+            foreach_ops = counts_below(
+                (
+                    compress(
+                        compress(ts, map(thread.__eq__, threads)),
+                        map(foreach.__getitem__, compress(names, map(thread.__eq__, threads))),
+                    )
+                    for threads, ts, _, names, _ in self.ops.blocks()
+                ),
+                counter.bounds,
+            )
+            self.optimizer.count_thread(
+                self._thread_keys[thread], ops, foreach_ops, counter.below()
+            )
+
+    def _launch_durations(self, launch: LaunchFigures) -> Iterator[float]:
+        """Host time of every kernel-launch call (µs), thread by thread; sums them into
+        ``launch`` in that order (threads in order of first sight, calls in arrival order)."""
+        launchers: set[int] = set()
+        for threads, _, _, _, kinds in self.runtime.blocks():
+            launch.graphs += kinds.count(GRAPH_LAUNCH)
+            launchers.update(compress(threads, map(KERNEL_LAUNCH.__eq__, kinds)))
+        for thread in sorted(launchers):
+            wanted = (thread, KERNEL_LAUNCH)
+            for threads, ts, end, _, kinds in self.runtime.blocks():
+                picked = list(map(wanted.__eq__, zip(threads, kinds, strict=True)))
+                took = list(map(operator.sub, compress(end, picked), compress(ts, picked)))
+                launch.launches += len(took)
+                launch.launch_us = sum(took, launch.launch_us)
+                yield from took
+
+    def _kernel_durations(self) -> Iterator[float]:
+        """Every kernel's duration (µs), in no particular order."""
+        for _, dur, _, name, _, _ in self.gpu.blocks():
+            yield from compress(dur, map((-1).__lt__, name))  # copies and memsets have -1
+
+    def _by_kernel(self, ids: Sequence[int]) -> Iterator[tuple[int, float]]:
+        """(name id, duration) of the kernels named ``ids``, sorted by both."""
+        wanted = frozenset(ids)
+        rows = chain.from_iterable(
+            compress(zip(name, dur, strict=True), map(wanted.__contains__, name))
+            for _, dur, _, name, _, _ in self.gpu.blocks()
+        )
+        return sort_rows(rows, "<qd", self._spill, self._rows)
+
+    def _layer_rows(
+        self,
+        main: frozenset[int],
+        loader: tuple[list[float], list[float]],
+        top: ColumnLog,
+        has_gpu: bool,
+    ) -> Iterator[tuple[float, float, int]]:
+        """Every interval of the breakdown's layers as (start, end, layer), sorted by start.
+
+        Layers with GPU activity: communication, compute, memcpy, memset (the GPU kinds),
+        DataLoader, host runtime, host operators; without: DataLoader, host operators.
+        """
+        host = 6 if has_gpu else 1
+        sources: list[Iterable[tuple[float, float, int]]] = [
+            zip(loader[0], loader[1], repeat(host - 2 if has_gpu else 0)),
+            chain.from_iterable(zip(s, e, repeat(host)) for s, e in top.blocks()),
+        ]
+        if has_gpu:
+            sources.append(
+                chain.from_iterable(
+                    zip(ts, map(operator.add, ts, dur), kind, strict=True)
+                    for ts, dur, kind, _, _, _ in self.gpu.blocks()
+                )
+            )
+            sources.append(
+                chain.from_iterable(
+                    compress(zip(ts, end, repeat(5)), map(main.__contains__, threads))
+                    for threads, ts, end, _, _ in self.runtime.blocks()
+                )
+            )
+        return sort_rows(chain.from_iterable(sources), "<ddq", self._spill, self._rows)
+
+
+def _starts_of(log: ColumnLog, threads: Iterable[int]) -> Iterator[Iterable[float]]:
+    """Per block of an operator or runtime log: the starts of the rows on ``threads``."""
+    wanted = frozenset(threads)
+    for block in log.blocks():
+        yield compress(block[1], map(wanted.__contains__, block[0]))
+
+
+def _sorted_calls(log: ColumnLog, spill: SpillDir, rows: int) -> Iterator[tuple[Any, ...]]:
+    """The kernel-launching calls (thread rank, start, arrival, kernel µs, matrix µs, Triton
+    µs), sorted: per thread, by start, then in arrival order."""
+    return sort_rows(
+        chain.from_iterable(zip(*block, strict=True) for block in log.blocks()),
+        "<qdqddd",
+        spill,
+        rows,
+    )
+
+
+def _values(log: ColumnLog) -> Iterator[float]:
+    """The values of a one-column log."""
+    for (values,) in log.blocks():
+        yield from values

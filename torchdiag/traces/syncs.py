@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from torchdiag.record import SyncStat
 from torchdiag.traces.events import Interner
-from torchdiag.traces.intervals import Intervals
 
 __all__ = ["SyncTracker", "is_sync_op"]
 
@@ -135,15 +134,25 @@ class SyncTracker:
         idx.sort(key=calls.ts.__getitem__)
         return idx
 
+    def main_ends(self, main: Sequence[int]) -> list[float]:
+        """The ends of the calls ``main`` (:meth:`main_calls`): where GPU idle gaps may start."""
+        return [self._calls.end[i] for i in main]
+
     def step_figures(
-        self, main: Sequence[int], a: float, b: float, gpu_busy: Intervals
+        self,
+        main: Sequence[int],
+        a: float,
+        b: float,
+        gaps: Mapping[float, tuple[float, float] | None],
     ) -> tuple[int, float, float]:
         """(syncs, host ms in them, GPU ms starved after them) for the window [a, b).
 
-        ``main`` is :meth:`main_calls`; ``gpu_busy`` the union of all GPU activity. A sync
-        returns once the GPU's queue is empty, so the GPU then idles until the host issues new
-        work: the gap from each sync's end to the next GPU activity (which may lie in the next
-        step) is time the sync cost the GPU. Overlapping gaps are counted once.
+        ``main`` is :meth:`main_calls`; ``gaps`` maps each of their ends to the GPU idle gap
+        from there to the next GPU activity (None when the GPU was busy then, or nothing ran
+        after), see :class:`~torchdiag.traces.sweep.Gaps`. A sync returns once the GPU's queue
+        is empty, so the GPU then idles until the host issues new work: the gap from each
+        sync's end to the next GPU activity (which may lie in the next step) is time the sync
+        cost the GPU. Overlapping gaps are counted once.
         """
         calls = self._calls
         ts, end = calls.ts, calls.end
@@ -152,10 +161,10 @@ class SyncTracker:
         if lo == hi:
             return 0, 0.0, 0.0
         host = sum(min(end[i], b) - max(ts[i], a) for i in main[lo:hi])
-        gaps = sorted(g for g in (_gap_after(gpu_busy, end[i]) for i in main[lo:hi]) if g)
+        found = sorted(g for g in (gaps[end[i]] for i in main[lo:hi]) if g)
         starved = 0.0
         reach = float("-inf")
-        for gap_start, gap_end in gaps:
+        for gap_start, gap_end in found:
             starved += max(0.0, gap_end - max(gap_start, reach))
             reach = max(reach, gap_end)
         return hi - lo, host / 1000, starved / 1000
@@ -222,15 +231,3 @@ class SyncTracker:
                 if synced:
                     credited.append(i)
         return credited
-
-
-def _gap_after(gpu_busy: Intervals, t: float) -> tuple[float, float] | None:
-    """The GPU idle gap starting at ``t`` until the next GPU activity (None if busy at ``t`` or
-    nothing ran after it)."""
-    starts, ends = gpu_busy
-    i = bisect_right(starts, t)
-    if i > 0 and ends[i - 1] > t:
-        return None  # still busy: the sync returned while other streams had work
-    if i >= len(starts):
-        return None
-    return t, starts[i]
