@@ -4,7 +4,7 @@ Every kernel carries the ``correlation`` id of the runtime call (``cudaLaunchKer
 ``hipExtModuleLaunchKernel``, ``cudaGraphLaunch`` ...) that issued it. Both sides are kept as
 columns while the trace streams in; at the end, both are sorted by correlation id
 (:func:`~torchdiag.traces.spill.sort_rows`: a trace larger than memory sorts on disk) and merged:
-:func:`launch_totals` folds the kernels of one correlation id into a :class:`Launch` (first
+:func:`launch_totals` folds the kernels of one correlation id into a :data:`Launch` (first
 kernel's start and duration, total time, kernel count, last end, matrix-math time), and
 :func:`join_calls` pairs each runtime call with the launch of its id. No dictionary by
 correlation id is kept, so memory does not grow with the number of kernels.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
-from typing import NamedTuple
 
 from torchdiag.record import LaunchStats
 from torchdiag.traces.spill import values_at
@@ -71,23 +70,18 @@ def count_in(ordered: Sequence[float], a: float, b: float) -> int:
     return bisect_left(ordered, b) - bisect_left(ordered, a)
 
 
-class Launch(NamedTuple):
-    """The kernels one runtime call launched (one, or a CUDA graph's many)."""
-
-    corr: int
-    first_ts: float  # the earliest kernel's start (the first to arrive on ties) ...
-    first_dur: float  # ... and its duration
-    total: float  # their summed time, in arrival order
-    kernels: int
-    last_end: float  # the latest end
-    math: float  # matrix-math kernel time (gemm / convolution / attention)
-    triton: float  # the part of it whose tensor-core use only the launch's dtype tells (Triton)
+Launch = tuple[int, float, float, float, int, float, float, float]
+"""The kernels one runtime call launched (one, or a CUDA graph's many): (correlation id, the
+earliest kernel's start (the first to arrive on ties), its duration, their summed time in
+arrival order, kernel count, the latest end, matrix-math kernel time (gemm / convolution /
+attention), the part of that whose tensor-core use only the launch's dtype tells (Triton)).
+A plain tuple: one is built per launch."""
 
 
 def launch_totals(
     kernels: Iterable[KernelRow], matrix: Sequence[bool], triton: Sequence[bool]
 ) -> Iterator[Launch]:
-    """One :class:`Launch` per correlation id, from kernel rows sorted by (id, arrival).
+    """One :data:`Launch` per correlation id, from kernel rows sorted by (id, arrival).
 
     ``matrix`` and ``triton`` say, per kernel name id, whether its time counts as matrix math
     and as Triton matrix math.
@@ -98,7 +92,7 @@ def launch_totals(
     for c, _, ts, dur, kid in kernels:
         if c != corr:
             if corr is not None:
-                yield Launch(corr, first_ts, first_dur, total, count, last_end, math_us, triton_us)
+                yield corr, first_ts, first_dur, total, count, last_end, math_us, triton_us
             corr, first_ts, first_dur, total, count = c, ts, dur, dur, 1
             last_end = ts + dur
             math_us = triton_us = 0.0
@@ -115,7 +109,7 @@ def launch_totals(
             if triton[kid]:
                 triton_us += dur
     if corr is not None:
-        yield Launch(corr, first_ts, first_dur, total, count, last_end, math_us, triton_us)
+        yield corr, first_ts, first_dur, total, count, last_end, math_us, triton_us
 
 
 def join_calls(
@@ -126,11 +120,11 @@ def join_calls(
     launch = next(it, None)
     for call in calls:
         corr = call[0]
-        while launch is not None and launch.corr < corr:
+        while launch is not None and launch[0] < corr:
             launch = next(it, None)
         if launch is None:
             return
-        if launch.corr == corr:
+        if launch[0] == corr:
             yield call, launch
 
 

@@ -131,6 +131,7 @@ def sort_rows(
 ) -> Iterator[tuple[Any, ...]]:
     """``rows`` in sorted order, holding at most ``budget`` of them in memory at once.
 
+    ``rows`` is consumed entirely before this returns (so a generator's side effects are done).
     ``fmt`` is the :mod:`struct` format of one row (``"<"`` and numbers only), used to write the
     sorted runs; it must round-trip every field exactly (``d`` for floats, ``q`` for ints).
     Sorting is stable for equal rows, which are equal in every field anyway.

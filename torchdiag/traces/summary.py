@@ -456,15 +456,19 @@ class SummaryBuilder:
 
         launch = LaunchFigures()
         queue = ColumnLog("d", self._spill, self._rows)
-        launching = ColumnLog("ldqddd", self._spill, self._rows)
         order = self._thread_order()
-        launched = self._join_launches(main, span, order, launch, queue, launching)
+        launched = [math.inf, -math.inf]
+        # Sorted per thread, by start, then arrival (the nesting order); sorting consumes the
+        # join, so `queue`, `launch` and `launched` are complete once it returns.
+        calls = sort_rows(
+            self._launching_calls(main, span, order, launch, queue, launched),
+            "<qdqddd",
+            self._spill,
+            self._rows,
+        )
         top = ColumnLog("dd", self._spill, self._rows)
         after, attributed = self.operators.nest(
-            self._sorted_ops(order),
-            _sorted_calls(launching, self._spill, self._rows),
-            frozenset(order[t] for t in main),
-            top,
+            self._sorted_ops(order), calls, frozenset(order[t] for t in main), top
         )
         unattributed_us = max(0.0, self.launched_us - attributed)
         has_gpu_activity = len(self.gpu) > 0
@@ -501,8 +505,9 @@ class SummaryBuilder:
                 busy.sinks.append(in_window[0])
                 comm.sinks.append(in_window[1])
                 either.sinks.append(in_window[3])
-                feeds[COMPUTE].append(Union([in_window[2]]))  # compute alone
-        sweep(self._layer_rows(main, loader, top, has_gpu_activity), feeds)
+                # Compute alone, first: it covers less than the prefixes after it (a chain).
+                feeds[COMPUTE].insert(0, Union([in_window[2]]))
+        sweep(self._layer_rows(main, loader, top, has_gpu_activity), feeds, self._rows)
         if in_window:
             window_busy_ms = in_window[0].length / 1000
             # Communication and how much of it ran while compute kernels ran on other streams:
@@ -694,22 +699,22 @@ class SummaryBuilder:
         )
         return sort_rows(rows, "<qddqqq", self._spill, self._rows)
 
-    def _join_launches(
+    def _launching_calls(
         self,
         main: frozenset[int],
         span: tuple[float, float] | None,
         order: Sequence[int],
         launch: LaunchFigures,
         queue: ColumnLog,
-        launching: ColumnLog,
-    ) -> tuple[float, float]:
+        launched: list[float],
+    ) -> Iterator[tuple[int, float, int, float, float, float]]:
         """Join kernels to their runtime calls (both sorted by correlation id, then arrival).
 
-        Fills ``launching`` with the calls that launched kernels (thread's place in ``order``,
-        start, arrival, kernel µs, matrix µs, Triton µs), ``queue`` with the queueing delay of
-        each kernel launch and ``launch`` with its counts; counts the kernels each optimizer
-        region launched. Returns
-        (first start, last end) of the kernels the training process launched in ``span``.
+        Yields the calls that launched kernels as (thread's place in ``order``, start, arrival,
+        kernel µs, matrix µs, Triton µs). On the way, fills ``queue`` with the queueing delay of
+        each kernel launch and ``launch`` with its short-kernel count, and counts the kernels
+        each optimizer region launched; at the end, ``launched`` holds the (first start, last
+        end) of the kernels the training process launched in ``span``.
         """
         kernels = chain.from_iterable(
             compress(
@@ -723,47 +728,43 @@ class SummaryBuilder:
             for start, (thread, ts, end, corr, kind) in self.runtime.numbered_blocks()
         )
         matrix, triton = self.kernels.flags()
-        totals = launch_totals(
-            sort_rows(kernels, "<qqddq", self._spill, self._rows), matrix, triton
-        )
+        by_corr = sort_rows(kernels, "<qqddq", self._spill, self._rows)
+        totals = launch_totals(by_corr, matrix, triton)
         regions = {
             t: WeightedBelow(x for _, a, b in found for x in (a, b))
             for t, key in enumerate(self._thread_keys)
             if (found := self.optimizer.regions_on(key))
         }
-        first, last = math.inf, -math.inf
+        first, last = launched
         a, b = span if span is not None else (math.inf, -math.inf)
-        l_thread, l_ts, l_seq, l_gpu, l_math, l_triton = launching.cols
         (delays,) = queue.cols
+        budget = queue.rows
         short = 0
         for (_, seq, thread, ts, end, kind), k in join_calls(
             sort_rows(calls, "<qqqddq", self._spill, self._rows), totals
         ):
-            l_thread.append(order[thread])
-            l_ts.append(ts)
-            l_seq.append(seq)
-            l_gpu.append(k.total)
-            l_math.append(k.math)
-            l_triton.append(k.triton)
-            launching.check()
-            counter = regions.get(thread)
-            if counter is not None:
-                counter.add(ts, k.kernels)
+            _, first_ts, first_dur, gpu_us, kernels_n, last_end, math_us, triton_us = k
+            yield order[thread], ts, seq, gpu_us, math_us, triton_us
+            if regions:
+                counter = regions.get(thread)
+                if counter is not None:
+                    counter.add(ts, kernels_n)
             if a <= ts < b and thread in main:
-                first = min(first, k.first_ts)
-                k_end = k.first_ts + k.first_dur
-                if k.kernels > 1:
-                    k_end = max(k_end, k.last_end)
+                first = min(first, first_ts)
+                k_end = first_ts + first_dur
+                if kernels_n > 1:
+                    k_end = max(k_end, last_end)
                 last = max(last, k_end)
             if kind == KERNEL_LAUNCH:
-                delays.append(k.first_ts - ts)
-                queue.check()
-                if k.kernels == 1 and k.first_dur < end - ts:
+                delays.append(first_ts - ts)
+                if len(delays) >= budget:
+                    queue.check()
+                if kernels_n == 1 and first_dur < end - ts:
                     short += 1
         launch.short = short
+        launched[:] = [first, last]
         if regions:
             self._count_regions(regions)
-        return first, last
 
     def _count_regions(self, kernels: Mapping[int, WeightedBelow]) -> None:
         """What each optimizer region contains: operators, foreach operators, kernels."""
@@ -853,17 +854,6 @@ def _starts_of(log: ColumnLog, threads: Iterable[int]) -> Iterator[Iterable[floa
     wanted = frozenset(threads)
     for block in log.blocks():
         yield compress(block[1], map(wanted.__contains__, block[0]))
-
-
-def _sorted_calls(log: ColumnLog, spill: SpillDir, rows: int) -> Iterator[tuple[Any, ...]]:
-    """The kernel-launching calls (thread rank, start, arrival, kernel µs, matrix µs, Triton
-    µs), sorted: per thread, by start, then in arrival order."""
-    return sort_rows(
-        chain.from_iterable(zip(*block, strict=True) for block in log.blocks()),
-        "<qdqddd",
-        spill,
-        rows,
-    )
 
 
 def _values(log: ColumnLog) -> Iterator[float]:

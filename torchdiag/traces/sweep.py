@@ -23,50 +23,84 @@ function would return, and every sum runs over them in the same order.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+import operator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from typing import Protocol
 
 __all__ = ["Gaps", "LengthIn", "TotalLength", "Union", "WindowLengths", "partitions", "sweep"]
 
-Sink = Callable[[float, float], None]
+
+class Sink(Protocol):
+    """Receives a union's closed components in order, a batch at a time."""
+
+    def __call__(self, starts: list[float], ends: list[float]) -> None: ...
 
 
 class Union:
-    """The union of the layers it is fed, as a stream of components passed to ``sinks``."""
+    """The union of the layers it is fed, as batches of components passed to ``sinks``."""
 
-    __slots__ = ("end", "sinks", "start")
+    __slots__ = ("end", "ends", "sinks", "start", "starts")
 
-    def __init__(self, sinks: Sequence[Sink]) -> None:
+    def __init__(self, sinks: Iterable[Sink]) -> None:
         self.start = -math.inf
         self.end = -math.inf  # -inf: no component open yet
+        self.starts: list[float] = []  # closed components not yet handed over
+        self.ends: list[float] = []
         self.sinks = list(sinks)
 
-    def close(self) -> None:
-        """Pass on the last component (at the end of the sweep)."""
-        if self.end != -math.inf:
+    def flush(self) -> None:
+        """Hand the closed components over to the sinks."""
+        if self.starts:
             for sink in self.sinks:
-                sink(self.start, self.end)
+                sink(self.starts, self.ends)
+            self.starts = []
+            self.ends = []
+
+    def close(self) -> None:
+        """Close the last component and hand everything over (at the end of the sweep)."""
+        if self.end != -math.inf:
+            self.starts.append(self.start)
+            self.ends.append(self.end)
             self.end = -math.inf
+        self.flush()
 
 
-def sweep(rows: Iterable[tuple[float, float, int]], feeds: Sequence[Sequence[Union]]) -> None:
-    """Fold ``rows`` (start, end, layer), sorted by start, into the unions ``feeds[layer]``."""
+def sweep(
+    rows: Iterable[tuple[float, float, int]], feeds: Sequence[Sequence[Union]], flush_rows: int
+) -> None:
+    """Fold ``rows`` (start, end, layer), sorted by start, into the unions ``feeds[layer]``;
+    the closed components go to the sinks every ``flush_rows`` rows (which bounds memory).
+
+    Each ``feeds[layer]`` must be a chain: every union in it covers the ones before it (the
+    prefixes of a priority order, say). A row that changes nothing in one union then changes
+    nothing in the later ones either (their open component ends at least as late), so the
+    fold stops there.
+    """
     ninf = -math.inf
+    every = {id(u): u for unions in feeds for u in unions}.values()
+    count = 0
     for s, e, layer in rows:
         for u in feeds[layer]:
             end = u.end
             if s <= end:
-                if e > end:
-                    u.end = e
+                if e <= end:
+                    break
+                u.end = e
             elif e > s:
                 if end != ninf:
-                    for sink in u.sinks:
-                        sink(u.start, end)
+                    u.starts.append(u.start)
+                    u.ends.append(end)
                 u.start = s
                 u.end = e
-    for unions in feeds:
-        for u in unions:
-            u.close()
+        count += 1
+        if count == flush_rows:
+            count = 0
+            for u in every:
+                u.flush()
+    for u in every:
+        u.close()
 
 
 class TotalLength:
@@ -77,8 +111,8 @@ class TotalLength:
     def __init__(self) -> None:
         self.total = 0.0
 
-    def __call__(self, s: float, e: float) -> None:
-        self.total += e - s
+    def __call__(self, starts: list[float], ends: list[float]) -> None:
+        self.total = sum(map(operator.sub, ends, starts), self.total)
 
 
 class LengthIn:
@@ -93,12 +127,13 @@ class LengthIn:
         self._first: float | None = None
         self._last = 0.0
 
-    def __call__(self, s: float, e: float) -> None:
-        if e > self.a and s < self.b:
+    def __call__(self, starts: list[float], ends: list[float]) -> None:
+        lo, hi = bisect_right(ends, self.a), bisect_left(starts, self.b)
+        if lo < hi:
             if self._first is None:
-                self._first = s
-            self._sum += e - s
-            self._last = e
+                self._first = starts[lo]
+            self._sum = sum(map(operator.sub, ends[lo:hi], starts[lo:hi]), self._sum)
+            self._last = ends[hi - 1]
 
     @property
     def length(self) -> float:
@@ -112,35 +147,39 @@ class WindowLengths:
     """The union's length inside each of many windows (as :func:`~intervals.partition` measures
     a prefix of its layers: the clipped components, summed in order)."""
 
-    __slots__ = ("_active", "_next", "_order", "lengths", "windows")
+    __slots__ = ("_by_start", "_done", "_starts", "lengths", "windows")
 
     def __init__(self, windows: Sequence[tuple[float, float]]) -> None:
         self.windows = list(windows)
         self.lengths = [0.0] * len(self.windows)
-        self._order = sorted(range(len(self.windows)), key=lambda w: self.windows[w][0])
-        self._next = 0
-        self._active: list[int] = []
+        self._by_start = sorted(range(len(self.windows)), key=lambda w: self.windows[w][0])
+        self._starts = [self.windows[w][0] for w in self._by_start]
+        self._done = 0  # windows (in start order) that ended before the components so far
 
-    def __call__(self, s: float, e: float) -> None:
-        windows, order = self.windows, self._order
-        while self._next < len(order) and windows[order[self._next]][0] < e:
-            self._active.append(order[self._next])
-            self._next += 1
-        if not self._active:
-            return
-        lengths = self.lengths
-        for w in self._active:
+    def __call__(self, starts: list[float], ends: list[float]) -> None:
+        windows, lengths, by_start = self.windows, self.lengths, self._by_start
+        first, last = starts[0], ends[-1]
+        while self._done < len(by_start) and windows[by_start[self._done]][1] <= first:
+            self._done += 1
+        for w in by_start[self._done : bisect_left(self._starts, last)]:
             a, b = windows[w]
-            if b > s:
-                lengths[w] += min(e, b) - max(s, a)
-        # Later components start after this one ends: windows ending by then are done.
-        self._active = [w for w in self._active if windows[w][1] > e]
+            lo, hi = bisect_right(ends, a), bisect_left(starts, b)
+            if lo >= hi:
+                continue
+            # Only a window's first component can start before it, only its last end after it.
+            head = min(ends[lo], b) - max(starts[lo], a)
+            if hi - lo == 1:
+                lengths[w] += head
+                continue
+            inner = map(operator.sub, ends[lo + 1 : hi - 1], starts[lo + 1 : hi - 1])
+            tail = min(ends[hi - 1], b) - starts[hi - 1]
+            lengths[w] = sum(chain((head,), inner, (tail,)), lengths[w])
 
 
 class Gaps:
     """For each query instant ``t``: the gap ``(t, next component start)`` when ``t`` lies
     between components (or before the first), None inside one or after the last; the streaming
-    form of :func:`~torchdiag.traces.syncs` ``_gap_after``."""
+    form of a bisection over the whole union."""
 
     __slots__ = ("_at", "_prev_end", "found", "queries")
 
@@ -150,16 +189,21 @@ class Gaps:
         self._at = 0
         self._prev_end = -math.inf
 
-    def __call__(self, s: float, e: float) -> None:
+    def __call__(self, starts: list[float], ends: list[float]) -> None:
         queries, at = self.queries, self._at
-        stop = bisect_right(queries, s, lo=at)
-        while at < stop and queries[at] < s:
+        last_start = starts[-1]
+        # Queries from the last start on wait for the next batch (or stay None at the end).
+        while at < len(queries) and queries[at] < last_start:
             t = queries[at]
-            if t >= self._prev_end:
-                self.found[t] = (t, s)
+            i = bisect_right(starts, t)
+            if i == 0:
+                if t >= self._prev_end:  # after the previous batch's last component
+                    self.found[t] = (t, starts[0])
+            elif ends[i - 1] <= t:  # between two components
+                self.found[t] = (t, starts[i])
             at += 1
         self._at = at
-        self._prev_end = e
+        self._prev_end = ends[-1]
 
 
 def partitions(
