@@ -64,7 +64,7 @@ from torchdiag.traces.formats import (
     format_name,
     norm_id,
 )
-from torchdiag.traces.intervals import length_in, merge_intervals
+from torchdiag.traces.intervals import merge_intervals
 from torchdiag.traces.kernel_table import KernelTable
 from torchdiag.traces.launches import LaunchFigures, join_calls, launch_totals
 from torchdiag.traces.markers import count_markers
@@ -78,6 +78,7 @@ from torchdiag.traces.steps import Annotations, build_steps, fallback_windows, p
 from torchdiag.traces.sweep import (
     Gaps,
     LengthIn,
+    LengthsIn,
     TotalLength,
     Union,
     WindowLengths,
@@ -161,16 +162,15 @@ class SummaryBuilder:
         self.launched_us = 0.0  # kernels carrying a correlation id: their summed time
         self.occupancy = Occupancy()
         self.copies = CopyStats()
-        self.syncs = SyncTracker()
+        self.syncs = SyncTracker(self._spill, rows)
         self.optimizer = OptimizerRegions()
-        self.annotations = Annotations()
+        self.annotations = Annotations(self._spill, rows)
         self.batch = BatchSizes()
         self._streams: set[tuple[int | str, int | str]] = set()
         self._steps: dict[int, tuple[float, float, int | str]] = {}
         self._loader_s = array("d")
         self._loader_e = array("d")
-        self._collective_s = array("d")
-        self._collective_e = array("d")
+        self.collectives = ColumnLog("dd", self._spill, rows)  # start, end
         self._loader_pid: list[int | str] = []
         self.loader_iterators: Counter[str] = Counter()
         self._annotation_calls: Counter[str] = Counter()
@@ -317,7 +317,15 @@ class SummaryBuilder:
                         self.memory.add(ev)
         self.t_min, self.t_max = t_min, t_max
         self.launched_us = launched_us
-        for log in (self.ops, self.runtime, self.gpu, self.memory.log):
+        for log in (
+            self.ops,
+            self.runtime,
+            self.gpu,
+            self.memory.log,
+            self.collectives,
+            self.annotations.log,
+            self.syncs.ops,
+        ):
             log.check()
         occupancy_sums.kernels, occupancy_sums.fill, occupancy_sums.fill_weight = (
             occ_n,
@@ -373,8 +381,9 @@ class SummaryBuilder:
         key = (pid, norm_id(ev.tid))
         end = ev.ts + ev.dur
         if name.startswith(COLLECTIVE_PREFIXES):
-            self._collective_s.append(ev.ts)
-            self._collective_e.append(end)
+            starts, ends = self.collectives.cols
+            starts.append(ev.ts)
+            ends.append(end)
         if name.startswith(DATALOADER_PREFIX):
             self._loader_s.append(ev.ts)
             self._loader_e.append(end)
@@ -431,7 +440,7 @@ class SummaryBuilder:
         windows = self._windows(main_pid, main)
         span = step_span(windows)
         op_names = self.operators.names.names
-        host_events = self.annotations.count_in(main_pid, *span) if span is not None else 0
+        host_events = loader_events = 0
         loader = merge_intervals(
             self._loader_s,
             self._loader_e,
@@ -444,11 +453,15 @@ class SummaryBuilder:
             if span is not None
             else []
         )
-        loader_events = sum(self.annotations.count_in(main_pid, a, b) for a, b in loader_waits)
         if span is not None:
-            # Operators and runtime calls of the training process in the steps and in the waits.
+            # Operators, runtime calls and annotations of the training process in the steps and
+            # in the waits.
             below = counts_below(
-                chain(_starts_of(self.ops, main), _starts_of(self.runtime, main)),
+                chain(
+                    _starts_of(self.ops, main),
+                    _starts_of(self.runtime, main),
+                    self.annotations.starts_of(main_pid),
+                ),
                 [*span, *chain.from_iterable(loader_waits)],
             )
             host_events += below[span[1]] - below[span[0]]
@@ -507,6 +520,9 @@ class SummaryBuilder:
                 either.sinks.append(in_window[3])
                 # Compute alone, first: it covers less than the prefixes after it (a chain).
                 feeds[COMPUTE].insert(0, Union([in_window[2]]))
+        # Collective calls (host annotations): their union in each step, as a layer of its own.
+        collectives = LengthsIn([(a, a + ((b - a) / 1000) * 1000) for a, b in step_windows])
+        feeds.append([Union([collectives])])
         sweep(self._layer_rows(main, loader, top, has_gpu_activity), feeds, self._rows)
         if in_window:
             window_busy_ms = in_window[0].length / 1000
@@ -539,11 +555,9 @@ class SummaryBuilder:
             loader=loader,
             syncs=lambda a, b: self.syncs.step_figures(main_syncs, a, b, gaps.found),
         )
-        if self._collective_s:
-            collectives = merge_intervals(self._collective_s, self._collective_e)
-            for step in steps:
-                a = step.start_us
-                step.collective_ms = length_in(collectives, a, a + step.duration_ms * 1000) / 1000
+        if len(self.collectives):
+            for step, part in zip(steps, collectives.parts, strict=True):
+                step.collective_ms = part.length / 1000
         detection = (
             "profiler-step" if self.step_source == "profiler" else "fallback" if steps else "none"
         )
@@ -826,12 +840,15 @@ class SummaryBuilder:
         """Every interval of the breakdown's layers as (start, end, layer), sorted by start.
 
         Layers with GPU activity: communication, compute, memcpy, memset (the GPU kinds),
-        DataLoader, host runtime, host operators; without: DataLoader, host operators.
+        DataLoader, host runtime, host operators; without: DataLoader, host operators. Then the
+        collective calls.
         """
         host = 6 if has_gpu else 1
         sources: list[Iterable[tuple[float, float, int]]] = [
             zip(loader[0], loader[1], repeat(host - 2 if has_gpu else 0)),
             chain.from_iterable(zip(s, e, repeat(host)) for s, e in top.blocks()),
+            # collective calls: the layer after the breakdown's
+            chain.from_iterable(zip(s, e, repeat(host + 1)) for s, e in self.collectives.blocks()),
         ]
         if has_gpu:
             sources.append(

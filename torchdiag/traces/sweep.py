@@ -29,7 +29,16 @@ from collections.abc import Iterable, Sequence
 from itertools import chain
 from typing import Protocol
 
-__all__ = ["Gaps", "LengthIn", "TotalLength", "Union", "WindowLengths", "partitions", "sweep"]
+__all__ = [
+    "Gaps",
+    "LengthIn",
+    "LengthsIn",
+    "TotalLength",
+    "Union",
+    "WindowLengths",
+    "partitions",
+    "sweep",
+]
 
 
 class Sink(Protocol):
@@ -143,25 +152,39 @@ class LengthIn:
         return self._sum - (max(0.0, self.a - self._first) + max(0.0, self._last - self.b))
 
 
-class WindowLengths:
-    """The union's length inside each of many windows (as :func:`~intervals.partition` measures
-    a prefix of its layers: the clipped components, summed in order)."""
+class _ManyWindows:
+    """Windows sorted by start, and which of them a batch of components can reach."""
 
-    __slots__ = ("_by_start", "_done", "_starts", "lengths", "windows")
+    __slots__ = ("_by_start", "_done", "_starts", "windows")
 
     def __init__(self, windows: Sequence[tuple[float, float]]) -> None:
         self.windows = list(windows)
-        self.lengths = [0.0] * len(self.windows)
         self._by_start = sorted(range(len(self.windows)), key=lambda w: self.windows[w][0])
         self._starts = [self.windows[w][0] for w in self._by_start]
         self._done = 0  # windows (in start order) that ended before the components so far
 
-    def __call__(self, starts: list[float], ends: list[float]) -> None:
-        windows, lengths, by_start = self.windows, self.lengths, self._by_start
-        first, last = starts[0], ends[-1]
+    def reached(self, starts: list[float], ends: list[float]) -> list[int]:
+        """The windows (indices) that may overlap components from ``starts[0]`` to ``ends[-1]``;
+        later batches lie further on, so windows that ended before this one are dropped."""
+        windows, by_start, first = self.windows, self._by_start, starts[0]
         while self._done < len(by_start) and windows[by_start[self._done]][1] <= first:
             self._done += 1
-        for w in by_start[self._done : bisect_left(self._starts, last)]:
+        return by_start[self._done : bisect_left(self._starts, ends[-1])]
+
+
+class WindowLengths(_ManyWindows):
+    """The union's length inside each of many windows (as :func:`~intervals.partition` measures
+    a prefix of its layers: the clipped components, summed in order)."""
+
+    __slots__ = ("lengths",)
+
+    def __init__(self, windows: Sequence[tuple[float, float]]) -> None:
+        super().__init__(windows)
+        self.lengths = [0.0] * len(self.windows)
+
+    def __call__(self, starts: list[float], ends: list[float]) -> None:
+        windows, lengths = self.windows, self.lengths
+        for w in self.reached(starts, ends):
             a, b = windows[w]
             lo, hi = bisect_right(ends, a), bisect_left(starts, b)
             if lo >= hi:
@@ -174,6 +197,20 @@ class WindowLengths:
             inner = map(operator.sub, ends[lo + 1 : hi - 1], starts[lo + 1 : hi - 1])
             tail = min(ends[hi - 1], b) - starts[hi - 1]
             lengths[w] = sum(chain((head,), inner, (tail,)), lengths[w])
+
+
+class LengthsIn(_ManyWindows):
+    """:class:`LengthIn` for each of many windows."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, windows: Sequence[tuple[float, float]]) -> None:
+        super().__init__(windows)
+        self.parts = [LengthIn(a, b) for a, b in self.windows]
+
+    def __call__(self, starts: list[float], ends: list[float]) -> None:
+        for w in self.reached(starts, ends):
+            self.parts[w](starts, ends)
 
 
 class Gaps:
