@@ -5,8 +5,8 @@ Every kernel carries the ``correlation`` id of the runtime call (``cudaLaunchKer
 columns while the trace streams in; at the end, both are sorted by correlation id
 (:func:`~torchdiag.traces.spill.sort_rows`: a trace larger than memory sorts on disk) and merged:
 :func:`launch_totals` folds the kernels of one correlation id into a :data:`Launch` (first
-kernel's start and duration, total time, kernel count, last end, matrix-math time), and
-:func:`join_calls` pairs each runtime call with the launch of its id. No dictionary by
+kernel's start and duration, total time, kernel count, last end, matrix-math time), which the
+reader's passes pair with the runtime calls of that id in one merge. No dictionary by
 correlation id is kept, so memory does not grow with the number of kernels.
 
 From the joined calls, :class:`LaunchFigures` gathers :class:`~torchdiag.record.LaunchStats`:
@@ -26,7 +26,6 @@ __all__ = [
     "Launch",
     "LaunchFigures",
     "count_in",
-    "join_calls",
     "launch_totals",
     "quantile",
     "quantiles_of",
@@ -34,8 +33,6 @@ __all__ = [
 
 KernelRow = tuple[int, int, float, float, int]
 """(correlation id, arrival index, start µs, duration µs, kernel name id), sorted."""
-CallRow = tuple[int, int, int, float, float, int]
-"""(correlation id, arrival index, thread index, start µs, end µs, runtime kind), sorted."""
 
 
 def quantile(ordered: Sequence[float], q: float) -> float:
@@ -110,22 +107,6 @@ def launch_totals(
                 triton_us += dur
     if corr is not None:
         yield corr, first_ts, first_dur, total, count, last_end, math_us, triton_us
-
-
-def join_calls(
-    calls: Iterable[CallRow], launches: Iterable[Launch]
-) -> Iterator[tuple[CallRow, Launch]]:
-    """Each runtime call that launched kernels, with its launch; both inputs sorted by id."""
-    it = iter(launches)
-    launch = next(it, None)
-    for call in calls:
-        corr = call[0]
-        while launch is not None and launch[0] < corr:
-            launch = next(it, None)
-        if launch is None:
-            return
-        if launch[0] == corr:
-            yield call, launch
 
 
 class LaunchFigures:

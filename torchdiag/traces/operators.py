@@ -32,8 +32,9 @@ __all__ = ["OP_COLUMNS", "VIEW_OPS", "CallRow", "OpRow", "OperatorStats", "first
 
 OP_COLUMNS = "lddlh"
 """An operator's columns in the log: thread index, start, duration (µs), name id, dtype id."""
-OpRow = tuple[int, float, float, int, int, int]
-"""(thread, start, -duration, arrival index, name id, dtype id): sorted, the nesting order."""
+OpRow = tuple[float, float, int, int, int]
+"""(start, -duration, arrival index, name id, dtype id) of one thread's operator: sorted, the
+nesting order."""
 CallRow = tuple[int, float, int, float, float, float]
 """(thread, start, arrival index, kernel µs, matrix-math µs, Triton matrix µs) of a runtime call
 that launched kernels."""
@@ -182,41 +183,35 @@ class OperatorStats:
 
     def nest(
         self,
-        ops: Iterable[OpRow],
+        ops: Iterable[tuple[int, Iterable[OpRow]]],
         calls: Iterable[CallRow],
         main_threads: Container[int],
         top: ColumnLog | None = None,
     ) -> tuple[float, float]:
         """Self and GPU time of every operator, and the dtype of each matrix-kernel launch.
 
-        ``ops`` and ``calls`` are every thread's operators and kernel-launching runtime calls,
-        sorted by thread then as :meth:`_nest_thread` needs them; threads go in the order of
-        their index. The top-level operators of ``main_threads`` are appended to ``top``
-        (start, end). Returns (the end of the last non-empty top-level operator of
-        ``main_threads``, -inf without one; kernel µs attributed to operators).
+        ``ops`` gives each thread (by increasing index) with its operators sorted as
+        :meth:`_nest_thread` needs them; ``calls`` are every thread's kernel-launching runtime
+        calls, sorted by thread then by start and arrival. The top-level operators of
+        ``main_threads`` are appended to ``top`` (start, end). Returns (the end of the last
+        non-empty top-level operator of ``main_threads``, -inf without one; kernel µs
+        attributed to operators).
         """
         attributed = 0.0
         last_end = -math.inf
-        op_threads = groupby(ops, key=itemgetter(0))
         call_threads = groupby(calls, key=itemgetter(0))
-        op_group = next(op_threads, None)
         call_group = next(call_threads, None)
-        while op_group is not None or call_group is not None:
-            thread = min(g[0] for g in (op_group, call_group) if g is not None)
-            thread_ops: Iterable[OpRow] = ()
+        for thread, thread_ops in ops:
+            # Calls of threads without operators launch from no operator: nothing to attribute.
+            while call_group is not None and call_group[0] < thread:
+                call_group = next(call_threads, None)
             thread_calls: Iterable[CallRow] = ()
-            if op_group is not None and op_group[0] == thread:
-                thread_ops = op_group[1]
             if call_group is not None and call_group[0] == thread:
                 thread_calls = call_group[1]
             into = top if top is not None and thread in main_threads else None
             gpu, end = self._nest_thread(thread_ops, thread_calls, into)
             attributed += gpu
             last_end = max(last_end, end)
-            if op_group is not None and op_group[0] == thread:
-                op_group = next(op_threads, None)
-            if call_group is not None and call_group[0] == thread:
-                call_group = next(call_threads, None)
         return last_end, attributed
 
     def _nest_thread(
@@ -278,7 +273,8 @@ class OperatorStats:
         pending = iter(calls)
         call = next(pending, None)
         next_call = call[1] if call is not None else math.inf
-        for _, start, neg_dur, _, nid, dtype in ops:
+        top_rows = top.rows if top is not None else 0
+        for start, neg_dur, _, nid, dtype in ops:
             d = -neg_dur
             end = start + d
             if next_call < start:
@@ -292,7 +288,8 @@ class OperatorStats:
             if not stack and top_starts is not None and top_ends is not None:
                 top_starts.append(start)
                 top_ends.append(end)
-                top.check()  # type: ignore[union-attr]
+                if len(top_ends) >= top_rows:
+                    top.check()  # type: ignore[union-attr]
                 if end > start and end > last_end:
                     last_end = end
             # An operator without a recorded input dtype (a wrapper taking no tensors) launches

@@ -41,7 +41,7 @@ from torchdiag.traces.formats import (
 )
 from torchdiag.traces.intervals import merge_intervals
 from torchdiag.traces.kernel_table import KernelTable
-from torchdiag.traces.launches import LaunchFigures, join_calls, launch_totals
+from torchdiag.traces.launches import LaunchFigures, launch_totals
 from torchdiag.traces.markers import count_markers
 from torchdiag.traces.matrix import DtypeTime, Occupancy, math_stats
 from torchdiag.traces.memory import MemorySamples
@@ -377,22 +377,29 @@ class SummaryPasses:
             place[thread] = at
         return place
 
-    def _sorted_ops(self, order: Sequence[int]) -> Iterator[tuple[Any, ...]]:
-        """Every operator as (thread's place, start, -duration, arrival, name, dtype), sorted:
-        per thread, by start, longer first, then in arrival order (the nesting order)."""
-        rows = chain.from_iterable(
-            zip(
-                map(order.__getitem__, thread),
-                ts,
-                map(operator.neg, dur),
-                range(start, start + len(ts)),
-                name,
-                dtype,
-                strict=True,
+    def _sorted_ops(self, order: Sequence[int]) -> Iterator[tuple[int, Iterator[Any]]]:
+        """Each thread with operators, by its place in ``order``, with its operators as (start,
+        -duration, arrival, name, dtype) sorted by start, longer first, then arrival (the
+        nesting order). One sort per thread: rows starting with a float sort fastest."""
+        counts = Counter[int]()
+        for block in self.ops.blocks():
+            counts.update(block[0])
+        for thread in sorted(counts, key=order.__getitem__):
+            rows = chain.from_iterable(
+                compress(
+                    zip(
+                        ts,
+                        map(operator.neg, dur),
+                        range(start, start + len(ts)),
+                        name,
+                        dtype,
+                        strict=True,
+                    ),
+                    map(thread.__eq__, threads),
+                )
+                for start, (threads, ts, dur, name, dtype) in self.ops.numbered_blocks()
             )
-            for start, (thread, ts, dur, name, dtype) in self.ops.numbered_blocks()
-        )
-        return sort_rows(rows, "<qddqqq", self._spill, self._rows)
+            yield order[thread], sort_rows(rows, "<ddqqq", self._spill, self._rows)
 
     def _launching_calls(
         self,
@@ -424,7 +431,6 @@ class SummaryPasses:
         )
         matrix, triton = self.kernels.flags()
         by_corr = sort_rows(kernels, "<qqddq", self._spill, self._rows)
-        totals = launch_totals(by_corr, matrix, triton)
         regions = {
             t: WeightedBelow(x for _, a, b in found for x in (a, b))
             for t, key in enumerate(self._thread_keys)
@@ -435,9 +441,18 @@ class SummaryPasses:
         (delays,) = queue.cols
         budget = queue.rows
         short = 0
-        for (_, seq, thread, ts, end, kind), k in join_calls(
-            sort_rows(calls, "<qqqddq", self._spill, self._rows), totals
+        # Merge join: both sides sorted by correlation id (a launch per id, calls any number).
+        launch_of = launch_totals(by_corr, matrix, triton)
+        k = next(launch_of, None)
+        for corr, seq, thread, ts, end, kind in sort_rows(
+            calls, "<qqqddq", self._spill, self._rows
         ):
+            while k is not None and k[0] < corr:
+                k = next(launch_of, None)
+            if k is None:
+                break
+            if k[0] != corr:
+                continue  # a runtime call that launched no kernel
             _, first_ts, first_dur, gpu_us, kernels_n, last_end, math_us, triton_us = k
             yield order[thread], ts, seq, gpu_us, math_us, triton_us
             if regions:
@@ -445,11 +460,13 @@ class SummaryPasses:
                 if counter is not None:
                     counter.add(ts, kernels_n)
             if a <= ts < b and thread in main:
-                first = min(first, first_ts)
+                if first_ts < first:
+                    first = first_ts
                 k_end = first_ts + first_dur
-                if kernels_n > 1:
-                    k_end = max(k_end, last_end)
-                last = max(last, k_end)
+                if kernels_n > 1 and last_end > k_end:  # a graph's kernels may end later
+                    k_end = last_end
+                if k_end > last:
+                    last = k_end
             if kind == KERNEL_LAUNCH:
                 delays.append(first_ts - ts)
                 if len(delays) >= budget:
