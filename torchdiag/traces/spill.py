@@ -40,6 +40,7 @@ class SpillDir:
     def __init__(self) -> None:
         self._path: str | None = None
         self._count = 0
+        self._files: list[BinaryIO] = []
 
     @property
     def used(self) -> bool:
@@ -51,10 +52,15 @@ class SpillDir:
         if self._path is None:
             self._path = tempfile.mkdtemp(prefix="torchdiag-spill-")
         self._count += 1
-        return open(os.path.join(self._path, f"{self._count}.bin"), "w+b")
+        f = open(os.path.join(self._path, f"{self._count}.bin"), "w+b")  # noqa: SIM115
+        self._files.append(f)
+        return f
 
     def close(self) -> None:
-        """Remove the directory and everything in it (idempotent)."""
+        """Close every file and remove the directory with everything in it (idempotent)."""
+        for f in self._files:
+            f.close()
+        self._files = []
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
             self._path = None
