@@ -9,7 +9,10 @@ also when the read fails half-way.
 from __future__ import annotations
 
 import gzip
+import os
 import random
+import subprocess
+import sys
 import tempfile
 from bisect import bisect_right
 from pathlib import Path
@@ -100,6 +103,26 @@ def test_failed_read_removes_its_files(
         read_trace(broken)
     assert spill_files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut"]
+
+
+def test_stale_spill_directories_of_dead_processes_are_removed(
+    spill_files: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A process that ended (as if killed -9 mid-read) left its directory; a live one's stays.
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = tmp_path / f"{spill.DIR_PREFIX}{int(done.stdout)}-abc"
+    live = tmp_path / f"{spill.DIR_PREFIX}{os.getppid()}-def"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "1.bin").write_bytes(b"x" * 64)
+    _summary(TRACES[1], 300, monkeypatch)
+    assert spill_files
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
 
 
 def test_column_log_blocks_keep_arrival_order() -> None:

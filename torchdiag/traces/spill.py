@@ -10,7 +10,9 @@ which :func:`heapq.merge` reads back in small pieces. A small trace never spills
 is sorted in memory and nothing is written.
 
 Every file lives in one :class:`SpillDir`, a temporary directory created on first use and removed
-by :meth:`SpillDir.close` (the reader calls it in a ``finally``).
+by :meth:`SpillDir.close` (the reader calls it in a ``finally``). Its name carries the process id,
+so the next reader that spills removes the directories of processes that no longer run (kill -9
+gives a process no chance to clean up after itself).
 """
 
 from __future__ import annotations
@@ -24,13 +26,25 @@ import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
 from itertools import islice, starmap
+from pathlib import Path
 from typing import Any, BinaryIO
 
-__all__ = ["ColumnLog", "SpillDir", "sort_floats", "sort_rows", "values_at"]
+from torchdiag.files import pid_alive
+
+__all__ = [
+    "DIR_PREFIX",
+    "ColumnLog",
+    "SpillDir",
+    "remove_stale_dirs",
+    "sort_floats",
+    "sort_rows",
+    "values_at",
+]
 
 # Runs merged at once; more are first merged in groups (each run holds an open file and a buffer).
 _MAX_FAN_IN = 64
 _READ_BYTES = 1 << 16  # read-back buffer per run
+DIR_PREFIX = "torchdiag-spill-"  # then the process id, "-" and mkdtemp's random part
 _WRITE_ROWS = 1 << 14  # rows packed at once when writing a run
 
 
@@ -50,7 +64,8 @@ class SpillDir:
     def new_file(self) -> BinaryIO:
         """A new empty file (read/write) in the directory; removed with it."""
         if self._path is None:
-            self._path = tempfile.mkdtemp(prefix="torchdiag-spill-")
+            remove_stale_dirs(tempfile.gettempdir())
+            self._path = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-")
         self._count += 1
         f = open(os.path.join(self._path, f"{self._count}.bin"), "w+b")  # noqa: SIM115
         self._files.append(f)
@@ -64,6 +79,19 @@ class SpillDir:
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
             self._path = None
+
+
+def remove_stale_dirs(folder: str | os.PathLike[str]) -> int:
+    """Remove the spill directories in ``folder`` left by processes that no longer run; returns
+    how many. Those of live processes, and names without a pid, are left."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for path in Path(folder).glob(f"{DIR_PREFIX}*"):
+            pid = path.name[len(DIR_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and not pid_alive(int(pid)) and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 class ColumnLog:

@@ -36,7 +36,7 @@ def step_span(windows: Sequence[StepWindow]) -> tuple[float, float] | None:
     """(first step's start, last step's end) µs; None without steps.
 
     The window's end is the later of this end and the end of the last kernel launched inside
-    this span (:meth:`~torchdiag.traces.launches.KernelLaunches.last_end`).
+    this span (found while joining kernels to their launches, :mod:`~torchdiag.traces.passes`).
     """
     if not windows:
         return None
