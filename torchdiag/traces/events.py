@@ -6,12 +6,12 @@ events' arguments are never looked at. The ``*Args`` structs decode ``args`` for
 kinds whose arguments matter; :func:`decode_args` does that and tolerates odd values.
 
 Nothing here keeps events: the summary turns each chunk of events into :class:`Interner` ids and
-columns of numbers (``array``), a few bytes per event instead of a Python object.
+columns of numbers (:class:`~torchdiag.traces.spill.ColumnLog`), a few bytes per event instead of
+a Python object, and those spill to disk past a fixed budget.
 """
 
 from __future__ import annotations
 
-from array import array
 from typing import Any, TypeVar
 
 import msgspec
@@ -19,14 +19,11 @@ import msgspec
 __all__ = [
     "Event",
     "GpuArgs",
-    "GpuColumns",
     "Interner",
     "MemoryArgs",
-    "MemoryColumns",
     "OpArgs",
     "OpTypes",
     "RuntimeArgs",
-    "ThreadColumns",
     "decode_args",
 ]
 
@@ -141,51 +138,3 @@ class Interner:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-class ThreadColumns:
-    """What one host thread contributes to the global passes, one array entry per event.
-
-    Operators (start, duration, interned name, interned first input dtype or -1) for nesting
-    (self time) and the GPU time and dtype of what they launch; runtime calls (start, end,
-    correlation, :mod:`~torchdiag.traces.runtime` kind) to join kernels to their launching
-    operator, to count launches and synchronisations, and to tell when the host sat in the
-    runtime.
-    """
-
-    __slots__ = ("op_dtype", "op_dur", "op_name", "op_ts", "rt_corr", "rt_end", "rt_kind", "rt_ts")
-
-    def __init__(self) -> None:
-        self.op_ts = array("d")
-        self.op_dur = array("d")
-        self.op_name = array("l")
-        self.op_dtype = array("h")
-        self.rt_ts = array("d")
-        self.rt_end = array("d")
-        self.rt_corr = array("q")
-        self.rt_kind = array("b")
-
-
-class GpuColumns:
-    """Every GPU activity interval (kernel, memcpy, memset) with its breakdown kind."""
-
-    __slots__ = ("end", "kind", "ts")
-
-    def __init__(self) -> None:
-        self.ts = array("d")
-        self.end = array("d")
-        self.kind = array("b")
-
-    def __len__(self) -> int:
-        return len(self.ts)
-
-
-class MemoryColumns:
-    """One device's allocator samples from ``[memory]`` events: time, allocated, reserved."""
-
-    __slots__ = ("allocated", "reserved", "ts")
-
-    def __init__(self) -> None:
-        self.ts = array("d")
-        self.allocated = array("q")
-        self.reserved = array("q")

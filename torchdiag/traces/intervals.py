@@ -4,6 +4,11 @@ An :data:`Intervals` value is a union of half-open intervals kept as two plain l
 ends, both sorted. :func:`merge_intervals` builds one from arbitrary (unsorted, overlapping)
 intervals; :func:`partition` splits a window among prioritised layers so the parts add up to the
 window's length.
+
+These work on lists in memory: the reader uses them for the few intervals per step (DataLoader
+waits). For the layers that grow with the trace, :mod:`~torchdiag.traces.sweep` computes the same
+unions, lengths and partitions in one streaming pass, with the same float operations in the same
+order (the tests check one against the other).
 """
 
 from __future__ import annotations

@@ -81,16 +81,20 @@ def read_trace(
 
 def _read(path: Path, block_size: int, on_block: Callable[[BinaryIO], None] | None) -> _Trace:
     builder = SummaryBuilder(origin=path.name)
-    with open_trace(path) as stream:
-        hook = (lambda: on_block(stream)) if on_block is not None else None
-        decoder = TraceDecoder(stream, block_size=block_size, on_block=hook)
-        try:
-            for chunk in decoder.chunks():
-                builder.add(chunk)
-        except TraceError as exc:
-            raise type(exc)(f"{path}: {exc}") from None
-        if on_block is not None:
-            on_block(stream)
+    try:
+        with open_trace(path) as stream:
+            hook = (lambda: on_block(stream)) if on_block is not None else None
+            decoder = TraceDecoder(stream, block_size=block_size, on_block=hook)
+            try:
+                for chunk in decoder.chunks():
+                    builder.add(chunk)
+            except TraceError as exc:
+                raise type(exc)(f"{path}: {exc}") from None
+            if on_block is not None:
+                on_block(stream)
+    except BaseException:
+        builder.close()  # a large trace may have spilled columns to temporary files
+        raise
     notes = []
     base_ns = decoder.metadata.get("baseTimeNanoseconds")
     if isinstance(base_ns, int) and base_ns:

@@ -1,11 +1,12 @@
 """CPU operators: per-name aggregates, nesting into self and GPU time, the top-operators table.
 
 :class:`OperatorStats` counts calls and samples input dtypes/shapes while events stream in; the
-operators' intervals themselves go into the host thread's :class:`ThreadColumns`, because real
-traces are not sorted by time. :meth:`OperatorStats.nest` then nests each thread's operators by
-time containment (self time) and walks the runtime calls that launched kernels through that
-nesting (GPU time per operator, inclusive of nested operators; the dtype of the innermost
-operator around each matrix-kernel launch, for :mod:`~torchdiag.traces.matrix`).
+operators' intervals themselves go into a :class:`~torchdiag.traces.spill.ColumnLog`, because
+real traces are not sorted by time. :meth:`OperatorStats.nest` then reads them back sorted per
+thread, nests each thread's operators by time containment (self time) and walks the runtime
+calls that launched kernels through that nesting (GPU time per operator, inclusive of nested
+operators; the dtype of the innermost operator around each matrix-kernel launch, for
+:mod:`~torchdiag.traces.matrix`). Its state is the stack of open operators, not the trace.
 
 Every operator's first tensor input dtype is decoded (a small struct, ~1 µs) and stored as a
 2-byte id in its thread's columns; names whose first calls carry no ``Input type`` (traces
@@ -17,21 +18,26 @@ Times are microseconds here; :meth:`OperatorStats.top` reports milliseconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Container, Iterable
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from torchdiag.record import OpStat
-from torchdiag.traces.events import Event, Interner, OpArgs, OpTypes, ThreadColumns, decode_args
-from torchdiag.traces.intervals import Intervals, merge_intervals
-from torchdiag.traces.launches import KernelLaunches
+from torchdiag.traces.events import Event, Interner, OpArgs, OpTypes, decode_args
 from torchdiag.traces.matrix import DtypeTime
+from torchdiag.traces.spill import ColumnLog
 
-__all__ = ["VIEW_OPS", "OperatorStats", "ThreadVisitor", "first_tensor_type"]
+__all__ = ["OP_COLUMNS", "VIEW_OPS", "CallRow", "OpRow", "OperatorStats", "first_tensor_type"]
 
-ThreadKey = tuple[int | str, int | str]
-ThreadVisitor = Callable[[ThreadKey, ThreadColumns, list[int], list[int]], None]
-"""Called by :meth:`OperatorStats.nest` with each thread, its operators' indices sorted by start
-and its kernel-launching runtime calls' indices sorted by start: the sorts are paid once."""
+OP_COLUMNS = "lddlh"
+"""An operator's columns in the log: thread index, start, duration (µs), name id, dtype id."""
+OpRow = tuple[float, float, int, int, int]
+"""(start, -duration, arrival index, name id, dtype id) of one thread's operator: sorted, the
+nesting order."""
+CallRow = tuple[int, float, int, float, float, float]
+"""(thread, start, arrival index, kernel µs, matrix-math µs, Triton matrix µs) of a runtime call
+that launched kernels."""
 
 _SIGNATURE_TRIES = 16  # calls per operator name whose args are decoded for dtypes / shapes
 # Calls per name without any tensor "Input type" after which its dtypes are no longer decoded.
@@ -105,7 +111,9 @@ def _shape_signature(dims: list[Any]) -> str:
 class OperatorStats:
     """Per-name operator aggregates: :meth:`add` while streaming, :meth:`nest` once, :meth:`top`."""
 
-    def __init__(self, dtypes: DtypeTime) -> None:
+    def __init__(self, dtypes: DtypeTime, log: ColumnLog) -> None:
+        self.log = log  # OP_COLUMNS
+        self._threads, self._starts, self._durations, self._names, self._dtypes = log.cols
         self.names = Interner()
         self._aggs: list[_OpAgg] = []
         self.dtypes = dtypes
@@ -126,8 +134,8 @@ class OperatorStats:
         """Whether any sampled call recorded its input shapes."""
         return any(agg.shapes for agg in self._aggs)
 
-    def add(self, ev: Event, th: ThreadColumns) -> int:
-        """Count one ``cpu_op`` event, append it to its thread's columns; its name id."""
+    def add(self, ev: Event, thread: int) -> int:
+        """Count one ``cpu_op`` event, append it to the log's columns; its name id."""
         nid = self.names.ids.get(ev.name)
         if nid is None:
             nid = self.names.intern(ev.name)
@@ -135,9 +143,10 @@ class OperatorStats:
             self._view.append(ev.name in VIEW_OPS)
         agg = self._aggs[nid]
         agg.calls += 1
-        th.op_ts.append(ev.ts)
-        th.op_dur.append(ev.dur)
-        th.op_name.append(nid)
+        self._threads.append(thread)
+        self._starts.append(ev.ts)
+        self._durations.append(ev.dur)
+        self._names.append(nid)
         dtype = -1
         if agg.typed or agg.calls <= _UNTYPED_TRIES:
             args = decode_args(ev.args, OpTypes)
@@ -146,7 +155,7 @@ class OperatorStats:
                 dtype = self.dtypes.intern(found)
                 agg.typed += 1
                 self.typed_calls += 1
-        th.op_dtype.append(dtype)
+        self._dtypes.append(dtype)
         if agg.tries < _SIGNATURE_TRIES:
             agg.tries += 1
             self._signature(agg, ev)
@@ -174,56 +183,57 @@ class OperatorStats:
 
     def nest(
         self,
-        threads: Mapping[tuple[int | str, int | str], ThreadColumns],
-        main_pid: int | str | None,
-        launches: KernelLaunches,
-        visit: ThreadVisitor | None = None,
-    ) -> tuple[Intervals, float]:
+        ops: Iterable[tuple[int, Iterable[OpRow]]],
+        calls: Iterable[CallRow],
+        main_threads: Container[int],
+        top: ColumnLog | None = None,
+    ) -> tuple[float, float]:
         """Self and GPU time of every operator, and the dtype of each matrix-kernel launch.
 
-        Returns (union of the main process's top-level operators, kernel µs that no operator
-        launched). ``visit`` sees every thread's sorted operators and launches on the way.
+        ``ops`` gives each thread (by increasing index) with its operators sorted as
+        :meth:`_nest_thread` needs them; ``calls`` are every thread's kernel-launching runtime
+        calls, sorted by thread then by start and arrival. The top-level operators of
+        ``main_threads`` are appended to ``top`` (start, end). Returns (the end of the last
+        non-empty top-level operator of ``main_threads``, -inf without one; kernel µs
+        attributed to operators).
         """
         attributed = 0.0
-        top_starts: list[float] = []
-        top_ends: list[float] = []
-        for key, th in sorted(threads.items(), key=lambda kv: str(kv[0])):
-            top = (top_starts, top_ends) if key[0] == main_pid else None
-            attributed += self._nest_thread(key, th, launches, top, visit)
-        unattributed = launches.total_us - attributed
-        return merge_intervals(top_starts, top_ends), max(0.0, unattributed)
+        last_end = -math.inf
+        call_threads = groupby(calls, key=itemgetter(0))
+        call_group = next(call_threads, None)
+        for thread, thread_ops in ops:
+            # Calls of threads without operators launch from no operator: nothing to attribute.
+            while call_group is not None and call_group[0] < thread:
+                call_group = next(call_threads, None)
+            thread_calls: Iterable[CallRow] = ()
+            if call_group is not None and call_group[0] == thread:
+                thread_calls = call_group[1]
+            into = top if top is not None and thread in main_threads else None
+            gpu, end = self._nest_thread(thread_ops, thread_calls, into)
+            attributed += gpu
+            last_end = max(last_end, end)
+        return last_end, attributed
 
     def _nest_thread(
-        self,
-        key: ThreadKey,
-        th: ThreadColumns,
-        launches: KernelLaunches,
-        top: tuple[list[float], list[float]] | None,
-        visit: ThreadVisitor | None,
-    ) -> float:
-        """Nest one thread's operators; returns the kernel µs attributed to them.
+        self, ops: Iterable[OpRow], calls: Iterable[CallRow], top: ColumnLog | None
+    ) -> tuple[float, float]:
+        """Nest one thread's operators; returns (kernel µs attributed to them, the end of the
+        last non-empty top-level operator or -inf).
 
-        Operators sorted by (start, longer first) form a stack by time containment. Each runtime
-        call that launched kernels (joined by correlation id) adds their time to the operator on
-        top of the stack when it starts, and their matrix time to that operator's dtype (or its
-        nearest ancestor's, when it has none); popping a frame passes its duration and GPU time
-        to its parent, so self time excludes children and GPU time includes them. Total and GPU
-        time count only the outermost of nested same-name calls. Top-level operators are
-        appended to ``top`` (starts, ends) when given.
+        Operators sorted by (start, longer first, arrival) form a stack by time containment.
+        Each runtime call that launched kernels (sorted by start, then arrival) adds their time
+        to the operator on top of the stack when it starts, and their matrix time to that
+        operator's dtype (or its nearest ancestor's, when it has none); popping a frame passes
+        its duration and GPU time to its parent, so self time excludes children and GPU time
+        includes them. Total and GPU time count only the outermost of nested same-name calls.
+        Top-level operators are appended to ``top`` (start, end) when given.
         """
         aggs = self._aggs
-        ts, dur, names, dtypes = th.op_ts, th.op_dur, th.op_name, th.op_dtype
-        order = sorted(range(len(ts)), key=dur.__getitem__, reverse=True)
-        order.sort(key=ts.__getitem__)  # stable: equal starts keep the longer (parent) first
-        calls = launches.launches_of(th)
-        if visit is not None:
-            visit(key, th, order, calls)
-        call_ts, call_corr, slots = th.rt_ts, th.rt_corr, launches.slots
-        first_dur, multi = launches.first_dur, launches.multi
-        math_us, triton_us = launches.math, launches.triton
         dtype_time = self.dtypes
         attributed = 0.0
+        last_end = -math.inf
         view, samples = self._view, self.profiler_event_samples
+        top_starts, top_ends = top.cols if top is not None else (None, None)
         # frames: [end, name id, duration, children's time, gpu, dtype id, children]
         stack: list[list[float]] = []
 
@@ -248,52 +258,52 @@ class OperatorStats:
                 parent[4] += gpu
                 parent[6] += 1
 
-        def launch(j: int) -> float:
-            t = call_ts[j]
-            slot = slots[call_corr[j]]
+        def launch(call: CallRow) -> float:
+            _, t, _, g, m, triton = call
             while stack and stack[-1][0] < t:
                 pop()
             if not stack:
                 return 0.0
             frame = stack[-1]
-            more = multi.get(slot)
-            g = more[0] if more is not None else first_dur[slot]
             frame[4] += g
-            m = math_us.get(slot)
             if m:
-                dtype_time.add(int(frame[5]), m, triton_us.get(slot, 0.0))
+                dtype_time.add(int(frame[5]), m, triton)
             return g
 
-        li, n_calls = 0, len(calls)
-        next_call = call_ts[calls[0]] if calls else math.inf
-        for i in order:
-            start = ts[i]
-            d = dur[i]
+        pending = iter(calls)
+        call = next(pending, None)
+        next_call = call[1] if call is not None else math.inf
+        top_rows = top.rows if top is not None else 0
+        for start, neg_dur, _, nid, dtype in ops:
+            d = -neg_dur
             end = start + d
             if next_call < start:
-                while li < n_calls and call_ts[calls[li]] < start:
-                    attributed += launch(calls[li])
-                    li += 1
-                next_call = call_ts[calls[li]] if li < n_calls else math.inf
+                while call is not None and call[1] < start:
+                    attributed += launch(call)
+                    call = next(pending, None)
+                next_call = call[1] if call is not None else math.inf
             # Pop what ended before this operator, and what it is not inside of (misnested).
             while stack and (stack[-1][0] <= start or stack[-1][0] + _NEST_EPS_US < end):
                 pop()
-            if not stack and top is not None:
-                top[0].append(start)
-                top[1].append(end)
+            if not stack and top_starts is not None and top_ends is not None:
+                top_starts.append(start)
+                top_ends.append(end)
+                if len(top_ends) >= top_rows:
+                    top.check()  # type: ignore[union-attr]
+                if end > start and end > last_end:
+                    last_end = end
             # An operator without a recorded input dtype (a wrapper taking no tensors) launches
             # in the dtype of the nearest operator around it that has one.
-            dtype = dtypes[i]
             if dtype < 0 and stack:
                 dtype = int(stack[-1][5])
-            nid = names[i]
             stack.append([end, nid, d, 0.0, 0.0, dtype, 0])
             open_frames[nid] += 1
-        for j in calls[li:]:
-            attributed += launch(j)
+        while call is not None:
+            attributed += launch(call)
+            call = next(pending, None)
         while stack:
             pop()
-        return attributed
+        return attributed, last_end
 
     # -- table -----------------------------------------------------------------------------
 

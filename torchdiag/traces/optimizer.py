@@ -13,11 +13,9 @@ inside it. The regions' ends are also the fallback step boundaries of traces wit
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from collections.abc import Mapping
 
 from torchdiag.record import OptimizerStepStat
-from torchdiag.traces.events import ThreadColumns
-from torchdiag.traces.launches import KernelLaunches
 
 __all__ = ["OPTIMIZER_PREFIX", "OptimizerRegions", "is_foreach_op"]
 
@@ -32,7 +30,10 @@ def is_foreach_op(name: str) -> bool:
 
 
 class OptimizerRegions:
-    """The optimizer-step regions of a trace (:meth:`add`), summarised by :meth:`stats`."""
+    """The optimizer-step regions of a trace (:meth:`add`), summarised by :meth:`stats`.
+
+    Regions are few (one per step and optimizer), so they are kept as they come.
+    """
 
     def __init__(self) -> None:
         self._regions: dict[str, list[tuple[ThreadKey, float, float]]] = {}
@@ -59,38 +60,33 @@ class OptimizerRegions:
                 best = ends
         return best
 
-    def count_thread(
-        self,
-        key: ThreadKey,
-        th: ThreadColumns,
-        order: list[int],
-        calls: list[int],
-        names: list[str],
-        launches: KernelLaunches,
-    ) -> None:
-        """Count what the regions on thread ``key`` contain (an OperatorStats.nest visitor).
-
-        ``order`` are the thread's operators and ``calls`` its kernel-launching runtime calls,
-        each sorted by start.
-        """
-        mine = [
+    def regions_on(self, key: ThreadKey) -> list[tuple[str, float, float]]:
+        """(name, start, end) of the regions recorded on thread ``key``."""
+        return [
             (name, a, b)
             for name, regions in self._regions.items()
             for k, a, b in regions
             if k == key
         ]
-        if not mine:
-            return
-        op_start, op_name, call_start = th.op_ts.__getitem__, th.op_name, th.rt_ts.__getitem__
-        for name, a, b in mine:
-            lo = bisect_left(order, a, key=op_start)
-            hi = bisect_left(order, b, key=op_start)
+
+    def count_thread(
+        self,
+        key: ThreadKey,
+        ops: Mapping[float, int],
+        foreach_ops: Mapping[float, int],
+        kernels: Mapping[float, int],
+    ) -> None:
+        """Count what the regions on thread ``key`` contain.
+
+        Each mapping gives, for every region bound ``q``, the thread's operators, foreach /
+        fused operators and launched kernels that started before ``q``
+        (:func:`~torchdiag.traces.window.counts_below`).
+        """
+        for name, a, b in self.regions_on(key):
             counts = self._counts.setdefault(name, [0, 0, 0])
-            counts[0] += hi - lo
-            counts[1] += sum(1 for i in order[lo:hi] if is_foreach_op(names[op_name[i]]))
-            first = bisect_left(calls, a, key=call_start)
-            last = bisect_left(calls, b, key=call_start)
-            counts[2] += launches.kernels_of(th, calls[first:last])
+            counts[0] += ops[b] - ops[a]
+            counts[1] += foreach_ops[b] - foreach_ops[a]
+            counts[2] += kernels[b] - kernels[a]
 
     def stats(self) -> list[OptimizerStepStat]:
         """One entry per region name, from what :meth:`count_thread` saw."""

@@ -10,20 +10,22 @@ Where: ``ProfilerStep#N`` annotations (``profiler-step``). Without them (profili
 3. the whole trace as one step.
 
 What: each step's wall time is split into a :class:`~torchdiag.record.BreakdownMs` by
-prioritised interval layers (:func:`~torchdiag.traces.intervals.partition`), and the per-step
-counters are taken in the same window: kernels (by GPU start), kernel-launch calls, DataLoader
-time, synchronisations.
+prioritised interval layers (:func:`~torchdiag.traces.intervals.partition`, computed in one
+streaming pass by :mod:`~torchdiag.traces.sweep`), and the per-step counters are taken in the
+same window: kernels (by GPU start), kernel-launch calls, DataLoader time, synchronisations.
 """
 
 from __future__ import annotations
 
-from array import array
-from collections.abc import Callable, Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import chain, compress, groupby
+from operator import itemgetter
 
 from torchdiag.record import BreakdownMs, TraceStep
 from torchdiag.traces.events import Interner
-from torchdiag.traces.intervals import Intervals, length_in, partition
-from torchdiag.traces.launches import count_in
+from torchdiag.traces.intervals import Intervals, length_in
+from torchdiag.traces.spill import ColumnLog, SpillDir, sort_rows
 
 __all__ = ["Annotations", "StepWindow", "build_steps", "fallback_windows", "profiler_windows"]
 
@@ -34,46 +36,67 @@ SyncFigures = Callable[[float, float], tuple[int, float, float]]
 
 
 class Annotations:
-    """``user_annotation`` intervals per thread, kept for the repeated-annotation fallback."""
+    """``user_annotation`` intervals (thread, start, end, name) as spillable columns: for the
+    repeated-annotation fallback and for counting the host events in windows."""
 
-    def __init__(self) -> None:
+    def __init__(self, spill: SpillDir, rows: int) -> None:
         self.names = Interner()
-        self._by_thread: dict[ThreadKey, tuple[array, array, array]] = {}
+        self._threads: dict[ThreadKey, int] = {}
+        self._keys: list[ThreadKey] = []
+        self._spill = spill
+        self.log = ColumnLog("lddl", spill, rows)  # thread index, start, end, name id
 
     def add(self, name: str, key: ThreadKey, ts: float, end: float) -> None:
         """One annotation on thread ``key``."""
-        cols = self._by_thread.get(key)
-        if cols is None:
-            cols = self._by_thread[key] = (array("d"), array("d"), array("l"))
-        cols[0].append(ts)
-        cols[1].append(end)
-        cols[2].append(self.names.intern(name))
+        thread = self._threads.get(key)
+        if thread is None:
+            thread = self._threads[key] = len(self._keys)
+            self._keys.append(key)
+        threads, starts, ends, names = self.log.cols
+        threads.append(thread)
+        starts.append(ts)
+        ends.append(end)
+        names.append(self.names.intern(name))
 
-    def count_in(self, pid: int | str | None, a: float, b: float) -> int:
-        """Annotations of process ``pid`` that started in ``[a, b)``."""
-        return sum(
-            sum(1 for t in ts if a <= t < b)
-            for (p, _), (ts, _, _) in self._by_thread.items()
-            if p == pid
-        )
+    def _of(self, pid: int | str | None) -> frozenset[int]:
+        return frozenset(t for t, (p, _) in enumerate(self._keys) if p == pid)
+
+    def starts_of(self, pid: int | str | None) -> Iterator[Iterable[float]]:
+        """Per block of the columns: the starts of process ``pid``'s annotations."""
+        wanted = self._of(pid)
+        for threads, starts, _, _ in self.log.blocks():
+            yield compress(starts, map(wanted.__contains__, threads))
 
     def first_start(self, pid: int | str | None) -> float | None:
         """The earliest annotation of process ``pid``, if it has any."""
-        starts = [min(ts) for (p, _), (ts, _, _) in self._by_thread.items() if p == pid and ts]
-        return min(starts, default=None)
+        return min(chain.from_iterable(self.starts_of(pid)), default=None)
 
     def repeated_top_level(self, pid: int | str | None) -> list[tuple[float, float]]:
         """Instances of process ``pid``'s repeated outermost annotation (most time covered)."""
+        wanted = self._of(pid)
+        rows = chain.from_iterable(
+            # per thread (in order of first sight): by start, longer first, then arrival
+            compress(
+                zip(
+                    threads,
+                    starts,
+                    map(operator.neg, ends),
+                    range(first, first + len(starts)),
+                    names,
+                    strict=True,
+                ),
+                map(wanted.__contains__, threads),
+            )
+            for first, (threads, starts, ends, names) in self.log.numbered_blocks()
+        )
         spans: dict[int, list[tuple[float, float]]] = {}
-        for (p, _), (ts, end, name) in self._by_thread.items():
-            if p != pid:
-                continue
-            order = sorted(range(len(ts)), key=lambda i: (ts[i], -end[i]))
+        ordered = sort_rows(rows, "<qddqq", self._spill, self.log.rows)
+        for _, thread_rows in groupby(ordered, key=itemgetter(0)):
             outer_end = float("-inf")
-            for i in order:
-                if ts[i] >= outer_end:  # not inside the previous outermost annotation
-                    outer_end = end[i]
-                    spans.setdefault(name[i], []).append((ts[i], end[i]))
+            for _, ts, neg_end, _, nid in thread_rows:
+                if ts >= outer_end:  # not inside the previous outermost annotation
+                    outer_end = -neg_end
+                    spans.setdefault(nid, []).append((ts, outer_end))
         best: list[tuple[float, float]] = []
         best_key = (0.0, "")
         for nid, found in spans.items():
@@ -116,23 +139,27 @@ def fallback_windows(
 
 def build_steps(
     windows: Sequence[StepWindow],
-    layers: Sequence[Intervals],
+    parts_us: Sequence[Sequence[float]],
     has_gpu: bool,
     *,
-    kernel_starts: Sequence[float],
-    launch_starts: Sequence[float],
+    kernels: Sequence[int],
+    launches: Sequence[int],
     loader: Intervals,
     syncs: SyncFigures,
 ) -> list[TraceStep]:
     """One :class:`TraceStep` per window.
 
-    ``layers`` are, with GPU activity: communication, compute, memcpy, memset, DataLoader, host
-    runtime, host operators; without: DataLoader, host operators. ``kernel_starts`` and
-    ``launch_starts`` are sorted; ``loader`` is the training process's DataLoader time.
+    ``parts_us`` is each window's :func:`~torchdiag.traces.intervals.partition` (as
+    :func:`~torchdiag.traces.sweep.partitions` computes it) among, with GPU activity:
+    communication, compute, memcpy, memset, DataLoader, host runtime, host operators; without:
+    DataLoader, host operators. ``kernels`` and ``launches`` are the kernels started and the
+    kernel-launch calls made in each window; ``loader`` is the training process's DataLoader time.
     """
     steps = []
-    for number, start, end in windows:
-        parts = [p / 1000 for p in partition(start, end, layers)]
+    for (number, start, end), window_parts, n_kernels, n_launches in zip(
+        windows, parts_us, kernels, launches, strict=True
+    ):
+        parts = [p / 1000 for p in window_parts]
         wall = (end - start) / 1000
         if has_gpu:
             comm, compute, memcpy, memset, loader_idle, runtime, host = parts[:7]
@@ -165,10 +192,10 @@ def build_steps(
                 start_us=start,
                 duration_ms=wall,
                 breakdown=breakdown,
-                kernels=count_in(kernel_starts, start, end),
+                kernels=n_kernels,
                 gpu_busy_ms=busy,
                 dataloader_ms=length_in(loader, start, end) / 1000,
-                launches=count_in(launch_starts, start, end),
+                launches=n_launches,
                 syncs=n_syncs,
                 sync_ms=sync_ms,
                 idle_after_sync_ms=idle_after,

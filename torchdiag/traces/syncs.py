@@ -21,13 +21,17 @@ after its last operator) is never counted in a step, whatever the step windows.
 
 from __future__ import annotations
 
+import contextlib
+import operator
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from itertools import chain, compress, groupby, repeat
+from operator import itemgetter
 
 from torchdiag.record import SyncStat
 from torchdiag.traces.events import Interner
-from torchdiag.traces.intervals import Intervals
+from torchdiag.traces.spill import ColumnLog, SpillDir, sort_rows
 
 __all__ = ["SyncTracker", "is_sync_op"]
 
@@ -79,15 +83,20 @@ class _Spans:
 
 
 class SyncTracker:
-    """Collects synchronising calls and candidate operators (:meth:`add_call`, :meth:`add_op`)."""
+    """Collects synchronising calls and candidate operators (:meth:`add_call`, :meth:`add_op`).
 
-    def __init__(self) -> None:
+    Synchronising calls are few and kept as they come; candidate operators (``aten::to``,
+    ``aten::copy_`` ...) are frequent, so they go into a spillable column log.
+    """
+
+    def __init__(self, spill: SpillDir, rows: int) -> None:
         self._threads: dict[ThreadKey, int] = {}
         self._keys: list[ThreadKey] = []
         self._call_names = Interner()
         self._op_names = Interner()
         self._calls = _Spans()
-        self._ops = _Spans()
+        self._spill = spill
+        self.ops = ColumnLog("ddll", spill, rows)  # start, end, name id, thread index
         self._profiler_stop = -1  # index of the profiler's own final synchronisation
 
     def __len__(self) -> int:
@@ -106,7 +115,11 @@ class SyncTracker:
 
     def add_op(self, name: str, key: ThreadKey, ts: float, end: float) -> None:
         """A call of an operator that may synchronise (:func:`is_sync_op`)."""
-        self._ops.add(ts, end, self._op_names.intern(name), self._thread(key))
+        starts, ends, names, threads = self.ops.cols
+        starts.append(ts)
+        ends.append(end)
+        names.append(self._op_names.intern(name))
+        threads.append(self._thread(key))
 
     # -- results ---------------------------------------------------------------------------
 
@@ -135,15 +148,25 @@ class SyncTracker:
         idx.sort(key=calls.ts.__getitem__)
         return idx
 
+    def main_ends(self, main: Sequence[int]) -> list[float]:
+        """The ends of the calls ``main`` (:meth:`main_calls`): where GPU idle gaps may start."""
+        return [self._calls.end[i] for i in main]
+
     def step_figures(
-        self, main: Sequence[int], a: float, b: float, gpu_busy: Intervals
+        self,
+        main: Sequence[int],
+        a: float,
+        b: float,
+        gaps: Mapping[float, tuple[float, float] | None],
     ) -> tuple[int, float, float]:
         """(syncs, host ms in them, GPU ms starved after them) for the window [a, b).
 
-        ``main`` is :meth:`main_calls`; ``gpu_busy`` the union of all GPU activity. A sync
-        returns once the GPU's queue is empty, so the GPU then idles until the host issues new
-        work: the gap from each sync's end to the next GPU activity (which may lie in the next
-        step) is time the sync cost the GPU. Overlapping gaps are counted once.
+        ``main`` is :meth:`main_calls`; ``gaps`` maps each of their ends to the GPU idle gap
+        from there to the next GPU activity (None when the GPU was busy then, or nothing ran
+        after), see :class:`~torchdiag.traces.sweep.Gaps`. A sync returns once the GPU's queue
+        is empty, so the GPU then idles until the host issues new work: the gap from each
+        sync's end to the next GPU activity (which may lie in the next step) is time the sync
+        cost the GPU. Overlapping gaps are counted once.
         """
         calls = self._calls
         ts, end = calls.ts, calls.end
@@ -152,10 +175,10 @@ class SyncTracker:
         if lo == hi:
             return 0, 0.0, 0.0
         host = sum(min(end[i], b) - max(ts[i], a) for i in main[lo:hi])
-        gaps = sorted(g for g in (_gap_after(gpu_busy, end[i]) for i in main[lo:hi]) if g)
+        found = sorted(g for g in (gaps[end[i]] for i in main[lo:hi]) if g)
         starved = 0.0
         reach = float("-inf")
-        for gap_start, gap_end in gaps:
+        for gap_start, gap_end in found:
             starved += max(0.0, gap_end - max(gap_start, reach))
             reach = max(reach, gap_end)
         return hi - lo, host / 1000, starved / 1000
@@ -164,7 +187,7 @@ class SyncTracker:
         self, main_pid: int | str | None, windows: Sequence[tuple[float, float]]
     ) -> list[SyncStat]:
         """Runtime-call and operator entries, most synchronisations inside steps first."""
-        calls, ops, keys = self._calls, self._ops, self._keys
+        calls, keys = self._calls, self._keys
         starts = sorted(a for a, _ in windows)
         ends_by_start = {a: b for a, b in windows}
 
@@ -184,53 +207,63 @@ class SyncTracker:
             stat.total_ms += (calls.end[i] - calls.ts[i]) / 1000
             if i != self._profiler_stop:
                 stat.in_steps += in_step(calls.thread[i], calls.ts[i])
-        for i in self._ops_that_synced():
-            name = self._op_names.names[ops.name[i]]
+        for thread, ts, end, nid in self._ops_that_synced():
+            name = self._op_names.names[nid]
             stat = out.get(name)
             if stat is None:
                 stat = out[name] = SyncStat(name=name)
             stat.count += 1
-            stat.total_ms += (ops.end[i] - ops.ts[i]) / 1000
-            stat.in_steps += in_step(ops.thread[i], ops.ts[i])
+            stat.total_ms += (end - ts) / 1000
+            stat.in_steps += in_step(thread, ts)
         return sorted(out.values(), key=lambda s: (-s.in_steps, -s.count, s.name))
 
-    def _ops_that_synced(self) -> list[int]:
-        """Operator calls credited with at least one synchronising call (outermost wins)."""
-        calls, ops = self._calls, self._ops
+    def _ops_that_synced(self) -> list[tuple[int, float, float, int]]:
+        """Operator calls credited with at least one synchronising call (outermost wins), as
+        (thread, start, end, name id): threads in the order their first candidate operator
+        came, each thread's operators by start, longer first."""
+        calls = self._calls
         by_thread: dict[int, list[int]] = {}
         for i, th in enumerate(calls.thread):
             by_thread.setdefault(th, []).append(i)
-        ops_by_thread: dict[int, list[int]] = {}
-        for i, th in enumerate(ops.thread):
-            if th in by_thread:
-                ops_by_thread.setdefault(th, []).append(i)
-        credited: list[int] = []
-        for th, op_idx in ops_by_thread.items():
+        first_op: dict[int, int] = {}
+        for start, (_, _, _, threads) in self.ops.numbered_blocks():
+            for th in by_thread.keys() - first_op.keys():
+                with contextlib.suppress(ValueError):
+                    first_op[th] = start + threads.index(th)
+        place = {th: at for at, th in enumerate(sorted(first_op, key=first_op.__getitem__))}
+        rows = chain.from_iterable(
+            # (thread's place, start, -end, arrival, name id)
+            compress(
+                zip(
+                    map(place.get, threads, repeat(-1)),
+                    ts,
+                    map(operator.neg, end),
+                    range(start, start + len(ts)),
+                    names,
+                    strict=True,
+                ),
+                map(place.__contains__, threads),
+            )
+            for start, (ts, end, names, threads) in self.ops.numbered_blocks()
+        )
+        threads_by_place = sorted(place, key=place.__getitem__)
+        credited: list[tuple[int, float, float, int]] = []
+        ordered = sort_rows(rows, "<qddqq", self._spill, self.ops.rows)
+        for at, ops in groupby(ordered, key=itemgetter(0)):
+            th = threads_by_place[at]
             call_idx = sorted(by_thread[th], key=calls.ts.__getitem__)
             call_ts = [calls.ts[i] for i in call_idx]
             taken = [False] * len(call_idx)
             # Outer operators first: sorted by start, longer first on ties.
-            op_idx.sort(key=lambda i: (ops.ts[i], -ops.end[i]))
-            for i in op_idx:
-                lo = bisect_left(call_ts, ops.ts[i])
-                hi = bisect_right(call_ts, ops.end[i])
+            for _, op_ts, neg_end, _, nid in ops:
+                op_end = -neg_end
+                lo = bisect_left(call_ts, op_ts)
+                hi = bisect_right(call_ts, op_end)
                 synced = False
                 for k in range(lo, hi):
-                    if not taken[k] and calls.end[call_idx[k]] <= ops.end[i] + _NEST_EPS_US:
+                    if not taken[k] and calls.end[call_idx[k]] <= op_end + _NEST_EPS_US:
                         taken[k] = True
                         synced = True
                 if synced:
-                    credited.append(i)
+                    credited.append((th, op_ts, op_end, nid))
         return credited
-
-
-def _gap_after(gpu_busy: Intervals, t: float) -> tuple[float, float] | None:
-    """The GPU idle gap starting at ``t`` until the next GPU activity (None if busy at ``t`` or
-    nothing ran after it)."""
-    starts, ends = gpu_busy
-    i = bisect_right(starts, t)
-    if i > 0 and ends[i - 1] > t:
-        return None  # still busy: the sync returned while other streams had work
-    if i >= len(starts):
-        return None
-    return t, starts[i]

@@ -10,20 +10,23 @@ few microseconds. The trace shows that cost on view operators that do nothing bu
 view: their self time is the enter/exit cost of the one event nested in them (plus a fraction of
 a microsecond of real work). Its median is :func:`profiler_event_us`; times the events recorded
 in the steps (operators, runtime calls and annotations of the training process started between
-the first step's start and the last one's end, :func:`thread_events_in` per thread) it estimates
-the host time the profiler added.
+the first step's start and the last one's end) it estimates the host time the profiler added.
+
+Events are counted in windows without sorting them: :func:`counts_below` and
+:class:`WeightedBelow` give, for each window bound ``q``, how many events started before ``q``,
+from events in any order; an event count in ``[a, b)`` is then ``F(b) - F(a)``.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from itertools import accumulate
 
-from torchdiag.traces.events import ThreadColumns
 from torchdiag.traces.launches import quantile
 from torchdiag.traces.steps import StepWindow
 
-__all__ = ["profiler_event_us", "step_span", "thread_events_in"]
+__all__ = ["WeightedBelow", "counts_below", "profiler_event_us", "step_span"]
 
 ThreadKey = tuple[int | str, int | str]
 _MIN_SAMPLES = 20  # fewer view operators than this: no estimate
@@ -33,24 +36,44 @@ def step_span(windows: Sequence[StepWindow]) -> tuple[float, float] | None:
     """(first step's start, last step's end) µs; None without steps.
 
     The window's end is the later of this end and the end of the last kernel launched inside
-    this span (:meth:`~torchdiag.traces.launches.KernelLaunches.last_end`).
+    this span (found while joining kernels to their launches, :mod:`~torchdiag.traces.passes`).
     """
     if not windows:
         return None
     return min(a for _, a, _ in windows), max(b for _, _, b in windows)
 
 
-def thread_events_in(th: ThreadColumns, order: list[int], a: float, b: float) -> int:
-    """Operators and runtime calls of one thread started in ``[a, b)``.
+def counts_below(blocks: Iterable[Iterable[float]], bounds: Iterable[float]) -> dict[float, int]:
+    """For each bound ``q``: how many of the values (in blocks, any order) are below ``q``.
 
-    ``order`` is the thread's operators sorted by start (the nesting pass has it).
+    Each block is sorted (in C) and bisected once per bound.
     """
-    starts = th.op_ts
-    ops = bisect_left(order, b, key=starts.__getitem__) - bisect_left(
-        order, a, key=starts.__getitem__
-    )
-    calls = sorted(th.rt_ts)  # floats: sorted in C, no Python-level loop
-    return ops + bisect_left(calls, b) - bisect_left(calls, a)
+    out = dict.fromkeys(sorted(set(bounds)), 0)
+    for values in blocks:
+        ordered = sorted(values)
+        if ordered:
+            for q in out:
+                out[q] += bisect_left(ordered, q)
+    return out
+
+
+class WeightedBelow:
+    """:func:`counts_below` for weighted values added one at a time (:meth:`add`)."""
+
+    __slots__ = ("_hist", "bounds")
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.bounds = sorted(set(bounds))
+        # _hist[p]: weight of the values below bounds[p] but not below bounds[p - 1]
+        self._hist = [0] * (len(self.bounds) + 1)
+
+    def add(self, t: float, weight: int) -> None:
+        """One value ``t`` of weight ``weight``."""
+        self._hist[bisect_right(self.bounds, t)] += weight
+
+    def below(self) -> dict[float, int]:
+        """For each bound: the weight of the values below it."""
+        return dict(zip(self.bounds, accumulate(self._hist), strict=False))
 
 
 def profiler_event_us(samples: list[float]) -> float | None:
