@@ -38,45 +38,35 @@ def add_no_progress(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _number(
+    text: str, convert: type[int] | type[float], least: float, above: bool, what: str
+) -> float:
+    """``text`` as a finite number of at least (or above) ``least``; argparse's error otherwise."""
+    try:
+        value = convert(text)
+    except ValueError:
+        kind = "whole number" if convert is int else "number"
+        raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
+    if not math.isfinite(value) or value < least or (above and value == least):
+        raise argparse.ArgumentTypeError(f"must be {what}: {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """``argparse`` type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
-    return value
+    return int(_number(text, int, 1, False, "1 or more"))
 
 
 def non_negative_int(text: str) -> int:
     """``argparse`` type: a whole number of at least 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
+    return int(_number(text, int, 0, False, "0 or more"))
 
 
 def percentage(text: str) -> float:
     """``argparse`` type: a finite, non-negative percentage."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative percentage: {text!r}")
-    return value
+    return float(_number(text, float, 0.0, False, "a non-negative percentage"))
 
 
 def positive_seconds(text: str) -> float:
     """``argparse`` type: a finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0: {text!r}")
-    return value
+    return float(_number(text, float, 0.0, True, "a number of seconds above 0"))

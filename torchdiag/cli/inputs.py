@@ -70,21 +70,8 @@ def load_rank_records(folder: Path) -> RunRecord | None:
     from torchdiag.record import CollectorStatus
     from torchdiag.view.ranks import merge_rank_records
 
-    records: list[RunRecord] = []
     unreadable: list[str] = []
-    for f in sorted(folder.glob("*.json")):
-        try:
-            # torch.profiler's own traces are never records: not read twice.
-            if f.name.endswith(".pt.trace.json") or not f.is_file():
-                continue
-            if f.stat().st_size > _MAX_RECORD_BYTES:
-                continue
-            data = f.read_bytes()
-            # The substring test is a cheap filter for the traces that share the folder.
-            if b"torchdiag.run/" in data and is_record(data):
-                records.append(decode_record(data))
-        except (OSError, RecordError):
-            unreadable.append(f.name)
+    records = [record for _, record in records_in(folder, unreadable)]
     if not records:
         return None
     merged = merge_rank_records(records)
@@ -129,16 +116,29 @@ def load_runs(
 def _separate_runs(folder: Path) -> list[tuple[str, RunRecord]] | None:
     """The run records in ``folder`` when they are separate runs (at least two, none a rank of a
     distributed job, whose records belong together); None otherwise."""
-    runs: list[tuple[str, RunRecord]] = []
+    runs = [(str(path), record) for path, record in records_in(folder)]
+    if len(runs) < 2 or any(record.world_size > 1 for _, record in runs):
+        return None
+    return runs
+
+
+def records_in(folder: Path, unreadable: list[str] | None = None) -> list[tuple[Path, RunRecord]]:
+    """The run records among ``folder``'s JSON files, by name. Files that look like records but
+    cannot be read are named in ``unreadable`` when it is given, else their error is raised."""
+    found: list[tuple[Path, RunRecord]] = []
     for f in sorted(folder.glob("*.json")):
-        if f.name.endswith(".pt.trace.json") or not f.is_file():
-            continue
-        if f.stat().st_size > _MAX_RECORD_BYTES:
-            continue
-        data = f.read_bytes()
-        if b"torchdiag.run/" in data and is_record(data):
-            record = decode_record(data)
-            if record.world_size > 1:
-                return None
-            runs.append((str(f), record))
-    return runs if len(runs) >= 2 else None
+        try:
+            # torch.profiler's own traces are never records: not read twice.
+            if f.name.endswith(".pt.trace.json") or not f.is_file():
+                continue
+            if f.stat().st_size > _MAX_RECORD_BYTES:
+                continue
+            data = f.read_bytes()
+            # The substring test is a cheap filter for the traces that share the folder.
+            if b"torchdiag.run/" in data and is_record(data):
+                found.append((f, decode_record(data)))
+        except (OSError, RecordError):
+            if unreadable is None:
+                raise
+            unreadable.append(f.name)
+    return found
