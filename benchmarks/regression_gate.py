@@ -15,6 +15,7 @@ default 5% threshold, exactly as a CI job runs it.
 
     python benchmarks/regression_gate.py [--trials 20] [--steps 200] \
         [--json benchmarks/results/regression_gate.json]
+    python benchmarks/regression_gate.py --summarise benchmarks/results/regression_gate.json
 """
 
 from __future__ import annotations
@@ -144,9 +145,18 @@ def main() -> None:
     parser.add_argument("--slowdown", type=float, default=0.15)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--train", metavar="OUTPUT", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--summarise", metavar="JSON", type=Path, help="recompute the summary of saved trials"
+    )
     args = parser.parse_args()
     if args.train:
         train(args.train, args.steps, args.slowdown)
+        return
+    if args.summarise:
+        saved = json.loads(args.summarise.read_text())
+        saved["summary"] = summarise(saved["trials"], args.slowdown)
+        args.summarise.write_text(json.dumps(saved, indent=2) + "\n")
+        print(json.dumps(saved["summary"], indent=2))
         return
 
     trials: list[dict] = []

@@ -8,8 +8,9 @@ a slowdown that is real but smaller than the threshold, or one the noise cannot 
 fail a build.
 
 Two kinds of noise matter, and only repeated runs show the second. Steps inside one run vary;
-whole runs of the same code vary too (on a shared 2-core machine, identical runs differed by up
-to 8-10%), by more than the steps of one run suggest. So:
+whole runs of the same code vary too (on a shared 2-core machine, pairs of identical runs
+differed by a median of 10%: docs/pull-requests.md), by more than the steps of one run suggest.
+So:
 
 - several runs a side (:func:`diff_run_sets`): each run counts once, by its own step time (its
   steady-state median, or a trace's un-profiled estimate), and the interval is a t-interval over
