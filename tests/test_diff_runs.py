@@ -67,18 +67,32 @@ def test_t_quantile_for_fractional_df_agrees_with_integrating_the_density() -> N
     assert t_quantile(0.975, 1e7) == pytest.approx(1.95996, abs=1e-4)
 
 
-def test_run_interval_is_welch_on_logs() -> None:
+def test_run_interval_is_pooled_on_logs_with_as_many_runs_a_side() -> None:
     base, head = [100.0, 104.0, 97.0], [118.0, 112.0, 121.0]
     iv = run_ratio_interval(base, head, 0.95)
-    assert iv is not None and iv.variance == "welch"
+    assert iv is not None and iv.variance == "pooled"
     lb, lh = [math.log(v) for v in base], [math.log(v) for v in head]
     mb, mh = sum(lb) / 3, sum(lh) / 3
     vb = sum((v - mb) ** 2 for v in lb) / 2 / 3
     vh = sum((v - mh) ** 2 for v in lh) / 2 / 3
-    df = (vb + vh) ** 2 / (vb**2 / 2 + vh**2 / 2)
+    df = 4.0  # 3 + 3 - 2; with equal counts the standard error is Welch's
     half = t_quantile(0.975, df) * math.sqrt(vb + vh)
     assert iv.df == pytest.approx(df)
     assert iv.ratio == pytest.approx(math.exp(mh - mb))
+    assert (iv.low, iv.high) == pytest.approx((math.exp(mh - mb - half), math.exp(mh - mb + half)))
+
+
+def test_run_interval_is_welch_on_logs_with_unequal_counts() -> None:
+    base, head = [100.0, 104.0, 97.0, 101.0], [118.0, 112.0, 121.0]
+    iv = run_ratio_interval(base, head, 0.95)
+    assert iv is not None and iv.variance == "welch"
+    lb, lh = [math.log(v) for v in base], [math.log(v) for v in head]
+    mb, mh = sum(lb) / 4, sum(lh) / 3
+    vb = sum((v - mb) ** 2 for v in lb) / 3 / 4
+    vh = sum((v - mh) ** 2 for v in lh) / 2 / 3
+    df = (vb + vh) ** 2 / (vb**2 / 3 + vh**2 / 2)
+    half = t_quantile(0.975, df) * math.sqrt(vb + vh)
+    assert iv.df == pytest.approx(df)
     assert (iv.low, iv.high) == pytest.approx((math.exp(mh - mb - half), math.exp(mh - mb + half)))
 
 
@@ -98,7 +112,7 @@ def test_identical_runs_are_no_change() -> None:
     d = quick(runs(run_medians(3, 100.0, seed=1), 10), runs(run_medians(3, 100.0, seed=2), 20))
     assert d.between_runs and d.verdict == NO_CHANGE and not d.regression
     assert d.interval.low < 1.0 < d.interval.high  # type: ignore[operator]
-    assert d.interval.df is not None and "Welch" in d.interval.method
+    assert d.interval.df == 4.0 and "pooled" in d.interval.method
 
 
 def test_planted_slowdown_across_runs_is_a_regression() -> None:

@@ -111,9 +111,12 @@ MODEL_METHOD = (
     "range of the un-profiled step estimates (a profiled trace has no un-profiled steps to "
     "resample): HEAD's low over BASE's high to HEAD's high over BASE's low"
 )
-RUNS_METHOD = (
-    "Welch t-interval over runs on the log of each run's step time (ratio of geometric means)"
-)
+RUNS_METHOD = {
+    "pooled": "Student t-interval (pooled, as many runs a side) over runs on the log of each "
+    "run's step time (ratio of geometric means)",
+    "welch": "Welch t-interval over runs on the log of each run's step time (ratio of geometric "
+    "means)",
+}
 RUNS_ONE_SIDED_METHOD = (
     "t-interval over runs on the log of each run's step time (ratio of geometric means); the "
     "spread between runs from the side with several runs, assumed to hold for both"
@@ -363,8 +366,10 @@ def _runs_interval(
             f"too few timed runs to judge a change over runs (BASE {len(base_ms)}, HEAD "
             f"{len(head_ms)}; at least 2 on one side and 1 on the other)"
         )
-        return RatioInterval(ratio=None, low=None, high=None, resamples=0, method=RUNS_METHOD)
-    if result.variance != "welch":
+        return RatioInterval(
+            ratio=None, low=None, high=None, resamples=0, method=RUNS_METHOD["welch"]
+        )
+    if result.variance not in RUNS_METHOD:
         notes.append(
             "one run on a side: the spread between runs is taken from the other side alone"
         )
@@ -373,7 +378,7 @@ def _runs_interval(
         low=result.low,
         high=result.high,
         resamples=0,
-        method=RUNS_METHOD if result.variance == "welch" else RUNS_ONE_SIDED_METHOD,
+        method=RUNS_METHOD.get(result.variance, RUNS_ONE_SIDED_METHOD),
         df=result.df,
     )
 
