@@ -314,7 +314,10 @@ def test_sigterm_runs_the_previous_handler(tmp_path):
 
 
 def test_sigint_records_interrupted(tmp_path):
-    proc, record = _run_script(tmp_path, "", "os.kill(os.getpid(), signal.SIGINT)")
+    # Python's own Ctrl-C handler, whatever the launch: a process started in the background of a
+    # non-interactive shell (a CI step, say) inherits SIGINT ignored and would never see it.
+    setup = "signal.signal(signal.SIGINT, signal.default_int_handler)"
+    proc, record = _run_script(tmp_path, setup, "os.kill(os.getpid(), signal.SIGINT)")
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr
     assert record is not None and record.status.state == "interrupted"
     assert record.status.exception_type == "KeyboardInterrupt"
