@@ -132,20 +132,22 @@ def test_default_output_directory(tmp_path, monkeypatch, model_opt):
 
 
 def test_ranks_write_their_own_files(tmp_path, monkeypatch):
-    started = session_mod.dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=session_mod.dt.timezone.utc)
+    import datetime as dt
+    from pathlib import Path
+
+    from torchdiag.capture.record_path import resolve_output
+
+    started = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job7")
-    paths = {
-        session_mod._resolve_output(None, DistributedInfo(rank=r, world_size=4), started)
-        for r in range(4)
-    }
+    paths = {resolve_output(None, DistributedInfo(rank=r, world_size=4), started) for r in range(4)}
     assert len(paths) == 4
-    assert {p.parent for p in paths} == {session_mod.Path("torchdiag_runs/torchrun-job7")}
+    assert {p.parent for p in paths} == {Path("torchdiag_runs/torchrun-job7")}
     assert {p.name for p in paths} == {f"run.rank{r}.json" for r in range(4)}
-    explicit = session_mod._resolve_output(
+    explicit = resolve_output(
         tmp_path / "exp" / "run.json", DistributedInfo(rank=2, world_size=4), started
     )
     assert explicit == tmp_path / "exp" / "run.rank2.json"
-    single = session_mod._resolve_output(tmp_path / "r.json", DistributedInfo(), started)
+    single = resolve_output(tmp_path / "r.json", DistributedInfo(), started)
     assert single == tmp_path / "r.json"
 
 

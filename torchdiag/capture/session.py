@@ -38,6 +38,13 @@ from torchdiag.capture.environment import (
 )
 from torchdiag.capture.loss_watch import LossWatch
 from torchdiag.capture.profiler_window import ProfilerWindowControl
+from torchdiag.capture.record_path import (
+    failed_path,
+    fallback_path,
+    resolve_output,
+    stem,
+)
+from torchdiag.capture.run_status import SIGTERM, StepLimitReached, status_for, unprintable_status
 from torchdiag.capture.steps import StepTimer
 from torchdiag.record import (
     SCHEMA,
@@ -55,7 +62,6 @@ QUIET_KINETO_LOG_LEVEL = "6"
 _ACTIVE_LOCK = threading.Lock()
 _active: Run | None = None
 
-DEFAULT_DIR = "torchdiag_runs"
 # Sampling faster than this costs training more than it tells (at 1 ms the sampler slowed a
 # 2-core training loop by ~45%): shorter intervals are raised to it, with a warning.
 MIN_SAMPLE_INTERVAL_S = 0.05
@@ -233,7 +239,7 @@ class Run:
         self.collectors: dict[str, CollectorStatus] = {}
         self._dist = _safe(distributed_info) or DistributedInfo()
         self.started = dt.datetime.now(dt.timezone.utc)
-        self.path = _resolve_output(options.output, self._dist, self.started)
+        self.path = resolve_output(options.output, self._dist, self.started)
         self._timer = StepTimer()
         self._thread_id = threading.get_ident()
         self._manual = False
@@ -302,7 +308,7 @@ class Run:
         if self._ended:
             return
         self._ended = True
-        status = _safe(lambda: _status_for(exc_type, exc)) or _unprintable_status(exc_type)
+        status = _safe(lambda: status_for(exc_type, exc)) or unprintable_status(exc_type)
         ended = dt.datetime.now(dt.timezone.utc)
         samples = self._teardown(restore_signals=False)
         record = _safe(lambda: self._build_record(status, ended, samples))
@@ -362,7 +368,7 @@ class Run:
             return
         except Exception as err:  # a full disk must not turn into a training failure
             first = err
-        fallback = _fallback_path(self.path)
+        fallback = fallback_path(self.path)
         try:
             record.collectors["record"] = CollectorStatus(
                 available=False, reason=f"could not write {self.path}: {first}"
@@ -370,7 +376,7 @@ class Run:
             save_record(record, fallback)
             self.path = fallback
             warnings.warn(
-                f"torchdiag could not write {_failed_path(first)}; record written to {fallback}",
+                f"torchdiag could not write {failed_path(first)}; record written to {fallback}",
                 stacklevel=4,
             )
         except Exception as err:
@@ -479,7 +485,7 @@ class Run:
         os.environ.setdefault("KINETO_LOG_LEVEL", QUIET_KINETO_LOG_LEVEL)
         trace_path = None
         if self.options.trace:
-            trace_path = self.path.with_name(_stem(self.path) + ".pt.trace.json.gz")
+            trace_path = self.path.with_name(stem(self.path) + ".pt.trace.json.gz")
         self._window = ProfilerWindowControl(
             skip_first=self.options.skip_first,
             profile_steps=self.options.profile_steps,
@@ -606,89 +612,6 @@ class Run:
             peak_rss_bytes=_safe(peak_rss_bytes),
             losses=(_safe(self._loss_watch.losses) or []) if self._loss_watch else [],
         )
-
-
-class StepLimitReached(BaseException):
-    """Raised at the end of step ``max_steps`` to leave the training code; the ``profile()``
-    block that asked for it catches it. A BaseException, so ``except Exception`` in the training
-    code does not stop it."""
-
-
-class SIGTERM(BaseException):
-    """Stands for SIGTERM in the record's status (the run was stopped, it did not fail)."""
-
-
-def _unprintable_status(exc_type: type[BaseException] | None) -> RunStatus:
-    """The status when even describing the exception failed."""
-    name = getattr(exc_type, "__qualname__", "exception")
-    if exc_type is None:
-        return RunStatus(state="completed")
-    failed = issubclass(exc_type, Exception)
-    return RunStatus(
-        state="failed" if failed else "interrupted",
-        exception_type=name,
-        message="<message could not be read>",
-    )
-
-
-def _fallback_path(path: Path) -> Path:
-    """Where a record goes when its own path cannot be written: the system's temporary folder,
-    named for the run so it can be found (the warning says where)."""
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / f"torchdiag-fallback-{os.getpid()}-{path.name}"
-
-
-def _failed_path(err: BaseException) -> str:
-    """The failed path of an OSError, else the error's text."""
-    return str(getattr(err, "filename", None) or err)
-
-
-def _status_for(exc_type: type[BaseException] | None, exc: BaseException | None) -> RunStatus:
-    if exc_type is None:
-        return RunStatus(state="completed")
-    try:
-        message = str(exc) if exc is not None else ""
-    except BaseException:  # an exception whose __str__ raises: say so, keep the type
-        message = "<message could not be read>"
-    if len(message) > 2000:
-        message = message[:2000] + "…"
-    if issubclass(exc_type, Exception):
-        return RunStatus(state="failed", exception_type=exc_type.__qualname__, message=message)
-    # KeyboardInterrupt, SystemExit and friends: the run was stopped, it did not fail.
-    return RunStatus(state="interrupted", exception_type=exc_type.__qualname__, message=message)
-
-
-def _resolve_output(
-    output: str | os.PathLike[str] | None, dist: DistributedInfo, started: dt.datetime
-) -> Path:
-    distributed = dist.world_size > 1
-    if output is None:
-        folder = Path(DEFAULT_DIR) / _run_dir_name(started, distributed)
-        path = folder / "run.json"
-    else:
-        path = Path(output)
-        if path.is_dir() or str(output).endswith(("/", os.sep)):
-            path = path / "run.json"
-    if distributed:
-        path = path.with_name(f"{_stem(path)}.rank{dist.rank}{path.suffix or '.json'}")
-    return path
-
-
-def _run_dir_name(started: dt.datetime, distributed: bool) -> str:
-    stamp = started.strftime("%Y%m%dT%H%M%SZ")
-    if not distributed:
-        return f"{stamp}-{os.getpid()}"
-    # Every rank must pick the same directory without talking to the others: torchrun's run id
-    # when it was given one, else the launcher's pid and port, shared by the ranks it started.
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if run_id and run_id != "none":
-        return f"torchrun-{run_id}"
-    return f"torchrun-{os.getppid()}-{os.environ.get('MASTER_PORT', '0')}"
-
-
-def _stem(path: Path) -> str:
-    return path.name[: -len(path.suffix)] if path.suffix else path.name
 
 
 def _script_name() -> str:
