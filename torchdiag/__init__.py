@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torchdiag._version import __version__
 from torchdiag.record import RecordError, RunRecord, load_record
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these are imported on first use
     from torchdiag.capture.session import profile
     from torchdiag.trials.runner import try_fixes
-
-__version__ = "0.1.0"
 
 
 def _repr_html_(record: RunRecord) -> str:

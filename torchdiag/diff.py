@@ -35,12 +35,12 @@ import msgspec
 
 from torchdiag.analyze.finding import SEVERITY_ORDER
 from torchdiag.analyze.registry import Analysis, analyze
-from torchdiag.record import BreakdownMs, RunRecord, TraceSummary
+from torchdiag.record import BreakdownMs, TraceSummary
 from torchdiag.traces.launches import quantile
-from torchdiag.view.headline import headline
 from torchdiag.view.numbers import finite, to_jsonable
-from torchdiag.view.step_model import gpu_work_steps, primary_summary
-from torchdiag.view.step_sample import StepSample, bootstrap_medians, sample_median, step_sample
+from torchdiag.view.run_view import RunView
+from torchdiag.view.step_model import gpu_work_steps
+from torchdiag.view.step_sample import StepSample, bootstrap_medians, sample_median
 from torchdiag.view.student_t import geometric_mean, run_ratio_interval
 
 DIFF_SCHEMA = "torchdiag.diff/1"
@@ -195,8 +195,8 @@ def is_regression(interval: RatioInterval, threshold_pct: float) -> bool:
 
 
 def diff_runs(
-    base: RunRecord,
-    head: RunRecord,
+    base: RunView,
+    head: RunView,
     *,
     threshold_pct: float = DEFAULT_THRESHOLD_PCT,
     base_analysis: Analysis | None = None,
@@ -218,8 +218,8 @@ def diff_runs(
 
 
 def diff_run_sets(
-    bases: Sequence[RunRecord],
-    heads: Sequence[RunRecord],
+    bases: Sequence[RunView],
+    heads: Sequence[RunView],
     *,
     threshold_pct: float = DEFAULT_THRESHOLD_PCT,
     base_labels: Sequence[str] | None = None,
@@ -270,8 +270,8 @@ def diff_run_sets(
     counts = [c for run in (*base_runs, *head_runs) for c in run.sample.counts]
     if not between and any(merged > 1 for merged in counts):
         notes.append("merged step rows expanded at their mean: the interval is a little narrow")
-    base, head = base_pick.record, head_pick.record
-    base_sum, head_sum = _summary(base), _summary(head)
+    base, head = base_pick.view, head_pick.view
+    base_sum, head_sum = base.summary, head.summary
     base_analysis = base_analysis if base_analysis is not None else analyze(base)
     head_analysis = head_analysis if head_analysis is not None else analyze(head)
     return RunDiff(
@@ -292,13 +292,13 @@ def diff_run_sets(
     )
 
 
-class _RunView:
-    """One run with its steady-state steps and its side of the comparison, computed once."""
+class _Run:
+    """One run of a side: its view, its label and its side of the comparison."""
 
-    def __init__(self, record: RunRecord, label: str) -> None:
-        self.record, self.label = record, label
-        self.sample = step_sample(record)
-        self.side = _side(record, self.sample)
+    def __init__(self, view: RunView, label: str) -> None:
+        self.view, self.label = view, label
+        self.sample = view.sample
+        self.side = _side(view)
         self.side.runs = [
             RunStep(
                 label=label,
@@ -309,15 +309,15 @@ class _RunView:
         ]
 
 
-def _run_views(records: Sequence[RunRecord], labels: Sequence[str] | None) -> list[_RunView]:
-    if labels is not None and len(labels) != len(records):
-        raise ValueError(f"{len(labels)} labels for {len(records)} runs")
+def _run_views(views: Sequence[RunView], labels: Sequence[str] | None) -> list[_Run]:
+    if labels is not None and len(labels) != len(views):
+        raise ValueError(f"{len(labels)} labels for {len(views)} runs")
     if labels is None:
-        labels = [r.name or f"run {i + 1}" for i, r in enumerate(records)]
-    return [_RunView(r, label) for r, label in zip(records, labels, strict=True)]
+        labels = [v.record.name or f"run {i + 1}" for i, v in enumerate(views)]
+    return [_Run(v, label) for v, label in zip(views, labels, strict=True)]
 
 
-def _median_run(runs: Sequence[_RunView]) -> _RunView:
+def _median_run(runs: Sequence[_Run]) -> _Run:
     """The run whose step time is the side's (lower) median; the first run if none has one."""
     timed = sorted(
         (r for r in runs if r.side.median_step_ms is not None),
@@ -326,7 +326,7 @@ def _median_run(runs: Sequence[_RunView]) -> _RunView:
     return timed[(len(timed) - 1) // 2] if timed else runs[0]
 
 
-def _set_side(runs: Sequence[_RunView], pick: _RunView) -> Side:
+def _set_side(runs: Sequence[_Run], pick: _Run) -> Side:
     """A side of several runs, each counted once by its step time."""
     rates = _positive([r.side.samples_per_s for r in runs])
     return Side(
@@ -351,9 +351,7 @@ def _positive(values: Sequence[float | None]) -> list[float]:
     return [v for v in values if v is not None and finite(v) and v > 0]
 
 
-def _runs_interval(
-    base: Sequence[_RunView], head: Sequence[_RunView], notes: list[str]
-) -> RatioInterval:
+def _runs_interval(base: Sequence[_Run], head: Sequence[_Run], notes: list[str]) -> RatioInterval:
     """The t-interval over runs, from the runs that have a step time."""
     base_ms = _positive([r.side.median_step_ms for r in base])
     head_ms = _positive([r.side.median_step_ms for r in head])
@@ -383,8 +381,8 @@ def _runs_interval(
     )
 
 
-def _side(record: RunRecord, sample: StepSample) -> Side:
-    numbers = headline(record)
+def _side(view: RunView) -> Side:
+    record, sample, numbers = view.record, view.sample, view.headline
     batch = numbers["batch_size"]
     if record.source == "trace" and numbers["step_ms_estimate"]:
         # Profiled steps are slowed by the profiler (and a GPU-bound window's first steps only
@@ -465,10 +463,6 @@ def _change_pct(base: float | None, head: float | None) -> float | None:
     if base is None or head is None or base == 0:
         return None
     return 100.0 * (head - base) / base
-
-
-def _summary(record: RunRecord) -> TraceSummary | None:
-    return primary_summary(record)
 
 
 def _breakdown(base: TraceSummary | None, head: TraceSummary | None) -> list[PartShift] | None:

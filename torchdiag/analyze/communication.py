@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import RunRecord
-from torchdiag.view.step_model import primary_summary, step_evidence, step_time
+from torchdiag.view.run_view import RunView
+from torchdiag.view.step_model import step_evidence
 
 
 @rule("comm-bound")
-def comm_bound(record: RunRecord) -> Finding | None:
+def comm_bound(view: RunView) -> Finding | None:
     """Communication kernels exposed (not overlapped with compute) for a share of the step."""
-    summary = primary_summary(record)
+    record = view.record
+    summary = view.summary
     if summary is None or not summary.steps:
         raise SkipRule("needs a profiler window or trace with steps")
     if not summary.has_gpu:
         raise SkipRule("no GPU activity: collectives are seen as GPU kernels")
-    timing = step_time(record)
+    timing = view.timing
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time")
     if timing.comm_ms <= 0:

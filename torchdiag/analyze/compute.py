@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import MathStats, RunRecord, TraceSummary
-from torchdiag.view.samples import mean_gpm_tensor_pct
+from torchdiag.record import MathStats, TraceSummary
+from torchdiag.view.run_view import RunView
 from torchdiag.view.step_model import (
     StepTime,
-    device_capability,
     gpu_work_steps,
-    primary_summary,
     step_evidence,
-    step_time,
 )
 
 # How much faster fp32 GEMM/conv/attention kernels run on tensor cores: (low, expected, high).
@@ -30,14 +27,14 @@ FP32_NAMES = ("float",)
 HALF_NAMES = ("c10::BFloat16", "c10::Half", "BFloat16", "Half", "bfloat16", "float16")
 
 
-def _math(record: RunRecord) -> tuple[TraceSummary, MathStats, StepTime, float]:
+def _math(view: RunView) -> tuple[TraceSummary, MathStats, StepTime, float]:
     """The window's math statistics, the step estimate, and the divisor that turns the trace's
     kernel milliseconds into milliseconds per step.
 
     A trace may hold more GPU work than its steps launched (kernels of an earlier step still
     queued when the window opened), so totals are scaled to the steps' own GPU time.
     """
-    summary = primary_summary(record)
+    summary = view.summary
     if summary is None or not summary.steps:
         raise SkipRule("needs a profiler window or trace with steps to see which kernels ran")
     if not summary.has_gpu:
@@ -45,7 +42,7 @@ def _math(record: RunRecord) -> tuple[TraceSummary, MathStats, StepTime, float]:
     math = summary.math
     if math is None or math.eligible_ms <= 0:
         raise SkipRule("no GEMM, convolution or attention kernels in the trace")
-    timing = step_time(record)
+    timing = view.timing
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time to compare the math against")
     return summary, math, timing, gpu_work_steps(summary)
@@ -118,10 +115,11 @@ def _fp32_ms(math: MathStats) -> tuple[float, str]:
 
 
 @rule("no-amp")
-def no_amp(record: RunRecord) -> Finding | None:
+def no_amp(view: RunView) -> Finding | None:
     """fp32 matrix math on a GPU with tensor cores, without autocast."""
-    summary, math, timing, n = _math(record)
-    capability = device_capability(record, summary)
+    record = view.record
+    _, math, timing, n = _math(view)
+    capability = view.capability
     if capability is not None and capability < 7.0:
         raise SkipRule(f"compute capability {capability:.1f} has no tensor cores")
     fp32_ms, how = _fp32_ms(math)
@@ -145,7 +143,7 @@ def no_amp(record: RunRecord) -> Finding | None:
         "compute_capability": capability,
         "autocast_regions": autocast.entered if autocast is not None else None,
     }
-    tensor = mean_gpm_tensor_pct(record)
+    tensor = view.tensor_active_pct
     if tensor is not None:
         evidence["gpm_tensor_active_pct"] = round(tensor, 1)
     dtype = "torch.bfloat16" if capability is None or capability >= 8.0 else "torch.float16"
@@ -176,10 +174,11 @@ def no_amp(record: RunRecord) -> Finding | None:
 
 
 @rule("tf32-disabled")
-def tf32_disabled(record: RunRecord) -> Finding | None:
+def tf32_disabled(view: RunView) -> Finding | None:
     """fp32 GEMMs/convolutions on CUDA cores where TF32 tensor cores could run them."""
-    summary, math, timing, n = _math(record)
-    capability = device_capability(record, summary)
+    record = view.record
+    _, math, timing, n = _math(view)
+    capability = view.capability
     if capability is not None and capability < 8.0:
         raise SkipRule(f"TF32 needs compute capability 8.0 or newer (found {capability:.1f})")
     env = record.environment
@@ -193,7 +192,7 @@ def tf32_disabled(record: RunRecord) -> Finding | None:
         return None
     # Autocast moves the same matrix math to tensor cores (and further): when it applies, the
     # two findings claim the same time and only one of the fixes is taken.
-    amp = no_amp(record) if env.autocast is None or not env.autocast.entered else None
+    amp = no_amp(view) if env.autocast is None or not env.autocast.entered else None
     return Finding(
         id="tf32-disabled",
         severity=severity_for_saving(expected) if amp is None else "info",
@@ -226,9 +225,9 @@ def tf32_disabled(record: RunRecord) -> Finding | None:
 
 
 @rule("channels-last")
-def channels_last(record: RunRecord) -> Finding | None:
+def channels_last(view: RunView) -> Finding | None:
     """Convolutions in reduced precision fed NCHW tensors: cuDNN transposes them every call."""
-    _, math, timing, n = _math(record)
+    _, math, timing, n = _math(view)
     if math.conv_ms <= 0:
         raise SkipRule("no convolution kernels in the trace")
     half_ms = sum(ms for dtype, ms in math.op_dtype_ms.items() if dtype in HALF_NAMES)
@@ -264,17 +263,18 @@ def channels_last(record: RunRecord) -> Finding | None:
 
 
 @rule("cudnn-benchmark")
-def cudnn_benchmark(record: RunRecord) -> Finding | None:
+def cudnn_benchmark(view: RunView) -> Finding | None:
     """Convolutions with fixed shapes while cuDNN autotuning is off."""
+    record = view.record
     flag = record.environment.cudnn_benchmark
     if flag is None:
         raise SkipRule("torch.backends.cudnn.benchmark is only known from a live capture")
     if flag:
         return None
-    _, math, timing, n = _math(record)
+    _, math, timing, n = _math(view)
     if math.conv_ms <= 0:
         return None
-    summary = primary_summary(record)
+    summary = view.summary
     shapes = {
         shape
         for op in (summary.top_ops if summary else [])

@@ -7,14 +7,10 @@ from __future__ import annotations
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.record import RunRecord
-from torchdiag.view.memory import memory_peaks
+from torchdiag.view.run_view import RunView
 from torchdiag.view.step_model import (
     StepTime,
-    batch_size,
-    device_memory_bytes,
-    primary_summary,
     step_evidence,
-    step_time,
 )
 
 # Doubling the batch doubles the work per step. When the GPU does useful work less than half of
@@ -28,8 +24,8 @@ SMALL_BATCH_UTILISATION = 0.5
 CPU_BOUND_BUSY = 0.5
 
 
-def _gpu_step(record: RunRecord) -> StepTime:
-    timing = step_time(record)
+def _gpu_step(view: RunView) -> StepTime:
+    timing = view.timing
     if timing is None:
         raise SkipRule("no steps were recorded")
     if timing.gpu_busy_ms is None:
@@ -38,14 +34,14 @@ def _gpu_step(record: RunRecord) -> StepTime:
 
 
 @rule("cpu-bound")
-def cpu_bound(record: RunRecord) -> Finding | None:
+def cpu_bound(view: RunView) -> Finding | None:
     """The GPU idles while the host runs Python and launches kernels."""
-    timing = _gpu_step(record)
+    timing = _gpu_step(view)
     share = timing.host_bound_share or 0.0
     saving = share * 100
     if saving < NEGLIGIBLE_SAVING_PCT:
         return None
-    summary = primary_summary(record)
+    summary = view.summary
     evidence: dict[str, float | int | str | bool | None] = {
         "gpu_idle_waiting_on_host_pct": round(saving, 1),
         "gpu_busy_pct": round((timing.gpu_busy_share or 0.0) * 100, 1),
@@ -77,9 +73,9 @@ def cpu_bound(record: RunRecord) -> Finding | None:
 
 
 @rule("launch-overhead")
-def launch_overhead(record: RunRecord) -> Finding | None:
+def launch_overhead(view: RunView) -> Finding | None:
     """Kernels that finish faster than the host can launch them."""
-    summary = primary_summary(record)
+    summary = view.summary
     if summary is None or summary.launch is None or not summary.steps:
         raise SkipRule("needs a profiler window or trace with kernel launches")
     launch = summary.launch
@@ -91,7 +87,7 @@ def launch_overhead(record: RunRecord) -> Finding | None:
     # launch at a time, whatever else the host does.
     if short_share < 0.5:
         return None
-    timing = step_time(record)
+    timing = view.timing
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time")
     n = len(summary.steps)
@@ -124,10 +120,11 @@ def launch_overhead(record: RunRecord) -> Finding | None:
 
 
 @rule("small-batch")
-def small_batch(record: RunRecord) -> Finding | None:
+def small_batch(view: RunView) -> Finding | None:
     """The batch is too small to fill the GPU, and memory would allow a larger one."""
-    timing = _gpu_step(record)
-    summary = primary_summary(record)
+    record = view.record
+    timing = _gpu_step(view)
+    summary = view.summary
     compute_ms = timing.step_ms - timing.input_wait_ms - timing.sync_idle_ms
     if compute_ms <= 0:
         return None
@@ -136,11 +133,11 @@ def small_batch(record: RunRecord) -> Finding | None:
     utilisation = busy * (fill if fill is not None else 1.0)
     if utilisation >= SMALL_BATCH_UTILISATION:
         return None
-    batch, batch_from = batch_size(record)
+    batch, batch_from = view.batch
     if batch is None:
         raise SkipRule("the batch size is unknown (no DataLoader settings or operator shapes)")
-    capacity = device_memory_bytes(record, summary)
-    peak = memory_peaks(record).used or None
+    capacity = view.device_memory_bytes
+    peak = view.memory.used or None
     headroom = capacity / peak if capacity and peak else None
     if headroom is not None and headroom < 2.0:
         return None  # a doubled batch would not fit: the finding would be advice nobody can take
@@ -209,15 +206,16 @@ def batch_saving(timing: StepTime, utilisation: float, factor: int) -> tuple[flo
 
 
 @rule("optimizer-not-fused")
-def optimizer_not_fused(record: RunRecord) -> Finding | None:
+def optimizer_not_fused(view: RunView) -> Finding | None:
     """The optimizer updates parameters one tensor at a time."""
-    summary = primary_summary(record)
+    record = view.record
+    summary = view.summary
     live = [o for o in record.environment.optimizers if o.foreach is False and not o.fused]
     if summary is None or not summary.optimizer_steps:
         if live:
             raise SkipRule("needs a profiler window to time the optimizer step")
         raise SkipRule("no optimizer step regions in the trace")
-    timing = step_time(record)
+    timing = view.timing
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time")
     if timing.gpu_busy_ms is None:

@@ -6,19 +6,21 @@ from __future__ import annotations
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.record import LoaderInfo, RunRecord
-from torchdiag.view.step_model import StepTime, primary_summary, step_evidence, step_time
+from torchdiag.view.run_view import RunView
+from torchdiag.view.step_model import StepTime, step_evidence
 
 # Below this share the wait is within what timing a blocking call around prefetched batches can
 # resolve (tens of microseconds against millisecond steps) and not worth a user's attention.
 NEGLIGIBLE_WAIT_SHARE = 0.02
 
 
-def _stall(record: RunRecord) -> tuple[StepTime, float, float]:
+def _stall(view: RunView) -> tuple[StepTime, float, float]:
     """The step estimate, the share of it spent waiting for data, and the possible saving."""
-    timing = step_time(record)
+    record = view.record
+    timing = view.timing
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no steps were recorded")
-    summary = primary_summary(record)
+    summary = view.summary
     share = timing.input_wait_share
     if record.source == "trace" and summary is not None and summary.steps and summary.has_gpu:
         # A trace shows directly whether the GPU idled while the host waited for data
@@ -40,9 +42,10 @@ def _slowest_loader(record: RunRecord) -> LoaderInfo | None:
 
 
 @rule("dataloader-stall")
-def dataloader_stall(record: RunRecord) -> Finding | None:
+def dataloader_stall(view: RunView) -> Finding | None:
     """The training loop blocks on the next batch for a measurable share of each step."""
-    timing, share, saving = _stall(record)
+    record = view.record
+    timing, share, saving = _stall(view)
     if share < NEGLIGIBLE_WAIT_SHARE:
         return None
     loader = _slowest_loader(record)
@@ -72,13 +75,14 @@ def dataloader_stall(record: RunRecord) -> Finding | None:
 
 
 @rule("dataloader-workers")
-def dataloader_workers(record: RunRecord) -> Finding | None:
+def dataloader_workers(view: RunView) -> Finding | None:
     """The loader that stalls has no (or too few) worker processes for the cores available."""
-    timing, share, saving = _stall(record)
+    record = view.record
+    timing, share, saving = _stall(view)
     if share < NEGLIGIBLE_WAIT_SHARE:
         return None
     loader = _slowest_loader(record)
-    iterator = loader.iterator if loader is not None else _trace_iterator(record)
+    iterator = loader.iterator if loader is not None else _trace_iterator(view)
     if loader is None and iterator is None:
         raise SkipRule("no DataLoader settings or iterator class were recorded")
     cores = _cores_per_rank(record)
@@ -202,9 +206,9 @@ def _has_gpu(record: RunRecord) -> bool:
     return bool(record.environment.devices) or any(t.has_gpu for t in summaries)
 
 
-def _trace_iterator(record: RunRecord) -> str | None:
+def _trace_iterator(view: RunView) -> str | None:
     """The DataLoader iterator class a trace shows most often (says whether workers were used)."""
-    summary = primary_summary(record)
+    summary = view.summary
     if summary is None or not summary.dataloader_iterators:
         return None
     counts = summary.dataloader_iterators
@@ -212,15 +216,16 @@ def _trace_iterator(record: RunRecord) -> str | None:
 
 
 @rule("pin-memory")
-def pin_memory(record: RunRecord) -> Finding | None:
+def pin_memory(view: RunView) -> Finding | None:
     """Host-to-device copies from pageable memory: staged, synchronous, slower."""
-    summary = primary_summary(record)
+    record = view.record
+    summary = view.summary
     if summary is None or not summary.steps:
         raise SkipRule("needs a profiler window or trace to see the copies")
     pageable = [c for c in summary.copies if c.direction == "HtoD" and c.pageable]
     if not pageable:
         return None
-    timing = step_time(record)
+    timing = view.timing
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time")
     n = len(summary.steps)

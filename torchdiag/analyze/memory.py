@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import RunRecord
-from torchdiag.view.memory import memory_peaks
-from torchdiag.view.step_model import device_memory_bytes, primary_summary, step_time
+from torchdiag.view.run_view import RunView
 
 # Peers flag memory at 90% of capacity (TensorBoard plugin, gpuprof): past that a longer
 # sequence, a larger batch or fragmentation is one allocation away from an out-of-memory error.
@@ -21,11 +19,11 @@ _ALLOCATOR_CALLS = ("cudaMalloc", "cudaFree", "hipMalloc", "hipFree")
 
 
 @rule("memory-pressure")
-def memory_pressure(record: RunRecord) -> Finding | None:
+def memory_pressure(view: RunView) -> Finding | None:
     """Peak memory against capacity, fragmentation, and allocator calls inside steps."""
-    summary = primary_summary(record)
-    capacity = device_memory_bytes(record, summary)
-    peaks = memory_peaks(record)
+    summary = view.summary
+    capacity = view.device_memory_bytes
+    peaks = view.memory
     allocated, reserved, device_used = peaks.allocated, peaks.reserved, peaks.device_used
     if not capacity:
         raise SkipRule("device memory capacity unknown (no GPU in the record or trace)")
@@ -44,7 +42,7 @@ def memory_pressure(record: RunRecord) -> Finding | None:
         return None
     # Time is lost only when the allocator has to go back to the driver (cudaMalloc/cudaFree
     # after freeing its cache); that time, inside steps, is the saving bound.
-    timing = step_time(record)
+    timing = view.timing
     alloc_ms = _allocator_ms(summary)
     saving = 0.0
     if timing is not None and timing.step_ms > 0 and summary is not None and summary.steps:

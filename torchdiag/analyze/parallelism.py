@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import RunRecord
-from torchdiag.view.step_model import primary_summary, step_time
+from torchdiag.view.run_view import RunView
 
 # nn.DataParallel's autograd functions (torch.nn.parallel._functions), recorded by the profiler
 # under their class names: replicate broadcasts (its backward reduces), scatter and gather are
@@ -26,12 +25,13 @@ _DDP_SNIPPET = (
 
 
 @rule("data-parallel")
-def data_parallel(record: RunRecord) -> Finding | None:
+def data_parallel(view: RunView) -> Finding | None:
     """nn.DataParallel in use, or visible GPUs idle while one process trains on one."""
-    summary = primary_summary(record)
+    record = view.record
+    summary = view.summary
     markers = summary.markers if summary is not None else {}
     if markers.get("DataParallel"):
-        return _data_parallel_in_use(record, markers["DataParallel"])
+        return _data_parallel_in_use(view, markers["DataParallel"])
     samples = record.samples
     if samples is None or len(samples.gpus) < 2:
         raise SkipRule("needs NVML samples of two or more visible GPUs (a live capture)")
@@ -69,10 +69,10 @@ def data_parallel(record: RunRecord) -> Finding | None:
     )
 
 
-def _data_parallel_in_use(record: RunRecord, calls: int) -> Finding | None:
+def _data_parallel_in_use(view: RunView, calls: int) -> Finding | None:
     """nn.DataParallel replicates the model and scatters inputs from one process every step."""
-    summary = primary_summary(record)
-    timing = step_time(record)
+    summary = view.summary
+    timing = view.timing
     overhead_ms = 0.0
     if summary is not None:
         # Replication, scatter and gather are the work DDP does not do per step.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from torchdiag.analyze.finding import Finding, Skipped, rank_findings
-from torchdiag.record import RunRecord
+from torchdiag.view.run_view import RunView
 
 FINDINGS_SCHEMA = "torchdiag.findings/1"
 DOCS_BASE = "docs/rules.md"
@@ -18,12 +19,12 @@ class SkipRule(Exception):
     """Raised by a rule when the record lacks the data it needs; the message says what."""
 
 
-RuleFn = Callable[[RunRecord], "Finding | list[Finding] | None"]
+RuleFn = Callable[[RunView], "Finding | list[Finding] | None"]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A registered analyzer: a stable id (see RULES.md) and a pure function of the record."""
+    """A registered analyzer: a stable id (see RULES.md) and a pure function of a run's view."""
 
     id: str
     fn: RuleFn
@@ -51,12 +52,18 @@ def registered_rules() -> list[Rule]:
 
 
 class Analysis(msgspec.Struct, kw_only=True):
-    """Result of running every rule over one record."""
+    """Result of running every rule over one record: findings ranked most valuable first
+    (:func:`~torchdiag.analyze.finding.rank_findings`), skipped rules by id. Both orders are
+    set on construction, so every reader takes them as they are."""
 
     findings: list[Finding]
     skipped: list[Skipped]
 
-    def to_json_dict(self) -> dict:
+    def __post_init__(self) -> None:
+        self.findings = rank_findings(self.findings)
+        self.skipped = sorted(self.skipped, key=lambda s: s.id)
+
+    def to_json_dict(self) -> dict[str, Any]:
         """The ``torchdiag.findings/1`` document (see the CLI's ``--format json``)."""
         return {
             "schema": FINDINGS_SCHEMA,
@@ -65,17 +72,17 @@ class Analysis(msgspec.Struct, kw_only=True):
         }
 
 
-def analyze(record: RunRecord) -> Analysis:
-    """Run every registered rule; findings ranked by possible saving.
+def analyze(view: RunView) -> Analysis:
+    """Run every registered rule over ``view``; findings ranked by possible saving.
 
-    Rules are pure functions of the record. A rule that raises :class:`SkipRule` is listed as
+    Rules are pure functions of the view. A rule that raises :class:`SkipRule` is listed as
     skipped with its reason.
     """
     findings: list[Finding] = []
     skipped: list[Skipped] = []
     for r in registered_rules():
         try:
-            out = r.fn(record)
+            out = r.fn(view)
         except SkipRule as why:
             skipped.append(Skipped(id=r.id, reason=str(why)))
             continue
@@ -85,7 +92,7 @@ def analyze(record: RunRecord) -> Analysis:
             if not f.docs:
                 f.docs = f"{DOCS_BASE}#{f.id}"
             findings.append(f)
-    return Analysis(findings=rank_findings(findings), skipped=skipped)
+    return Analysis(findings=findings, skipped=skipped)
 
 
 def _load_rule_modules() -> None:

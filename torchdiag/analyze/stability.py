@@ -8,14 +8,11 @@ import statistics
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import RunRecord
+from torchdiag.view.run_view import RunView
+from torchdiag.view.step_rows import outlier_limit
 
 # Fewer steps than this give no stable median and spread to judge outliers against.
 MIN_STEPS_FOR_VARIANCE = 8
-# A step is an outlier when it lies more than this many robust standard deviations above the
-# median (1.4826 x MAD estimates the standard deviation for normal noise); 5 keeps ordinary
-# jitter out while catching checkpoint saves, evaluation and garbage collection pauses.
-OUTLIER_SIGMAS = 5.0
 
 # NVML clock-event reasons that mean the clocks were held down, not merely idle or set by the
 # administrator (nvmlClocksEventReason*: SwPowerCap, HwSlowdown, SwThermalSlowdown,
@@ -31,8 +28,9 @@ _BUSY_UTILISATION = 50.0
 
 
 @rule("step-variance")
-def step_variance(record: RunRecord) -> Finding | None:
+def step_variance(view: RunView) -> Finding | None:
     """Steps much slower than the median: periodic stalls or one-off pauses."""
+    record = view.record
     s = record.steps
     rows = [
         (first, wall, worst)
@@ -90,17 +88,6 @@ def step_variance(record: RunRecord) -> Finding | None:
     )
 
 
-def outlier_limit(walls: list[float]) -> float:
-    """Step time above which a step is an outlier (milliseconds; ``walls`` non-empty).
-
-    median + 5 robust standard deviations (1.4826 x MAD); the MAD is floored at 1% of the median
-    so a perfectly steady run does not call its smallest jitter an outlier.
-    """
-    median = statistics.median(walls)
-    mad = statistics.median(abs(w - median) for w in walls)
-    return median + OUTLIER_SIGMAS * 1.4826 * max(mad, 0.01 * median)
-
-
 def _period(indices: list[int]) -> int | None:
     """The spacing of outlier steps when they recur regularly (at least three times)."""
     if len(indices) < 3:
@@ -111,8 +98,9 @@ def _period(indices: list[int]) -> int | None:
 
 
 @rule("gpu-throttling")
-def gpu_throttling(record: RunRecord) -> Finding | None:
+def gpu_throttling(view: RunView) -> Finding | None:
     """SM clocks held below their maximum by power or heat while the GPU was busy."""
+    record = view.record
     samples = record.samples
     if samples is None or not samples.gpus:
         raise SkipRule("needs NVML samples (a live capture on a GPU)")
@@ -174,8 +162,9 @@ def gpu_throttling(record: RunRecord) -> Finding | None:
 
 
 @rule("recompiles")
-def recompiles(record: RunRecord) -> Finding | None:
+def recompiles(view: RunView) -> Finding | None:
     """torch.compile recompiled or fell back to eager at graph breaks."""
+    record = view.record
     env = record.environment
     if env.compile_used is None and not env.dynamo_counters:
         raise SkipRule("torch.compile counters are only known from a live capture")

@@ -15,8 +15,8 @@ from collections import Counter
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import RankFigures, RunRecord
-from torchdiag.view.ranks import rank_figures
+from torchdiag.record import RankFigures
+from torchdiag.view.run_view import RunView
 
 # "Consistently slower", tested step by step: per shared profiled step, the straggler's own time
 # less the other ranks' median own time. Its median over the steps must stand this many robust
@@ -34,9 +34,10 @@ WAIT_COVERS = 0.5
 
 
 @rule("straggler")
-def straggler(record: RunRecord) -> Finding | None:
+def straggler(view: RunView) -> Finding | None:
     """A rank whose own work per step exceeds the other ranks', consistently."""
-    figures = [f for f in rank_figures(record) if f.own_ms is not None and f.step_ms]
+    record = view.record
+    figures = [f for f in view.ranks if f.own_ms is not None and f.step_ms]
     if len(figures) < 2:
         raise SkipRule("needs two or more ranks (a run directory of rank records or traces)")
     slow = max(figures, key=lambda f: (f.own_ms or 0.0, -f.rank))

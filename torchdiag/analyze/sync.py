@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import RunRecord
-from torchdiag.view.step_model import primary_summary, step_time
+from torchdiag.view.run_view import RunView
 
 
 @rule("sync-points")
-def sync_points(record: RunRecord) -> Finding | None:
+def sync_points(view: RunView) -> Finding | None:
     """Host-device synchronisations inside steps, with the GPU idle time they cause."""
-    summary = primary_summary(record)
+    summary = view.summary
     if summary is None or not summary.steps:
         raise SkipRule("needs a profiler window or trace with steps")
     if not summary.has_gpu:
@@ -26,7 +25,7 @@ def sync_points(record: RunRecord) -> Finding | None:
     syncs_per_step = sum(s.syncs for s in summary.steps) / n
     if syncs_per_step < 1.0:
         return None  # an occasional sync (logging every N steps) costs nothing per step
-    timing = step_time(record)
+    timing = view.timing
     if timing is None or timing.step_ms <= 0:
         raise SkipRule("no step time")
     idle = sum(s.idle_after_sync_ms for s in summary.steps) / n

@@ -438,7 +438,7 @@ class Run:
             )
 
     def _snapshot_environment(self) -> None:
-        from torchdiag import __version__
+        from torchdiag._version import __version__
 
         self._environment = snapshot_environment(__version__, redact=self.options.redact)
 

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchdiag",
         description="Diagnose PyTorch training runs: reports from run records and profiler traces.",
     )
-    from torchdiag import __version__
+    from torchdiag._version import __version__
 
     parser.add_argument("--version", action="version", version=f"torchdiag {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

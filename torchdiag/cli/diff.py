@@ -10,6 +10,8 @@ from torchdiag.cli.args import UsageError, add_jobs, add_no_progress, percentage
 from torchdiag.cli.inputs import check_input, load_runs
 from torchdiag.cli.outputs import check_output, say_written, write_output
 from torchdiag.record import RunRecord
+from torchdiag.report.formats import format_names, output_format
+from torchdiag.report.renderer import RenderOptions
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -52,7 +54,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     diff.add_argument("-o", "--output", default="-", help="output file; '-' for stdout (default)")
     diff.add_argument(
-        "--format", choices=("text", "md", "json"), default="text", help="text (default), md, json"
+        "--format",
+        choices=format_names("diff"),
+        default="text",
+        help="text (default), " + ", ".join(n for n in format_names("diff") if n != "text"),
     )
     diff.add_argument(
         "--threshold",
@@ -68,7 +73,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Compare and write the comparison; the exit status is the verdict."""
     from torchdiag.diff import diff_run_sets
-    from torchdiag.report.diff_render import render_diff
+    from torchdiag.view.run_view import RunView
 
     base_inputs, head_inputs = _diff_sides(args)
     wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
@@ -80,13 +85,14 @@ def run(args: argparse.Namespace) -> int:
             side += load_runs(Path(text), wanted_progress=wanted, jobs=args.jobs)
     base, head = sides
     result = diff_run_sets(
-        [record for _, record in base],
-        [record for _, record in head],
+        [RunView(record) for _, record in base],
+        [RunView(record) for _, record in head],
         threshold_pct=args.threshold,
         base_labels=[label for label, _ in base],
         head_labels=[label for label, _ in head],
     )
-    write_output(render_diff(result, args.format), args.output)
+    rendered = output_format(args.format).renderer().render_diff(result, RenderOptions())
+    write_output(rendered, args.output)
     say_written("Comparison", args.output)
     return EXIT_REGRESSION if result.regression else EXIT_OK
 

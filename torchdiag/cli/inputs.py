@@ -6,9 +6,13 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torchdiag.cli.args import UsageError
 from torchdiag.record import RecordError, RunRecord, decode_record, is_record
+
+if TYPE_CHECKING:
+    from torchdiag.view.run_view import RunView
 
 # A run record is small (aggregates only); anything larger is certainly a trace.
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -69,14 +73,15 @@ def load_rank_records(folder: Path) -> RunRecord | None:
     listed as missing; the others are reported."""
     from torchdiag.record import CollectorStatus
     from torchdiag.view.ranks import merge_rank_records
+    from torchdiag.view.run_view import RunView
 
     unreadable: list[str] = []
-    records = [record for _, record in records_in(folder, unreadable)]
-    if not records:
+    views = [RunView(record) for _, record in records_in(folder, unreadable)]
+    if not views:
         return None
-    merged = merge_rank_records(records)
+    merged = merge_rank_records(views)
     # Each rank's own findings, from its own record (the merged one keeps only its figures).
-    own = {r.rank: _serious_findings(r) for r in records}
+    own = {v.record.rank: _serious_findings(v) for v in views}
     for figures in merged.ranks:
         figures.findings = own.get(figures.rank, [])
     if unreadable:
@@ -86,13 +91,13 @@ def load_rank_records(folder: Path) -> RunRecord | None:
     return merged
 
 
-def _serious_findings(record: RunRecord) -> list[str]:
+def _serious_findings(view: RunView) -> list[str]:
     """Finding ids at warning or above, the critical ones marked, most valuable first."""
     from torchdiag.analyze.registry import analyze
 
     return [
         f"{f.id} (critical)" if f.severity == "critical" else f.id
-        for f in analyze(record).findings
+        for f in analyze(view).findings
         if f.severity in ("critical", "warning")
     ]
 

@@ -1,4 +1,7 @@
-"""What the commands write: rendered reports, to a file (atomically) or to stdout."""
+"""What the commands write: rendered reports, to a file (atomically) or to stdout.
+
+Which formats there are, and what each is called, comes from the one registry,
+:mod:`torchdiag.report.formats`."""
 
 from __future__ import annotations
 
@@ -8,11 +11,8 @@ from pathlib import Path
 
 from torchdiag.cli.args import UsageError
 from torchdiag.files import atomic_write
-from torchdiag.record import RunRecord
+from torchdiag.report.formats import OutputFormat
 from torchdiag.sanitize import terminal_safe
-
-FORMATS = ("html", "md", "json", "text")
-_SUFFIX = {"html": ".html", "md": ".md", "json": ".findings.json", "text": ".txt"}
 
 
 def check_url(url: str) -> None:
@@ -48,39 +48,13 @@ def write_output(rendered: str, output: str) -> None:
         atomic_write(output, rendered.encode("utf-8", "replace"))
 
 
-def beside(source: Path, fmt: str) -> Path:
+def beside(source: Path, fmt: OutputFormat) -> Path:
     """Where a report of ``source`` in ``fmt`` goes by default: next to it, same stem."""
     folder = source if source.is_dir() else source.parent
     name = source.name
     for suffix in (".gz", ".json"):
         name = name.removesuffix(suffix)
-    return folder / f"{name or 'report'}{_SUFFIX[fmt]}"
-
-
-def render(
-    fmt: str,
-    record: RunRecord,
-    analysis: object,
-    *,
-    cdn: bool = False,
-    html_url: str | None = None,
-) -> str:
-    """The report of ``record`` in ``fmt``; each renderer is imported only when asked for."""
-    if fmt == "html":
-        from torchdiag.report.html import render_html
-
-        return render_html(record, analysis, cdn=cdn)  # type: ignore[arg-type]
-    if fmt == "md":
-        from torchdiag.report.markdown import render_markdown
-
-        return render_markdown(record, analysis, html_url=html_url)  # type: ignore[arg-type]
-    if fmt == "json":
-        from torchdiag.report.json_report import render_json
-
-        return render_json(record, analysis)  # type: ignore[arg-type]
-    from torchdiag.report.text import render_text
-
-    return render_text(record, analysis)  # type: ignore[arg-type]
+    return folder / f"{name or 'report'}{fmt.suffix}"
 
 
 def say_written(what: str, output: str) -> None:

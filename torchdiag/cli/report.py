@@ -8,16 +8,10 @@ from pathlib import Path
 
 from torchdiag.cli.args import add_jobs, add_no_progress
 from torchdiag.cli.inputs import check_input, load_input
-from torchdiag.cli.outputs import (
-    FORMATS,
-    beside,
-    check_output,
-    check_url,
-    render,
-    say_written,
-    write_output,
-)
+from torchdiag.cli.outputs import beside, check_output, check_url, say_written, write_output
 from torchdiag.cli.progress import read_progress
+from torchdiag.report.formats import format_names, output_format
+from torchdiag.report.renderer import RenderOptions
 from torchdiag.sanitize import terminal_safe
 
 EXIT_OK = 0
@@ -38,7 +32,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     report.add_argument(
         "-o", "--output", help="output file; '-' for stdout (default: beside the input for html)"
     )
-    report.add_argument("--format", choices=FORMATS, help="html, md, json or text")
+    names = format_names("run")
+    report.add_argument("--format", choices=names, help=", ".join(names[:-1]) + f" or {names[-1]}")
     report.add_argument(
         "--cdn", action="store_true", help="HTML: load plotly.js from its CDN instead of inlining"
     )
@@ -89,21 +84,22 @@ def write_report(
     given: HTML beside the input, the others on stdout.
     """
     from torchdiag.analyze.registry import analyze
+    from torchdiag.view.run_view import RunView
 
     summary_too = fmt is None and output is None
-    fmt = fmt or "html"
+    chosen = output_format(fmt or "html")
     if output is None:
-        output = str(beside(source, fmt)) if fmt == "html" else "-"
+        output = str(beside(source, chosen)) if chosen.name == "html" else "-"
     check_output(output, [source])
     # JSON on stdout is for pipelines (`| jq`): keep the terminal quiet there too.
-    wanted = progress and not (fmt == "json" and output == "-")
+    wanted = progress and not (chosen.name == "json" and output == "-")
     with read_progress(wanted) as bar:
         record = load_input(source, progress=bar, jobs=jobs)
-    analysis = analyze(record)
-    write_output(render(fmt, record, analysis, cdn=cdn, html_url=html_url), output)
+    view = RunView(record)
+    analysis = analyze(view)
+    options = RenderOptions(cdn=cdn, html_url=html_url)
+    write_output(chosen.renderer().render(view, analysis, options), output)
     if summary_too:
-        sys.stdout.write(terminal_safe(render("text", record, analysis)))
-    say_written(f"{_KIND[fmt]} report", output)
-
-
-_KIND = {"html": "HTML", "md": "Markdown", "json": "JSON", "text": "Text"}
+        summary = output_format("text").renderer().render(view, analysis, options)
+        sys.stdout.write(terminal_safe(summary))
+    say_written(f"{chosen.label} report", output)

@@ -17,6 +17,8 @@ from torchdiag.capture.fixes import FIX_NAMES
 from torchdiag.cli.args import Parser, UsageError, non_negative_int, positive_int
 from torchdiag.cli.outputs import say_written, write_output
 from torchdiag.cli.run import split_argv
+from torchdiag.report.formats import format_names, output_format
+from torchdiag.report.renderer import RenderOptions
 from torchdiag.sanitize import terminal_safe
 
 # The defaults of torchdiag.trials.runner, repeated here so that `torchdiag --help` does not
@@ -69,7 +71,7 @@ def options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--format",
-        choices=("text", "json", "md"),
+        choices=format_names("try"),
         default="text",
         help="what is printed: text (default), json (torchdiag.try/1) or md",
     )
@@ -92,7 +94,6 @@ def main(argv: Sequence[str]) -> int:
     """``torchdiag try ARGV``; returns the exit status."""
     from torchdiag.capture.fixes import parse_fix
     from torchdiag.cli.report import write_report
-    from torchdiag.report.trial_render import render_try
     from torchdiag.trials.runner import TrialError, TrialSettings, baseline_record_path, try_fixes
 
     own, target = split_argv(argv, valued=VALUED)
@@ -131,7 +132,8 @@ def main(argv: Sequence[str]) -> int:
         raise UsageError(str(err)) from None
     folder = Path(result.baseline.records[0]).parent.parent
     write_report(baseline_record_path(folder), "html", str(folder / "report.html"), progress=False)
-    write_output(render_try(result, args.format), args.result)
+    rendered = output_format(args.format).renderer().render_try(result, RenderOptions())
+    write_output(rendered, args.result)
     say_written("Try result", str(folder / "try.json"))
     return EXIT_OK
 

@@ -2,8 +2,8 @@
 
 :func:`flat_metrics` turns a record into one flat ``{name: number or text}`` dictionary any
 tracker can log; :func:`log_to_tensorboard` writes it with ``torch.utils.tensorboard``. The
-headline numbers are those of :func:`torchdiag.view.headline.headline` under the same names as in
-``torchdiag report --format json``, and the findings those of
+headline numbers are those of :attr:`torchdiag.view.run_view.RunView.headline` under the same
+names as in ``torchdiag report --format json``, and the findings those of
 :func:`torchdiag.analyze.registry.analyze`: a tracker shows the same numbers as the report.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord
-from torchdiag.view.headline import headline
+from torchdiag.view.run_view import RunView
 
 PREFIX = "torchdiag/"
 # Finding fields a tracker can chart across runs (the text fields stay in the report).
@@ -43,10 +43,11 @@ def flat_metrics(record: RunRecord, analysis: Analysis | None = None) -> dict[st
     ``torchdiag/findings/<id>/severity``, ``…/saving_pct_max``, ``…/saving_pct``,
     ``…/saving_pct_low`` and ``…/evidence/<name>``. ``analysis`` defaults to running every rule.
     """
+    view = RunView(record)
     if analysis is None:
-        analysis = analyze(record)
+        analysis = analyze(view)
     out: dict[str, Metric] = {f"{PREFIX}status": record.status.state}
-    for key, value in headline(record).items():
+    for key, value in view.headline.items():
         if isinstance(value, list | tuple) and len(value) == 2:
             _put(out, f"{PREFIX}{key}_low", value[0])
             _put(out, f"{PREFIX}{key}_high", value[1])

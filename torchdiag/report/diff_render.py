@@ -12,10 +12,9 @@ import json
 from collections.abc import Sequence
 
 from torchdiag.diff import FASTER, NO_CHANGE, SLOWER, FindingRef, NameDelta, RunDiff, Side
-from torchdiag.report.markdown import BREAKDOWN_LABELS, MAX_NAME_CHARS, md_code, md_text
-from torchdiag.report.verdict import format_ms, format_number, format_pct
+from torchdiag.report.markdown_text import MAX_NAME_CHARS, md_code, md_text
+from torchdiag.report.verdict import BREAKDOWN_LABELS, format_ms, format_number, format_pct
 
-DIFF_FORMATS = ("text", "md", "json")
 # Findings come from a fixed set of rules, but a record could be crafted with thousands.
 MAX_FINDING_ROWS = 40
 # Runs are listed one by one up to this many a side (their step times are the evidence).
@@ -23,17 +22,6 @@ MAX_RUN_ROWS = 20
 # The longest run label shown (a label is the run's file path; its end tells runs apart).
 MAX_LABEL_CHARS = 80
 _PART_LABELS = {"wall": "step wall time", **BREAKDOWN_LABELS}
-
-
-def render_diff(diff: RunDiff, fmt: str = "text") -> str:
-    """The diff in ``fmt`` (``text``, ``md`` or ``json``), ending with a newline."""
-    if fmt == "json":
-        return render_diff_json(diff)
-    if fmt == "md":
-        return render_diff_markdown(diff)
-    if fmt == "text":
-        return render_diff_text(diff)
-    raise ValueError(f"unknown diff format {fmt!r} (one of {', '.join(DIFF_FORMATS)})")
 
 
 def render_diff_json(diff: RunDiff) -> str:

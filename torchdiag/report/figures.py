@@ -20,8 +20,7 @@ from torchdiag.report.figures_base import plotly_text as _plotly_text
 from torchdiag.report.figures_base import series as _series
 from torchdiag.report.figures_detail import detail_figures
 from torchdiag.report.figures_timeline import cpu_heatmap_figure, samples_figure, shared_time
-from torchdiag.report.step_view import profiled_step_range, trace_step_numbers
-from torchdiag.view.ranks import rank_figures
+from torchdiag.view.run_view import RunView
 
 # BreakdownMs fields in stacking order (GPU work first, then idle time by host activity).
 BREAKDOWN_PARTS: tuple[tuple[str, str, str], ...] = (
@@ -37,35 +36,36 @@ BREAKDOWN_PARTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def build_figures(record: RunRecord, summary: TraceSummary | None) -> dict[str, dict[str, Any]]:
-    """Every chart the record has data for, by name: ``steps``, ``breakdown``, ``samples``,
+def build_figures(view: RunView) -> dict[str, dict[str, Any]]:
+    """Every chart the run has data for, by name: ``steps``, ``breakdown``, ``samples``,
     ``kernel_classes``. Each value is a plotly figure (``{"data": [...], "layout": {...}}``).
     """
+    record, summary = view.record, view.summary
     figs: dict[str, dict[str, Any]] = {}
     if record.steps.wall_ms:
-        figs["steps"] = _steps_figure(record.steps, profiled_step_range(record))
+        figs["steps"] = _steps_figure(record.steps, view.profiled_range)
     if summary is not None:
-        breakdown = _breakdown_figure(summary, trace_step_numbers(record, summary))
+        breakdown = _breakdown_figure(summary, view.profiled_numbers)
         if breakdown is not None:
             figs["breakdown"] = breakdown
         if any(v > 0 for v in summary.kernel_class_ms.values()):
             figs["kernel_classes"] = _kernel_class_figure(summary.kernel_class_ms)
     for name, fig in (
-        ("samples", samples_figure(record)),
-        ("cpu_heatmap", cpu_heatmap_figure(record)),
+        ("samples", samples_figure(view)),
+        ("cpu_heatmap", cpu_heatmap_figure(view)),
     ):
         if fig is not None:
             figs[name] = fig
-    figs.update(detail_figures(record, summary))
-    ranks = _ranks_figure(record)
+    figs.update(detail_figures(view))
+    ranks = _ranks_figure(view)
     if ranks is not None:
         figs["ranks"] = ranks
     return figs
 
 
-def _ranks_figure(record: RunRecord) -> dict[str, Any] | None:
+def _ranks_figure(view: RunView) -> dict[str, Any] | None:
     """Per rank, its step split into its own work and its time in collectives (stacked)."""
-    figures = [f for f in rank_figures(record) if f.step_ms is not None]
+    figures = [f for f in view.ranks if f.step_ms is not None]
     if len(figures) < 2:
         return None
     names = [f"rank {f.rank}" for f in figures]

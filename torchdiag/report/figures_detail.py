@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.record import TraceSummary
 from torchdiag.report.figures_base import (
     GIB,
     LEGEND,
@@ -22,7 +22,7 @@ from torchdiag.report.figures_base import (
     num,
     plotly_text,
 )
-from torchdiag.report.step_view import step_waits, step_walls, wall_stats
+from torchdiag.view.run_view import RunView
 
 TOP_BARS = 15
 # Characters of an op or kernel name in a bar label; the full name is in the tables.
@@ -31,11 +31,12 @@ MAX_MEMORY_POINTS = 800
 MAX_MEMORY_DEVICES = 8
 
 
-def detail_figures(record: RunRecord, summary: TraceSummary | None) -> dict[str, dict[str, Any]]:
-    """The detail charts the record has data for, by name."""
+def detail_figures(view: RunView) -> dict[str, dict[str, Any]]:
+    """The detail charts the run has data for, by name."""
+    summary = view.summary
     figs: dict[str, dict[str, Any] | None] = {
-        "step_distribution": _step_distribution(record),
-        "input_waits": _input_wait_histogram(record),
+        "step_distribution": _step_distribution(view),
+        "input_waits": _input_wait_histogram(view),
     }
     if summary is not None:
         figs["top_ops"] = _top_ops(summary)
@@ -104,17 +105,17 @@ def _histogram(
     }
 
 
-def _step_distribution(record: RunRecord) -> dict[str, Any] | None:
-    walls = step_walls(record)
-    stats = wall_stats(record)
+def _step_distribution(view: RunView) -> dict[str, Any] | None:
+    stats = view.wall_stats
     if stats is None:
         return None
-    marks = {"p50": stats["p50"], "p95": stats["p95"]}
-    return _histogram(walls, "step time (ms)", outlier_above=stats["outlier_ms"], marks=marks)
+    marks = {k: v for k, v in (("p50", stats.p50), ("p95", stats.p95)) if v is not None}
+    walls = view.step_walls
+    return _histogram(walls, "step time (ms)", outlier_above=stats.outlier_ms, marks=marks)
 
 
-def _input_wait_histogram(record: RunRecord) -> dict[str, Any] | None:
-    waits = step_waits(record)
+def _input_wait_histogram(view: RunView) -> dict[str, Any] | None:
+    waits = view.step_waits
     if not waits or not any(w > 0 for w in waits):
         return None
     return _histogram(waits, "input wait per step (ms)", outlier_above=None, marks={})

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchdiag.record import RunRecord, Samples
+from torchdiag.record import Samples
 from torchdiag.report.figures_base import (
     GIB,
     SHARED_REF,
@@ -19,7 +19,7 @@ from torchdiag.report.figures_base import (
     layout,
     num,
 )
-from torchdiag.report.step_view import profiled_step_range
+from torchdiag.view.run_view import RunView
 
 # Numbers the sampler figure may carry in all (rows x series); 70 series -> ~570 rows. The page
 # budget is ~1 MB without plotly.js, and this figure is its largest part.
@@ -52,10 +52,10 @@ def shared_time(samples: Samples) -> list[float | None]:
     return [num(samples.t_s[i]) for i in timeline_rows(samples)]
 
 
-def profiled_span_s(record: RunRecord) -> tuple[float, float] | None:
+def profiled_span_s(view: RunView) -> tuple[float, float] | None:
     """(start, end) seconds since the run start of the steps torch.profiler recorded."""
-    steps = record.steps
-    span = profiled_step_range(record)
+    steps = view.record.steps
+    span = view.profiled_range
     n = len(steps.start_s)
     if span is None or not n or len(steps.first_step) != n or len(steps.wall_ms) != n:
         return None
@@ -72,9 +72,9 @@ def profiled_span_s(record: RunRecord) -> tuple[float, float] | None:
     return steps.start_s[idx[0]], end
 
 
-def samples_figure(record: RunRecord) -> dict[str, Any] | None:
+def samples_figure(view: RunView) -> dict[str, Any] | None:
     """The sampler series as one figure: a row per metric, all rows on one shared time axis."""
-    samples = record.samples
+    samples = view.record.samples
     if samples is None or not samples.t_s:
         return None
     rows_idx = timeline_rows(samples)
@@ -148,16 +148,16 @@ def samples_figure(record: RunRecord) -> dict[str, Any] | None:
     if not rows:
         return None
     fig_layout = _rows_layout([t for t, _ in rows])
-    span = profiled_span_s(record)
+    span = profiled_span_s(view)
     if span is not None:
         shape, note = band(num(span[0]) or 0.0, num(span[1]) or 0.0, "profiled window")
         fig_layout["shapes"], fig_layout["annotations"] = [shape], [note]
     return {"data": _stack_rows(rows), "layout": fig_layout}
 
 
-def cpu_heatmap_figure(record: RunRecord) -> dict[str, Any] | None:
+def cpu_heatmap_figure(view: RunView) -> dict[str, Any] | None:
     """Host CPU % per core over time as a heat map (cores x time), thinned to a cell budget."""
-    samples = record.samples
+    samples = view.record.samples
     host = samples.host if samples is not None else None
     if samples is None or host is None or not host.cpu_pct_per_core or not samples.t_s:
         return None
@@ -191,7 +191,7 @@ def cpu_heatmap_figure(record: RunRecord) -> dict[str, Any] | None:
             zeroline=False,
         ),
     )
-    span = profiled_span_s(record)
+    span = profiled_span_s(view)
     if span is not None:
         shape, note = band(num(span[0]) or 0.0, num(span[1]) or 0.0, "profiled window")
         # On a heat map a below-layer band is hidden; draw an outline above it instead.

@@ -26,11 +26,12 @@ from typing import Any
 
 import jinja2
 
-from torchdiag.analyze.registry import Analysis, analyze
-from torchdiag.record import RunRecord
+from torchdiag.analyze.registry import Analysis
 from torchdiag.report.bundle import pack, plotly_js
 from torchdiag.report.page_context import build_context
+from torchdiag.report.renderer import Renderer, RenderOptions
 from torchdiag.view.numbers import to_jsonable
+from torchdiag.view.run_view import RunView
 
 TEMPLATES_PACKAGE = "torchdiag.report_templates"
 DATA_ELEMENT_ID = "torchdiag-data"
@@ -48,17 +49,24 @@ _JSON_SCRIPT_ESCAPES = {
 _JSON_SCRIPT_RE = re.compile("[<>&\u2028\u2029]")
 
 
-def render_html(record: RunRecord, analysis: Analysis | None = None, *, cdn: bool = False) -> str:
-    """Render ``record`` (and its analysis) as one HTML page.
+class HtmlRenderer(Renderer):
+    """The self-contained interactive page of one run."""
 
-    When ``analysis`` is omitted the registered rules are run on ``record``. With ``cdn=False``
-    (the default) plotly.js travels packed inside the page, which needs no network; with
-    ``cdn=True`` it loads plotly.js from ``cdn.plot.ly``.
+    def render(self, view: RunView, analysis: Analysis, options: RenderOptions) -> str:
+        return render_html(view, analysis, cdn=options.cdn)
+
+
+RENDERER = HtmlRenderer()
+
+
+def render_html(view: RunView, analysis: Analysis, *, cdn: bool = False) -> str:
+    """Render ``view`` and its analysis as one HTML page.
+
+    With ``cdn=False`` (the default) plotly.js travels packed inside the page, which needs no
+    network; with ``cdn=True`` it loads plotly.js from ``cdn.plot.ly``.
     """
-    if analysis is None:
-        analysis = analyze(record)
     version, code = plotly_js(code=not cdn)
-    context, data = build_context(record, analysis)
+    context, data = build_context(view, analysis)
     context["data_json"] = json_for_script(data)
     context["data_id"] = DATA_ELEMENT_ID
     context["plotly_id"] = PLOTLY_ELEMENT_ID

@@ -7,17 +7,21 @@ numbers, so the same record and analysis always give the same bytes.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from torchdiag.analyze.finding import rank_findings
-from torchdiag.analyze.registry import FINDINGS_SCHEMA, Analysis, analyze
-from torchdiag.record import RunRecord
+from torchdiag.analyze.registry import FINDINGS_SCHEMA, Analysis
+from torchdiag.report.diff_render import render_diff_json
+from torchdiag.report.renderer import Renderer, RenderOptions
+from torchdiag.report.trial_render import render_try_json
 from torchdiag.report.verdict import verdict
-from torchdiag.view.headline import headline
 from torchdiag.view.numbers import to_jsonable
-from torchdiag.view.ranks import rank_figures
+from torchdiag.view.run_view import RunView
+
+if TYPE_CHECKING:
+    from torchdiag.diff import RunDiff
+    from torchdiag.trials.compare import TryResult
 
 # The fields of a finding, in the document; listed so the schema does not drift silently if
 # Finding grows a field.
@@ -36,20 +40,35 @@ FINDING_KEYS = (
 )
 
 
-def findings_document(record: RunRecord, analysis: Analysis | None = None) -> dict[str, Any]:
-    """The ``torchdiag.findings/1`` document as plain Python data (JSON-safe: no NaN)."""
-    if analysis is None:
-        analysis = analyze(record)
-    findings = [
-        {key: getattr(f, key) for key in FINDING_KEYS} for f in rank_findings(analysis.findings)
-    ]
+class JsonRenderer(Renderer):
+    """JSON for scripts and CI: ``torchdiag.findings/1``, ``torchdiag.diff/1``,
+    ``torchdiag.try/1``."""
+
+    def render(self, view: RunView, analysis: Analysis, options: RenderOptions) -> str:
+        return render_json(view, analysis)
+
+    def render_diff(self, diff: RunDiff, options: RenderOptions) -> str:
+        return render_diff_json(diff)
+
+    def render_try(self, result: TryResult, options: RenderOptions) -> str:
+        return render_try_json(result)
+
+
+RENDERER = JsonRenderer()
+
+
+def findings_document(view: RunView, analysis: Analysis) -> dict[str, Any]:
+    """The ``torchdiag.findings/1`` document of ``view`` as plain Python data (JSON-safe: no
+    NaN)."""
+    record = view.record
+    findings = [{key: getattr(f, key) for key in FINDING_KEYS} for f in analysis.findings]
     doc = {
         "schema": FINDINGS_SCHEMA,
         "findings": findings,
-        "skipped": msgspec.to_builtins(sorted(analysis.skipped, key=lambda s: s.id)),
-        "verdict": verdict(record, analysis),
-        "headline": headline(record),
-        "ranks": msgspec.to_builtins(rank_figures(record)),
+        "skipped": msgspec.to_builtins(analysis.skipped),
+        "verdict": verdict(view, analysis),
+        "headline": dict(view.headline),
+        "ranks": msgspec.to_builtins(view.ranks),
         "missing_ranks": list(record.missing_ranks),
         "record": {
             "name": record.name,
@@ -60,10 +79,7 @@ def findings_document(record: RunRecord, analysis: Analysis | None = None) -> di
     return to_jsonable(doc)
 
 
-def render_json(record: RunRecord, analysis: Analysis | None = None) -> str:
-    """The findings document as JSON text: sorted keys, two-space indent, trailing newline.
-
-    When ``analysis`` is omitted the registered rules are run on ``record``.
-    """
-    doc = findings_document(record, analysis)
+def render_json(view: RunView, analysis: Analysis) -> str:
+    """The findings document as JSON text: sorted keys, two-space indent, trailing newline."""
+    doc = findings_document(view, analysis)
     return json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False, allow_nan=False) + "\n"

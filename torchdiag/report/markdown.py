@@ -1,31 +1,42 @@
-"""GitHub-flavoured Markdown report, sized for a PR comment or a job summary.
+"""GitHub-flavoured Markdown: the run report, sized for a PR comment or a job summary.
 
 GitHub rejects comments over 65,536 characters, so the output is kept under :data:`MAX_CHARS`:
 tables are cut with a "... and N more" line and lower sections are dropped before the verdict,
 key numbers and findings table are.
 
 Everything that comes from a record or trace (names, titles, messages) goes through
-:func:`md_text` or :func:`md_code`, so no operator or kernel name can break a table, open HTML or
-mention a GitHub user.
+:mod:`~torchdiag.report.markdown_text`, so no operator or kernel name can break a table, open HTML
+or mention a GitHub user.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from urllib.parse import quote, urlsplit
+from typing import TYPE_CHECKING
 
-from torchdiag.analyze.finding import Finding, rank_findings
-from torchdiag.analyze.registry import Analysis, analyze
+from torchdiag.analyze.finding import Finding
+from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord, TraceSummary
+from torchdiag.report.diff_render import render_diff_markdown
+from torchdiag.report.markdown_text import (
+    MAX_CELL_CHARS,
+    MAX_NAME_CHARS,
+    longest_run,
+    md_code,
+    md_text,
+    md_url,
+)
 from torchdiag.report.ranks import RANK_HEAD, rank_rows, ranks_note
+from torchdiag.report.renderer import Renderer, RenderOptions
 from torchdiag.report.trial_render import (
     markdown_table,
     measured_for_finding,
     measured_rows,
     measured_summary,
+    render_try_markdown,
 )
 from torchdiag.report.verdict import (
+    BREAKDOWN_LABELS,
     evidence_items,
     finding_title,
     format_number,
@@ -34,56 +45,59 @@ from torchdiag.report.verdict import (
     saving_text,
     verdict,
 )
-from torchdiag.view.headline import headline
-from torchdiag.view.step_model import primary_summary
+from torchdiag.view.run_view import RunView
+
+if TYPE_CHECKING:
+    from torchdiag.diff import RunDiff
+    from torchdiag.trials.compare import TryResult
 
 MAX_CHARS = 65_000
 MAX_OP_ROWS = 15
 MAX_SKIPPED_ROWS = 40
-MAX_CELL_CHARS = 300
-MAX_NAME_CHARS = 100
 # Room kept for the closing lines ("... and N more", footer) whatever came before.
 _RESERVE = 400
 
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~#!])")
-_PIPE = re.compile(r"(\\*)\|")
-BREAKDOWN_LABELS = {
-    "compute": "compute",
-    "memcpy": "memcpy",
-    "memset": "memset",
-    "communication": "communication",
-    "input_wait": "input wait",
-    "host_runtime": "host runtime",
-    "cpu_only": "CPU only",
-    "idle_host_wait": "idle: host waits",
-    "idle_other": "idle: other",
-}
+
+class MarkdownRenderer(Renderer):
+    """GitHub-flavoured Markdown: the run report, a diff and measured fixes."""
+
+    def render(self, view: RunView, analysis: Analysis, options: RenderOptions) -> str:
+        return render_markdown(view, analysis, html_url=options.html_url)
+
+    def render_diff(self, diff: RunDiff, options: RenderOptions) -> str:
+        return render_diff_markdown(diff)
+
+    def render_try(self, result: TryResult, options: RenderOptions) -> str:
+        return render_try_markdown(result)
+
+
+RENDERER = MarkdownRenderer()
 
 
 def render_markdown(
-    record: RunRecord,
-    analysis: Analysis | None = None,
+    view: RunView,
+    analysis: Analysis,
     *,
     html_url: str | None = None,
     pie: bool = True,
 ) -> str:
-    """The report as GitHub-flavoured Markdown, always shorter than :data:`MAX_CHARS`.
+    """The report of ``view`` as GitHub-flavoured Markdown, always shorter than
+    :data:`MAX_CHARS`.
 
-    When ``analysis`` is omitted the registered rules are run on ``record``. ``html_url`` (http or
-    https) adds a link to the full HTML report under the verdict; ``pie`` adds a mermaid pie chart
-    of where a profiled step goes beside the breakdown table (GitHub renders it).
+    ``html_url`` (http or https) adds a link to the full HTML report under the verdict; ``pie``
+    adds a mermaid pie chart of where a profiled step goes beside the breakdown table (GitHub
+    renders it).
     """
-    if analysis is None:
-        analysis = analyze(record)
+    record = view.record
     link = f"[Full HTML report]({md_url(html_url)})\n\n" if html_url is not None else ""
     # The bounded sections are rendered first so that however many findings there are, the
     # findings table and details only take the room left over. The breakdown goes right under
     # the findings table (where a reviewer looks), the long tables after the details.
-    breakdown = _breakdown_section(record, _Budget(MAX_CHARS // 8), pie=pie)
-    tail = _tail_sections(record, analysis, _Budget(MAX_CHARS // 4))
+    breakdown = _breakdown_section(view, _Budget(MAX_CHARS // 8), pie=pie)
+    tail = _tail_sections(view, analysis, _Budget(MAX_CHARS // 4))
     out = _Budget(MAX_CHARS - _RESERVE - len(tail) - len(breakdown))
     out.add(f"# torchdiag: {md_text(record.name or 'unnamed run', 200)}\n\n")
-    out.add(f"**{md_text(verdict(record, analysis), 500)}**\n\n")
+    out.add(f"**{md_text(verdict(view, analysis), 500)}**\n\n")
     out.add(link)
     status = record.status
     if status.state == "failed":
@@ -93,9 +107,9 @@ def render_markdown(
             f"{md_code(status.exception_type or 'an exception', table=False)}{message}\n\n"
         )
     out.add(_identity_line(record) + "\n\n")
-    out.add(_table(["Key number", "Value"], headline_items(headline(record)), out) + "\n")
+    out.add(_table(["Key number", "Value"], headline_items(view.headline), out) + "\n")
 
-    findings = rank_findings(analysis.findings)
+    findings = analysis.findings
     out.add(f"## Findings ({len(findings):,})\n\n")
     if findings:
         rows = [
@@ -114,7 +128,7 @@ def render_markdown(
     if record.measured_fixes:
         out.add("## Measured fixes\n\n" + markdown_table(measured_rows(record.measured_fixes)))
         out.add("\n")
-    ranks, note = rank_rows(record), ranks_note(record)
+    ranks, note = rank_rows(view), ranks_note(view)
     if ranks or note:
         out.add("## Ranks\n\n" + (md_text(note, 2000) + ".\n\n" if note else ""))
         if ranks:
@@ -134,15 +148,14 @@ def _saving_and_measured(finding: Finding, record: RunRecord) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def _breakdown_section(record: RunRecord, out: _Budget, *, pie: bool) -> str:
+def _breakdown_section(view: RunView, out: _Budget, *, pie: bool) -> str:
     """The mean step breakdown: a short table (and a mermaid pie when ``pie``)."""
-    summary = primary_summary(record)
-    return "## Step breakdown\n\n" + _breakdown(record, summary, out, pie=pie) + "\n"
+    return "## Step breakdown\n\n" + _breakdown(view.record, view.summary, out, pie=pie) + "\n"
 
 
-def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
+def _tail_sections(view: RunView, analysis: Analysis, out: _Budget) -> str:
     """Top ops and kernels, skipped rules: each table capped in rows."""
-    summary = primary_summary(record)
+    summary = view.summary
     if summary is not None and summary.top_ops:
         rows = [
             (
@@ -176,60 +189,12 @@ def _tail_sections(record: RunRecord, analysis: Analysis, out: _Budget) -> str:
             + "\n"
         )
     if analysis.skipped:
-        skipped = [
-            (md_code(s.id), md_text(s.reason, MAX_CELL_CHARS))
-            for s in sorted(analysis.skipped, key=lambda s: s.id)
-        ]
+        skipped = [(md_code(s.id), md_text(s.reason, MAX_CELL_CHARS)) for s in analysis.skipped]
         out.add(
             f"<details><summary>{_plural(len(skipped), 'rule')} skipped for lack of data</summary>"
             "\n\n" + _table(["Rule", "Why"], skipped, out, MAX_SKIPPED_ROWS) + "\n</details>\n\n"
         )
     return out.text()
-
-
-def md_text(text: object, limit: int = MAX_CELL_CHARS) -> str:
-    """Plain text made inert in Markdown and in a table cell: one line, punctuation escaped."""
-    s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    s = _MD_SPECIAL.sub(r"\\\1", s)
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    # An "@name" in a PR comment notifies that user or team; a word joiner keeps it as text.
-    return s.replace("@", "@\u2060")
-
-
-def md_code(text: object, limit: int = MAX_CELL_CHARS, *, table: bool = True) -> str:
-    """An inline code span: fence longer than any backticks inside; pipes escaped for a table
-    cell (``table=False`` outside tables, where the escape would show as a backslash)."""
-    s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    if not table:
-        return _code_span(s)
-    # GitHub splits table rows before it parses code spans, reading "\\x" as an escaped pair: a
-    # pipe needs a backslash, and backslashes already before it must be doubled, or the last of
-    # them would escape the new one and leave the pipe to end the cell.
-    s = _PIPE.sub(lambda m: m.group(1) * 2 + "\\|", s)
-    return _code_span(s)
-
-
-def _code_span(s: str) -> str:
-    fence = "`" * (_longest_run(s, "`") + 1)
-    pad = " " if s.startswith("`") or s.endswith("`") else ""
-    return f"{fence}{pad}{s}{pad}{fence}"
-
-
-def md_url(url: str) -> str:
-    """An http(s) URL made safe as a Markdown link destination.
-
-    Characters that would end the destination or the link (spaces, parentheses, angle brackets,
-    quotes, backticks, pipes in a table) are percent-encoded; the URL otherwise stays as given.
-    Other schemes (``javascript:``, ``data:``) are refused with :class:`ValueError`.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    return quote(url.strip(), safe="/:?#[]@!$&'*+,;=%-._~")
 
 
 def _mermaid_pie(parts: Sequence[tuple[str, float]]) -> str:
@@ -241,10 +206,6 @@ def _mermaid_pie(parts: Sequence[tuple[str, float]]) -> str:
 
 def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}{'s' if n != 1 else ''}"
-
-
-def _longest_run(s: str, ch: str) -> int:
-    return max((len(m) for m in re.findall(f"{re.escape(ch)}+", s)), default=0)
 
 
 class _Budget:
@@ -334,7 +295,7 @@ def _finding_detail_parts(findings: list, out: _Budget) -> None:
             )
             parts.append(f"Evidence: {ev}\n\n")
         if f.snippet:
-            fence = "`" * max(3, _longest_run(f.snippet, "`") + 1)
+            fence = "`" * max(3, longest_run(f.snippet, "`") + 1)
             parts.append(f"{fence}python\n{f.snippet.rstrip()}\n{fence}\n\n")
         if not out.add("".join(parts)):
             left = len(findings) - i + 1

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import html
 
+from torchdiag.analyze.registry import analyze
 from torchdiag.record import RunRecord
 from torchdiag.report.html import render_html
+from torchdiag.view.run_view import RunView
 
 
 def notebook_html(record: RunRecord) -> str:
@@ -23,7 +25,8 @@ def notebook_html(record: RunRecord) -> str:
     Every ``&<>"'`` is escaped, so the attribute holds the page verbatim and the cell output
     itself contains no markup but the iframe tag.
     """
-    page = render_html(record)
+    view = RunView(record)
+    page = render_html(view, analyze(view))
     title = html.escape(f"torchdiag report: {record.name}", quote=True)
     return (
         f'<iframe title="{title}" srcdoc="{html.escape(page, quote=True)}" '

@@ -8,12 +8,12 @@ carries as a JSON island is built here too, but serialised by :mod:`torchdiag.re
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-import torchdiag
-from torchdiag.analyze.finding import rank_findings
+from torchdiag._version import __version__
 from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.report.figures import build_figures, shared_series
@@ -30,7 +30,6 @@ from torchdiag.report.page_sections import (
 )
 from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
 from torchdiag.report.rule_docs import rule_doc_html
-from torchdiag.report.step_view import profiled_step_range, profiler_warmup_steps
 from torchdiag.report.trial_render import (
     MEASURED_HEAD,
     measured_for_finding,
@@ -50,21 +49,19 @@ from torchdiag.report.verdict import (
     saving_text,
     verdict,
 )
-from torchdiag.view.headline import headline
-from torchdiag.view.step_model import primary_summary
+from torchdiag.view.run_view import RunView
 
 # Findings shown expanded; the rest are one click away.
 OPEN_FINDINGS = 3
 
 
-def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(template context, chart data for the page's JSON island) of ``record`` and ``analysis``.
+def build_context(view: RunView, analysis: Analysis) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(template context, chart data for the page's JSON island) of ``view`` and ``analysis``.
 
     The context lacks only what rendering adds: the serialised island and the page assets.
     """
-    summary = primary_summary(record)
-    numbers = headline(record)
-    figs = build_figures(record, summary)
+    record, summary, numbers = view.record, view.summary, view.headline
+    figs = build_figures(view)
     data = {
         "figures": figs,
         "shared": shared_series(record),
@@ -75,36 +72,34 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
         },
     }
     context = {
-        "version": torchdiag.__version__,
+        "version": __version__,
         "title": record.name or "torchdiag run",
         "source": record.source,
-        "verdict": verdict(record, analysis),
-        "identity": _identity(record),
+        "verdict": verdict(view, analysis),
+        "identity": _identity(view),
         "headline": _headline(numbers, summary),
-        "status": _status(record),
+        "status": _status(view),
         "findings": _findings(analysis, record),
         "measured": {"head": MEASURED_HEAD, "rows": measured_rows(record.measured_fixes)},
         "ranks": {
             "head": RANK_HEAD,
-            "rows": rank_rows(record),
-            "note": ranks_note(record),
+            "rows": rank_rows(view),
+            "note": ranks_note(view),
             "numbers_from": RANK_NUMBERS_FROM,
         },
-        "skipped": [
-            {"id": s.id, "reason": s.reason} for s in sorted(analysis.skipped, key=lambda s: s.id)
-        ],
-        "has_steps": has_steps(record),
+        "skipped": [{"id": s.id, "reason": s.reason} for s in analysis.skipped],
+        "has_steps": has_steps(view),
         "steps_note": _steps_note(record),
         "figures": sorted(figs),
-        "summary": _summary(record, summary, has_breakdown="breakdown" in figs),
-        "distribution": distribution(record),
-        "input": input_pipeline(record, summary, numbers),
+        "summary": _summary(view, has_breakdown="breakdown" in figs),
+        "distribution": distribution(view.wall_stats),
+        "input": input_pipeline(view),
         "ops": op_table(summary),
         "kernels": kernel_table(summary),
         "memory": memory_view(record, summary),
         "overhead": overhead_rows(record),
         "raw_trace": raw_trace(record, summary),
-        "environment": _environment_view(record),
+        "environment": _environment_view(view),
         "collectors": [
             {"name": name, "available": c.available, "reason": c.reason or ""}
             for name, c in sorted(record.collectors.items())
@@ -118,17 +113,17 @@ def build_context(record: RunRecord, analysis: Analysis) -> tuple[dict[str, Any]
 # Run: identity, status, findings
 
 
-def _headline(numbers: dict[str, Any], summary: TraceSummary | None) -> list[tuple[str, str]]:
+def _headline(numbers: Mapping[str, Any], summary: TraceSummary | None) -> list[tuple[str, str]]:
     """The shared headline cards plus the HTML-only ones."""
     items = headline_items(numbers)
     # Keep the most telling cards first: step time, throughput, GPU busy, tensor cores.
     return items[:3] + headline_extras(numbers, summary) + items[3:]
 
 
-def _identity(record: RunRecord) -> list[tuple[str, str]]:
+def _identity(view: RunView) -> list[tuple[str, str]]:
+    record, summary = view.record, view.summary
     env = record.environment
     names = {d.name for d in env.devices}
-    summary = primary_summary(record)
     if not names and summary is not None:
         names = {d.name for d in summary.devices}
     devices = ", ".join(sorted(names)) or "none recorded"
@@ -142,18 +137,19 @@ def _identity(record: RunRecord) -> list[tuple[str, str]]:
         ("Devices", devices),
     ]
     if record.world_size > 1:
-        rows.append(("Rank", _rank(record)))
+        rows.append(("Rank", _rank(view)))
     return rows
 
 
-def _status(record: RunRecord) -> dict[str, Any]:
+def _status(view: RunView) -> dict[str, Any]:
+    record = view.record
     st = record.status
     rows = [
         ("State", st.state),
         ("Started (UTC)", record.started_utc or "unknown"),
         ("Ended (UTC)", record.ended_utc or "—"),
         ("Duration", format_seconds(record.duration_s) if record.duration_s else "—"),
-        ("Rank", _rank(record)),
+        ("Rank", _rank(view)),
     ]
     return {
         "state": st.state,
@@ -164,8 +160,9 @@ def _status(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def _rank(record: RunRecord) -> str:
+def _rank(view: RunView) -> str:
     """Which rank(s) the record holds: a directory of rank traces holds several."""
+    record = view.record
     if record.ranks:
         listed = ", ".join(str(f.rank) for f in record.ranks)
         return (
@@ -174,7 +171,7 @@ def _rank(record: RunRecord) -> str:
         )
     ranks = sorted({t.rank for t in record.traces if t.rank is not None})
     if len(ranks) > 1:
-        shown = primary_summary(record)
+        shown = view.summary
         listed = ", ".join(str(r) for r in ranks)
         text = f"ranks {listed} ({len(ranks)} traces) of {record.world_size}"
         if shown is not None and shown.rank is not None:
@@ -203,7 +200,7 @@ def _trace_optimizers(summary: TraceSummary | None) -> list[list[str]]:
 
 def _findings(analysis: Analysis, record: RunRecord) -> list[dict[str, Any]]:
     out = []
-    for i, f in enumerate(rank_findings(analysis.findings), start=1):
+    for i, f in enumerate(analysis.findings, start=1):
         measured = measured_for_finding(f.id, record.measured_fixes)
         out.append(
             {
@@ -261,14 +258,13 @@ def _steps_note(record: RunRecord) -> str:
 # Trace summary: window facts, top operators and kernels
 
 
-def _summary(
-    record: RunRecord, summary: TraceSummary | None, *, has_breakdown: bool
-) -> dict[str, Any] | None:
+def _summary(view: RunView, *, has_breakdown: bool) -> dict[str, Any] | None:
+    record, summary = view.record, view.summary
     if summary is None:
         return None
     window = record.profiler
     info = [
-        ("Profiled steps", _profiled_steps_text(record)),
+        ("Profiled steps", _profiled_steps_text(view)),
         ("Origin", summary.origin or "—"),
         ("Format", summary.format or "—"),
         ("Events", format_number(summary.event_count)),
@@ -296,13 +292,13 @@ def _summary(
     }
 
 
-def _profiled_steps_text(record: RunRecord) -> str:
+def _profiled_steps_text(view: RunView) -> str:
     """The steps torch.profiler recorded, numbered as everywhere on the page."""
-    span = profiled_step_range(record)
+    span = view.profiled_range
     if span is None:
         return "none"
     text = f"{span[0]} to {span[1]}" if span[1] > span[0] else str(span[0])
-    warmup = profiler_warmup_steps(record)
+    warmup = view.profiler_warmup_steps
     if warmup:
         listed = ", ".join(str(n) for n in warmup)
         text += f" (after {listed}, which warmed the profiler up and is not counted)"
@@ -313,8 +309,8 @@ def _profiled_steps_text(record: RunRecord) -> str:
 # Environment: versions, flags, devices, loaders, optimizers, parameters
 
 
-def _environment_view(record: RunRecord) -> dict[str, Any]:
-    env = record.environment
+def _environment_view(view: RunView) -> dict[str, Any]:
+    env = view.record.environment
     cpus = "" if env.cpu_count_logical is None else str(env.cpu_count_logical)
     if cpus and env.cpu_count_physical is not None:
         cpus += f" logical, {env.cpu_count_physical} physical"
@@ -393,7 +389,7 @@ def _environment_view(record: RunRecord) -> dict[str, Any]:
             ]
             for o in env.optimizers
         ]
-        or _trace_optimizers(primary_summary(record)),
+        or _trace_optimizers(view.summary),
         "parameters": None
         if params is None
         else [

@@ -10,10 +10,10 @@ first :data:`SHOWN_ROWS` until asked for all.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from torchdiag.record import RunRecord, TraceSummary
-from torchdiag.report.step_view import step_waits, wall_stats
 from torchdiag.report.verdict import (
     format_bytes,
     format_ms,
@@ -23,6 +23,8 @@ from torchdiag.report.verdict import (
     format_value,
 )
 from torchdiag.view.numbers import weighted_quantile
+from torchdiag.view.run_view import RunView
+from torchdiag.view.step_rows import WallStats
 
 MAX_TABLE_ROWS = 50
 # Rows of a table shown at first; the rest (up to MAX_TABLE_ROWS) are one click away.
@@ -42,14 +44,16 @@ def name_cell(name: str) -> dict[str, str]:
     return {"text": _cut(name, MAX_NAME_CHARS), "full": _cut(name, MAX_TITLE_CHARS)}
 
 
-def headline_extras(numbers: dict[str, Any], summary: TraceSummary | None) -> list[tuple[str, str]]:
+def headline_extras(
+    numbers: Mapping[str, Any], summary: TraceSummary | None
+) -> list[tuple[str, str]]:
     """Cards the shared headline lacks: tensor-core activity (GPM when sampled, else the
     math-time share), when there is any to show."""
     text = _tensor_core_text(numbers, summary)
     return [("Tensor cores", text)] if text is not None else []
 
 
-def _tensor_core_text(numbers: dict[str, Any], summary: TraceSummary | None) -> str | None:
+def _tensor_core_text(numbers: Mapping[str, Any], summary: TraceSummary | None) -> str | None:
     tensor = numbers["tensor_active_pct"]
     if tensor is not None:
         return f"{format_pct(tensor)} active (GPM)"
@@ -60,29 +64,27 @@ def _tensor_core_text(numbers: dict[str, Any], summary: TraceSummary | None) -> 
     return None
 
 
-def distribution(record: RunRecord) -> dict[str, Any] | None:
+def distribution(stats: WallStats | None) -> dict[str, Any] | None:
     """Step-time percentiles and the outlier steps, formatted."""
-    stats = wall_stats(record)
     if stats is None:
         return None
     rows = [
-        ("Step rows", format_number(stats["rows"])),
-        ("p50", format_ms(stats["p50"])),
-        ("p95", format_ms(stats["p95"])),
-        ("Max", format_ms(stats["max"])),
-        ("Mean", format_ms(stats["mean"])),
-        ("Outlier above", format_ms(stats["outlier_ms"])),
-        ("Outlier steps", format_number(len(stats["outliers"]))),
+        ("Step rows", format_number(stats.rows)),
+        ("p50", format_ms(stats.p50)),
+        ("p95", format_ms(stats.p95)),
+        ("Max", format_ms(stats.max)),
+        ("Mean", format_ms(stats.mean)),
+        ("Outlier above", format_ms(stats.outlier_ms)),
+        ("Outlier steps", format_number(len(stats.outliers))),
     ]
-    slowest = [(f"step {n}", format_ms(w)) for n, w in stats["slowest"]]
+    slowest = [(f"step {n}", format_ms(w)) for n, w in stats.slowest]
     return {"rows": rows, "slowest": slowest}
 
 
-def input_pipeline(
-    record: RunRecord, summary: TraceSummary | None, numbers: dict[str, Any]
-) -> dict[str, Any]:
+def input_pipeline(view: RunView) -> dict[str, Any]:
     """Input wait numbers, loader settings and the DataLoader iterators the trace saw."""
-    waits = step_waits(record)
+    summary, numbers = view.summary, view.headline
+    waits = view.step_waits
     rows: list[tuple[str, str]] = []
     if waits:
         rows = [

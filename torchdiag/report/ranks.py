@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import statistics
 
-from torchdiag.record import RunRecord
 from torchdiag.report.verdict import format_ms, format_pct
-from torchdiag.view.ranks import rank_figures
+from torchdiag.view.run_view import RunView
 
 RANK_HEAD = [
     "Rank",
@@ -22,7 +21,7 @@ RANK_HEAD = [
 RANK_NUMBERS_FROM = 4
 
 
-def rank_rows(record: RunRecord) -> list[list[str]]:
+def rank_rows(view: RunView) -> list[list[str]]:
     """One row per rank (empty for a single-process run)."""
     return [
         [
@@ -35,13 +34,14 @@ def rank_rows(record: RunRecord) -> list[list[str]]:
             format_ms(f.comm_ms),
             format_ms(f.input_wait_ms),
         ]
-        for f in rank_figures(record)
+        for f in view.ranks
     ]
 
 
-def ranks_note(record: RunRecord) -> str:
+def ranks_note(view: RunView) -> str:
     """The spread of the ranks' own work per step, and the ranks that left no record."""
-    figures = [f for f in rank_figures(record) if f.own_ms is not None]
+    record = view.record
+    figures = [f for f in view.ranks if f.own_ms is not None]
     parts = []
     if len(figures) >= 2:
         own = [f.own_ms or 0.0 for f in figures]

@@ -7,30 +7,51 @@ width that does not depend on the terminal it is printed to.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from torchdiag.analyze.finding import rank_findings
-from torchdiag.analyze.registry import Analysis, analyze
-from torchdiag.record import RunRecord
+from torchdiag.analyze.registry import Analysis
+from torchdiag.report.diff_render import render_diff_text
 from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
+from torchdiag.report.renderer import Renderer, RenderOptions
+from torchdiag.report.trial_render import render_try_text
 from torchdiag.report.verdict import finding_title, headline_items, saving_text, verdict
-from torchdiag.view.headline import headline
+from torchdiag.view.run_view import RunView
+
+if TYPE_CHECKING:
+    from torchdiag.diff import RunDiff
+    from torchdiag.trials.compare import TryResult
 
 MAX_TEXT_CHARS = 400
 
 
-def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: int = 100) -> str:
-    """The verdict, key numbers and findings as plain text ``width`` columns wide.
+class TextRenderer(Renderer):
+    """Plain text for a terminal or a log: the run report, a diff and measured fixes."""
 
-    When ``analysis`` is omitted the registered rules are run on ``record``. Every string from the
-    record goes in as :class:`rich.text.Text`, so brackets in names are never read as markup.
+    def render(self, view: RunView, analysis: Analysis, options: RenderOptions) -> str:
+        return render_text(view, analysis, width=options.width)
+
+    def render_diff(self, diff: RunDiff, options: RenderOptions) -> str:
+        return render_diff_text(diff)
+
+    def render_try(self, result: TryResult, options: RenderOptions) -> str:
+        return render_try_text(result)
+
+
+RENDERER = TextRenderer()
+
+
+def render_text(view: RunView, analysis: Analysis, *, width: int = 100) -> str:
+    """The verdict, key numbers and findings of ``view`` as plain text ``width`` columns wide.
+
+    Every string from the record goes in as :class:`rich.text.Text`, so brackets in names are
+    never read as markup.
     """
-    if analysis is None:
-        analysis = analyze(record)
+    record = view.record
     console = Console(
         record=True,
         width=width,
@@ -43,7 +64,7 @@ def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: i
         file=io.StringIO(),  # recorded, not printed
     )
     console.print(Text(f"torchdiag: {_clip(record.name or 'unnamed run')}", style="bold"))
-    console.print(Text(verdict(record, analysis)))
+    console.print(Text(verdict(view, analysis)))
     status = record.status
     if status.state == "failed":
         console.print(
@@ -58,10 +79,10 @@ def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: i
     numbers = Table(box=box.SIMPLE, show_header=False, pad_edge=False)
     numbers.add_column("Key number")
     numbers.add_column("Value")
-    for label, value in headline_items(headline(record)):
+    for label, value in headline_items(view.headline):
         numbers.add_row(Text(label), Text(value))
     console.print(numbers)
-    ranks, note = rank_rows(record), ranks_note(record)
+    ranks, note = rank_rows(view), ranks_note(view)
     if ranks:
         table = Table(title="Ranks", box=box.SIMPLE_HEAD, title_justify="left")
         for i, head in enumerate(RANK_HEAD):
@@ -72,7 +93,7 @@ def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: i
     if note:
         console.print(Text(_clip(note)))
 
-    findings = rank_findings(analysis.findings)
+    findings = analysis.findings
     if findings:
         table = Table(
             title=f"Findings ({len(findings)})", box=box.SIMPLE_HEAD, title_justify="left"
@@ -92,7 +113,7 @@ def render_text(record: RunRecord, analysis: Analysis | None = None, *, width: i
     else:
         console.print(Text("No findings."))
     if analysis.skipped:
-        ids = ", ".join(sorted(s.id for s in analysis.skipped))
+        ids = ", ".join(s.id for s in analysis.skipped)
         console.print(Text(f"Skipped for lack of data: {_clip(ids)}"))
     # rich pads every line to the full width; the padding is noise in logs and diffs.
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"

@@ -83,23 +83,23 @@ _HEADER = ("fix", "step time", "speedup (95% CI)", "verdict", "memory peak", "nu
 MEASURED_HEAD = (*_HEADER, "note")
 
 
-def render_try(result: TryResult, fmt: str) -> str:
-    """The result in ``fmt``: ``text``, ``md`` or ``json`` (schema ``torchdiag.try/1``)."""
-    if fmt == "json":
-        return msgspec.json.format(msgspec.json.encode(result)).decode()
+def render_try_json(result: TryResult) -> str:
+    """The result as JSON (schema ``torchdiag.try/1``)."""
+    return msgspec.json.format(msgspec.json.encode(result)).decode()
+
+
+def render_try_markdown(result: TryResult) -> str:
+    """The result as a Markdown section: the baseline, then a table of the fixes."""
     rows = measured_rows(result.fixes)
+    out = f"### Measured fixes\n\n{_md(_head(result))}\n\n"
+    return out + (markdown_table(rows) if rows else "No fix to try.\n")
+
+
+def _head(result: TryResult) -> str:
     base = result.baseline
     step = f"{base.step_ms:,.1f} ms" if base.step_ms is not None else "unknown"
     findings = ", ".join(base.findings) or "none at warning level"
-    head = f"{result.script}: baseline step {step} over {result.steps} steps; findings: {findings}"
-    if fmt == "md":
-        return _markdown(head, rows)
-    return _text(head, rows)
-
-
-def _markdown(head: str, rows: list[MeasuredRow]) -> str:
-    out = f"### Measured fixes\n\n{_md(head)}\n\n"
-    return out + (markdown_table(rows) if rows else "No fix to try.\n")
+    return f"{result.script}: baseline step {step} over {result.steps} steps; findings: {findings}"
 
 
 def markdown_table(rows: list[MeasuredRow]) -> str:
@@ -115,7 +115,8 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _text(head: str, rows: list[MeasuredRow]) -> str:
+def render_try_text(result: TryResult) -> str:
+    """The result as plain text: the baseline, then a table of the fixes and their notes."""
     from io import StringIO
 
     from rich.console import Console
@@ -123,6 +124,7 @@ def _text(head: str, rows: list[MeasuredRow]) -> str:
     from rich.text import Text
 
     out = StringIO()
+    head, rows = _head(result), measured_rows(result.fixes)
     console = Console(file=out, width=160, color_system=None, highlight=False)
     console.print(head, markup=False)
     if not rows:

@@ -7,12 +7,13 @@ JSON renderers so that every format says the same thing in the same words.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from torchdiag.analyze.finding import Finding, rank_findings
+from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord
-from torchdiag.view.step_model import primary_summary
+from torchdiag.view.run_view import RunView
 
 EMPTY_VERDICT = "nothing to diagnose: the record has no steps"
 CLEAN_VERDICT = "no problems found at warning level"
@@ -35,36 +36,50 @@ HEADLINE_LABELS: dict[str, str] = {
 }
 
 
+# What each part of a step's breakdown is called on every page (Markdown, diff).
+BREAKDOWN_LABELS = {
+    "compute": "compute",
+    "memcpy": "memcpy",
+    "memset": "memset",
+    "communication": "communication",
+    "input_wait": "input wait",
+    "host_runtime": "host runtime",
+    "cpu_only": "CPU only",
+    "idle_host_wait": "idle: host waits",
+    "idle_other": "idle: other",
+}
+
+
 # ---------------------------------------------------------------------------------------------
 # Verdict
 
 
-def has_steps(record: RunRecord) -> bool:
+def has_steps(view: RunView) -> bool:
     """Whether there is any step timing at all, from the live step series or a trace."""
+    record = view.record
     if record.steps.count > 0 or record.steps.wall_ms:
         return True
-    summary = primary_summary(record)
-    return summary is not None and bool(summary.steps)
+    return view.summary is not None and bool(view.summary.steps)
 
 
 def top_finding(analysis: Analysis) -> Finding | None:
     """The most valuable finding at warning or critical severity, or ``None``."""
-    for f in rank_findings(analysis.findings):
+    for f in analysis.findings:
         if f.severity in ("critical", "warning"):
             return f
     return None
 
 
-def verdict(record: RunRecord, analysis: Analysis) -> str:
+def verdict(view: RunView, analysis: Analysis) -> str:
     """One line saying what holds the run back, taken from the top warning/critical finding.
 
     The finding's title is used as is (rules write it as a verdict, e.g. "input-bound: 62% of
     each step waits for data"); the possible saving is appended when the title has no number.
     """
-    if not has_steps(record):
+    if not has_steps(view):
         return EMPTY_VERDICT
     top = top_finding(analysis)
-    thin = thin_trace_reason(record)
+    thin = thin_trace_reason(view.record)
     if top is None and thin is not None:
         return f"too little in this trace to diagnose: {thin}"
     if top is None:
@@ -106,7 +121,7 @@ def thin_trace_reason(record: RunRecord) -> str | None:
 # Headline numbers
 
 
-def headline_items(numbers: dict[str, Any]) -> list[tuple[str, str]]:
+def headline_items(numbers: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(label, formatted value)`` pairs of the headline numbers, for display.
 
     A number the record does not have is left out rather than shown as missing.

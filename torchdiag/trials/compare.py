@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from torchdiag.diff import NO_CHANGE, diff_run_sets, sample_median, step_sample
+from torchdiag.diff import NO_CHANGE, diff_run_sets, sample_median
 from torchdiag.record import AppliedFix, MeasuredFix, RunRecord
-from torchdiag.view.memory import run_memory_peak
+from torchdiag.view.run_view import RunView
 
 TRY_SCHEMA = "torchdiag.try/1"
 # The loss "stayed close" when the mean of the last half of the losses moved by less than this
@@ -52,23 +52,24 @@ class TryResult(msgspec.Struct, kw_only=True):
     fixes: list[MeasuredFix]
 
 
-def baseline_step_ms(baselines: Sequence[RunRecord]) -> float | None:
+def baseline_step_ms(baselines: Sequence[RunView]) -> float | None:
     """The baseline's step time: the median over its runs of each run's median steady step."""
-    medians = [m for m in (sample_median(step_sample(r)) for r in baselines) if m is not None]
+    medians = [m for m in (sample_median(v.sample) for v in baselines) if m is not None]
     return statistics.median(medians) if medians else None
 
 
 def measure_fix(
     spec: str,
-    baselines: Sequence[RunRecord],
-    runs: Sequence[RunRecord],
+    baselines: Sequence[RunView],
+    runs: Sequence[RunView],
     *,
     records: Sequence[str] = (),
 ) -> MeasuredFix:
-    """The fix ``spec`` measured from its ``runs`` against the ``baselines``."""
+    """The fix ``spec`` measured from its ``runs`` against the ``baselines`` (views of their
+    records)."""
     if not runs or not baselines:
         return MeasuredFix(fix=spec, applicable=False, detail="not run", records=list(records))
-    run = next((r for r in runs if r.status.state == "failed"), runs[0])
+    run = next((v.record for v in runs if v.record.status.state == "failed"), runs[0].record)
     applied = _applied(spec, run)
     if run.status.state == "failed":
         error = f"{run.status.exception_type}: {run.status.message or ''}".strip(": ")
@@ -85,7 +86,7 @@ def measure_fix(
         return MeasuredFix(
             fix=spec, applicable=False, detail=detail, runs=len(runs), records=list(records)
         )
-    baseline = baselines[0]
+    baseline = baselines[0].record
     diff = diff_run_sets(baselines, runs)
     factor = _batch_factor(spec)
     speedup = ci95 = None
@@ -96,8 +97,8 @@ def measure_fix(
         speedup = factor / ratio
         ci95 = [factor / high, factor / low]
     numerics_ok, numerics = compare_losses(spec, baseline.losses, run.losses)
-    memory = max((run_memory_peak(r)[0] or 0 for r in runs), default=0) or None
-    base_memory = max((run_memory_peak(r)[0] or 0 for r in baselines), default=0) or None
+    memory = max((v.run_memory_peak[0] or 0 for v in runs), default=0) or None
+    base_memory = max((v.run_memory_peak[0] or 0 for v in baselines), default=0) or None
     return MeasuredFix(
         fix=spec,
         applicable=True,

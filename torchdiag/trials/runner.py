@@ -24,7 +24,7 @@ from torchdiag.files import atomic_write
 from torchdiag.record import RunRecord, load_record
 from torchdiag.trials.auto import auto_fixes
 from torchdiag.trials.compare import Baseline, TryResult, baseline_step_ms, measure_fix
-from torchdiag.view.memory import run_memory_peak
+from torchdiag.view.run_view import RunView
 
 AUTO = "auto"
 DEFAULT_STEPS = 30
@@ -107,23 +107,24 @@ class _Trial:
         if first is None or first.status.state == "failed":
             log = self.folder / BASELINE / "output1.log"
             raise TrialError(f"the script failed without any fix; its output is in {log}")
-        analysis = analyze(first)
+        first_view = RunView(first)
+        analysis = analyze(first_view)
         specs = [s for spec in fixes for s in (auto_fixes(analysis) if spec == AUTO else [spec])]
         specs = list(dict.fromkeys(specs))
-        runs: dict[str, list[RunRecord]] = {BASELINE: [first]}
+        runs: dict[str, list[RunView]] = {BASELINE: [first_view]}
         paths: dict[str, list[str]] = {BASELINE: [str(self._path(BASELINE, 1))]}
         for round_ in range(1, self.settings.repeat + 1):
             for name in ([] if round_ == 1 else [BASELINE]) + specs:
                 record = self._variant(name, round_)
                 if record is not None:
-                    runs.setdefault(name, []).append(record)
+                    runs.setdefault(name, []).append(RunView(record))
                     paths.setdefault(name, []).append(str(self._path(name, round_)))
-        baselines = [r for r in runs[BASELINE] if r.status.state != "failed"]
+        baselines = [v for v in runs[BASELINE] if v.record.status.state != "failed"]
         measured = [
             measure_fix(spec, baselines, runs.get(spec, []), records=paths.get(spec, []))
             for spec in specs
         ]
-        memory, memory_of = run_memory_peak(first)
+        memory, memory_of = first_view.run_memory_peak
         first.measured_fixes = measured
         atomic_write(baseline_record_path(self.folder), first.to_json())
         return TryResult(

@@ -2,22 +2,22 @@
 reads, so the same quantity is the same number everywhere.
 
 Step time, GPU busy share, input wait and throughput all come from the one step model
-(:func:`torchdiag.view.step_model.step_time`); step-row percentiles from the record's step rows
+(:attr:`torchdiag.view.run_view.RunView.timing`); step-row percentiles from the record's step rows
 (live) or the profiled steps (a trace), labelled as such.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torchdiag.record import RunRecord, TraceSummary
-from torchdiag.view.memory import memory_peaks
 from torchdiag.view.numbers import rounded, weighted_quantile
-from torchdiag.view.samples import mean_gpm_tensor_pct, mean_gpu_busy_share
-from torchdiag.view.step_model import batch_size, device_memory_bytes, primary_summary, step_time
+
+if TYPE_CHECKING:
+    from torchdiag.view.run_view import RunView
 
 
-def headline(record: RunRecord) -> dict[str, Any]:
+def headline(view: RunView) -> dict[str, Any]:
     """The key numbers of a run; a value is ``None`` when the record does not have it.
 
     ``step_ms_estimate`` is the un-profiled step (measured on a live run, estimated from a trace)
@@ -26,19 +26,19 @@ def headline(record: RunRecord) -> dict[str, Any]:
     profiled steps of a trace (``step_rows``: "live" or "profiled"). ``samples_per_s`` is the
     batch over ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it.
     """
-    timing = step_time(record)
-    summary = primary_summary(record)
-    walls, weights, rows_from = step_rows(record)
-    batch, _ = batch_size(record)
-    util = mean_gpu_busy_share(record)
-    memory = memory_peaks(record)
+    record = view.record
+    timing = view.timing
+    rows = view.rows
+    batch, _ = view.batch
+    util = view.gpu_util_share
+    memory = view.memory
     mem_peak = memory.device_used or memory.reserved or memory.allocated or None
     step = timing.step_ms if timing is not None and timing.step_ms > 0 else None
     low, high = timing.range_ms if timing is not None else (None, None)
     busy = timing.gpu_busy_share if timing is not None else None
     return {
-        "steps": _step_count(record, summary),
-        "step_rows": rows_from,
+        "steps": _step_count(record, view.summary),
+        "step_rows": rows.source,
         "duration_s": rounded(record.duration_s) if record.duration_s > 0 else None,
         "step_ms_estimate": rounded(step),
         "step_ms_estimate_range": [rounded(low), rounded(high)] if step is not None else None,
@@ -46,8 +46,8 @@ def headline(record: RunRecord) -> dict[str, Any]:
         "step_ms_profiled": rounded(timing.profiled_ms) if timing is not None else None,
         "estimate_steps": timing.steps if timing is not None else 0,
         "bound": timing.bound if timing is not None else None,
-        "median_step_ms": rounded(weighted_quantile(walls, weights, 0.5)),
-        "p95_step_ms": rounded(weighted_quantile(walls, weights, 0.95)),
+        "median_step_ms": rounded(weighted_quantile(rows.walls, rows.weights, 0.5)),
+        "p95_step_ms": rounded(weighted_quantile(rows.walls, rows.weights, 0.95)),
         "input_wait_pct": rounded(100 * timing.input_wait_share) if timing and step else None,
         "gpu_busy_pct": rounded(100 * busy) if busy is not None else None,
         "comm_pct": rounded(100 * timing.comm_ms / step)
@@ -59,9 +59,9 @@ def headline(record: RunRecord) -> dict[str, Any]:
         "batch_size": batch,
         "samples_per_s": rounded(batch * 1000.0 / step) if batch and step else None,
         "gpu_util_mean_pct": rounded(100 * util) if util is not None else None,
-        "tensor_active_pct": rounded(mean_gpm_tensor_pct(record)),
+        "tensor_active_pct": rounded(view.tensor_active_pct),
         "gpu_memory_peak_bytes": mem_peak,
-        "gpu_memory_total_bytes": device_memory_bytes(record, summary) if mem_peak else None,
+        "gpu_memory_total_bytes": view.device_memory_bytes if mem_peak else None,
         "gpu_memory_peak_from": memory.source,
     }
 
@@ -70,20 +70,3 @@ def _step_count(record: RunRecord, summary: TraceSummary | None) -> int:
     if record.steps.count or record.steps.wall_ms:
         return record.steps.count or int(sum(record.steps.steps))
     return len(summary.steps) if summary is not None else 0
-
-
-def step_rows(record: RunRecord) -> tuple[list[float], list[float], str | None]:
-    """(row walls ms, row weights, "live" | "profiled"): the step rows every step statistic is
-    taken over — the record's step series (a merged row weighs the steps it holds), else the
-    profiled steps of its trace."""
-    summary = primary_summary(record)
-    s = record.steps
-    if s.wall_ms:
-        # A record built from traces keeps the profiled steps in its step series.
-        source = "profiled" if record.source == "trace" else "live"
-        weights = [float(n) for n in s.steps] if len(s.steps) == len(s.wall_ms) else []
-        return list(s.wall_ms), weights or [1.0] * len(s.wall_ms), source
-    if summary is None or not summary.steps:
-        return [], [], None
-    walls = [st.duration_ms for st in summary.steps]
-    return walls, [1.0] * len(walls), "profiled"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchdiag.record import RunRecord
+from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.numbers import finite
-from torchdiag.view.step_model import primary_summary
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,9 @@ class MemoryPeaks:
         return "allocator reserved" if self.reserved or self.allocated else None
 
 
-def memory_peaks(record: RunRecord) -> MemoryPeaks:
-    """Peak allocated and reserved bytes (profiler memory events) and device use (NVML)."""
+def memory_peaks(record: RunRecord, summary: TraceSummary | None) -> MemoryPeaks:
+    """Peak allocated and reserved bytes (``summary``'s memory events) and device use (NVML)."""
     allocated = reserved = device_used = 0
-    summary = primary_summary(record)
     for timeline in summary.memory if summary is not None else []:
         allocated = max(allocated, timeline.peak_allocated_bytes)
         reserved = max(reserved, timeline.peak_reserved_bytes)
@@ -64,11 +62,9 @@ def host_peak_bytes(record: RunRecord) -> int:
     return int(peak)
 
 
-def run_memory_peak(record: RunRecord) -> tuple[int | None, str]:
+def run_memory_peak(peaks: MemoryPeaks, host_peak: int) -> tuple[int | None, str]:
     """The memory a run needed at its peak, and of what: the GPU's where it used one, else the
-    host process's with its DataLoader workers."""
-    peaks = memory_peaks(record)
+    host process's with its DataLoader workers (``host_peak``, :func:`host_peak_bytes`)."""
     if peaks.used:
         return peaks.used, "GPU"
-    host = host_peak_bytes(record)
-    return (host or None), "host process and DataLoader workers"
+    return (host_peak or None), "host process and DataLoader workers"

@@ -8,11 +8,16 @@ runs step N on every rank at the same time (documented in docs/record.md).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
 
 from torchdiag.record import RankFigures, RunRecord, TraceSummary
 from torchdiag.view.numbers import rounded
-from torchdiag.view.step_model import StepTime, primary_summary, step_time, trace_step_time
+from torchdiag.view.step_model import StepTime, trace_step_time
+
+if TYPE_CHECKING:
+    from torchdiag.view.run_view import RunView
 
 
 def rank_figures(record: RunRecord) -> list[RankFigures]:
@@ -30,12 +35,14 @@ def rank_figures(record: RunRecord) -> list[RankFigures]:
     return sorted(out, key=lambda f: f.rank)
 
 
-def merge_rank_records(records: list[RunRecord]) -> RunRecord:
-    """One record over the ranks: the details of the rank that sets the pace (the most work of
-    its own per step), with every rank's figures and the ranks of the world that left none."""
-    if not records:
+def merge_rank_records(views: list[RunView]) -> RunRecord:
+    """One record over the ranks (a view of each rank's record): the details of the rank that
+    sets the pace (the most work of its own per step), with every rank's figures and the ranks
+    of the world that left none."""
+    if not views:
         raise ValueError("no records to merge")
-    figures = [_record_figures(r) for r in records]
+    records = [v.record for v in views]
+    figures = [_record_figures(v) for v in views]
     world = max([r.world_size for r in records] + [len(records)])
     present = {f.rank for f in figures}
     pace = max(range(len(records)), key=lambda i: (figures[i].own_ms or 0.0, -figures[i].rank))
@@ -47,9 +54,8 @@ def merge_rank_records(records: list[RunRecord]) -> RunRecord:
     return merged
 
 
-def _record_figures(record: RunRecord) -> RankFigures:
-    timing = step_time(record)
-    summary = primary_summary(record)
+def _record_figures(view: RunView) -> RankFigures:
+    record, timing, summary = view.record, view.timing, view.summary
     env = record.environment
     device = next((d.name for d in env.devices), "")
     throttled = bool(

@@ -35,8 +35,7 @@ from typing import Literal
 
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.profiler_cost import ProfilerCost, profiler_cost
-from torchdiag.view.samples import mean_gpu_busy_share
-from torchdiag.view.steady import steady_steps
+from torchdiag.view.steady import SteadySteps
 
 Bound = Literal["gpu", "host", "input"]
 
@@ -255,11 +254,15 @@ def trace_step_time(summary: TraceSummary, cost: ProfilerCost | None = None) -> 
     )
 
 
-def step_time(record: RunRecord) -> StepTime | None:
-    """The best estimate of an un-profiled step this record allows."""
-    summary = primary_summary(record)
+def step_time(
+    record: RunRecord,
+    summary: TraceSummary | None,
+    steady: SteadySteps,
+    gpu_util_share: float | None,
+) -> StepTime | None:
+    """The best estimate of an un-profiled step this record allows, from its primary
+    ``summary``, its ``steady`` steps and the mean NVML utilisation (``gpu_util_share``)."""
     if record.source == "live" and record.steps.count:
-        steady = steady_steps(record)
         if steady.steps == 0 or steady.wall_s <= 0:
             return None
         step_ms = steady.mean_step_ms
@@ -277,7 +280,7 @@ def step_time(record: RunRecord) -> StepTime | None:
             sync_idle = _mean(summary, "idle_after_sync_ms")
             source = "live steps, GPU busy from the profiler window"
         else:
-            nvml = mean_gpu_busy_share(record)
+            nvml = gpu_util_share
             if nvml is not None:
                 # NVML utilisation over-states busy time, so this under-states GPU idleness.
                 busy_ms = nvml * step_ms
@@ -362,7 +365,7 @@ def device_memory_bytes(record: RunRecord, summary: TraceSummary | None) -> int 
     return None
 
 
-def batch_size(record: RunRecord) -> tuple[int | None, str | None]:
+def batch_size(record: RunRecord, summary: TraceSummary | None) -> tuple[int | None, str | None]:
     """The training batch size and where it came from, or ``(None, None)``.
 
     The loader that fed the most batches is the training loader (an evaluation loader iterated
@@ -373,7 +376,6 @@ def batch_size(record: RunRecord) -> tuple[int | None, str | None]:
     if known:
         loader = max(known, key=lambda ld: (ld.batches, -ld.loader_id))
         return loader.batch_size, "DataLoader batch_size"
-    summary = primary_summary(record)
     if summary is not None and summary.batch_size:
         return summary.batch_size, summary.batch_size_source or "operator input shapes"
     return None, None

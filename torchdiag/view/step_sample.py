@@ -8,9 +8,8 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torchdiag.record import RunRecord
+from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.numbers import finite
-from torchdiag.view.step_model import primary_summary
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class StepSample:
         return sum(self.counts)
 
 
-def step_sample(record: RunRecord) -> StepSample:
+def step_sample(record: RunRecord, summary: TraceSummary | None) -> StepSample:
     """Steady-state step times of ``record``, chosen as the rules choose them.
 
     The row selection mirrors :func:`torchdiag.view.steady.steady_steps`: the first step
@@ -54,7 +53,6 @@ def step_sample(record: RunRecord) -> StepSample:
             excluded = "first step excluded" if len(keep) < len(rows) else "all steps used"
         pairs = [(s.wall_ms[i], s.steps[i]) for i in keep]
     else:
-        summary = primary_summary(record)
         steps = [st for st in summary.steps if finite(st.duration_ms)] if summary else []
         keep_steps = [st for st in steps if st.number > 0] or steps
         excluded = "first step excluded" if len(keep_steps) < len(steps) else "all steps used"

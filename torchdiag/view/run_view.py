@@ -1,0 +1,167 @@
+"""One view of a run: every number derived from a record, computed at most once.
+
+Rules (``analyze``), ``diff``, ``try`` and every renderer read a :class:`RunView`, never the
+derivations behind it, so a quantity has one value however many outputs show it. Each derived
+figure is a cached property: the first reader computes it, every later one reads the same
+object, and a figure no output asks for costs nothing. The derivations themselves live in this
+package's modules, one concept each; this module is their only caller.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+from torchdiag.record import RankFigures, RunRecord, TraceSummary
+from torchdiag.view import headline as _headline
+from torchdiag.view import memory as _memory
+from torchdiag.view import ranks as _ranks
+from torchdiag.view import step_model as _model
+from torchdiag.view import step_rows as _rows
+from torchdiag.view.samples import mean_gpm_tensor_pct, mean_gpu_busy_share
+from torchdiag.view.steady import SteadySteps, steady_steps
+from torchdiag.view.step_model import StepTime
+from torchdiag.view.step_rows import StepRows, WallStats
+from torchdiag.view.step_sample import StepSample, step_sample
+
+
+class RunView:
+    """The derived figures of one record (treat the record as read-only once viewed).
+
+    The view is immutable: attributes cannot be set or deleted; cached figures are computed on
+    first access.
+    """
+
+    __slots__ = ("__dict__", "record")
+
+    record: RunRecord
+
+    def __init__(self, record: RunRecord) -> None:
+        object.__setattr__(self, "record", record)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RunView is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"RunView is immutable: cannot delete {name!r}")
+
+    def __repr__(self) -> str:
+        return f"RunView({self.record.name or self.record.source!r})"
+
+    # -- the trace and the step model ------------------------------------------------------
+
+    @cached_property
+    def summary(self) -> TraceSummary | None:
+        """The trace summary every rule and output describes: the live window, else the slowest
+        rank's trace."""
+        return _model.primary_summary(self.record)
+
+    @cached_property
+    def steady(self) -> SteadySteps:
+        """Totals over the steady-state steps (first and profiled steps left out)."""
+        return steady_steps(self.record)
+
+    @cached_property
+    def timing(self) -> StepTime | None:
+        """The un-profiled step and what occupied it (``None`` without steps)."""
+        return _model.step_time(self.record, self.summary, self.steady, self.gpu_util_share)
+
+    @cached_property
+    def sample(self) -> StepSample:
+        """The steady-state step times as a sample (median, bootstrap) for ``diff``."""
+        return step_sample(self.record, self.summary)
+
+    # -- step rows ---------------------------------------------------------------------------
+
+    @cached_property
+    def rows(self) -> StepRows:
+        """The step rows every step statistic is taken over."""
+        return _rows.step_rows(self.record, self.summary)
+
+    @cached_property
+    def step_numbers(self) -> list[int]:
+        """The first step number of every step row."""
+        return _rows.step_numbers(self.record, self.summary)
+
+    @cached_property
+    def step_walls(self) -> list[float]:
+        """Wall ms of every step row (NaN where missing)."""
+        return _rows.step_walls(self.rows)
+
+    @cached_property
+    def step_waits(self) -> list[float]:
+        """Input wait ms of every step row."""
+        return _rows.step_waits(self.record, self.summary)
+
+    @cached_property
+    def wall_stats(self) -> WallStats | None:
+        """Quantiles, mean, maximum and outliers of the step rows."""
+        return _rows.wall_stats(self.rows, self.step_numbers)
+
+    @cached_property
+    def profiled_range(self) -> tuple[int, int] | None:
+        """(first, last) number of the steps torch.profiler recorded."""
+        return _rows.profiled_step_range(self.record, self.summary)
+
+    @cached_property
+    def profiler_warmup_steps(self) -> list[int]:
+        """Steps that ran under the profiler before its recorded ones (discarded warm-up)."""
+        return _rows.profiler_warmup_steps(self.record, self.profiled_range)
+
+    @cached_property
+    def profiled_numbers(self) -> list[int]:
+        """The primary summary's steps in the record's own numbering."""
+        if self.summary is None:
+            return []
+        return _rows.trace_step_numbers(self.record, self.summary)
+
+    # -- device, batch, memory ---------------------------------------------------------------
+
+    @cached_property
+    def batch(self) -> tuple[int | None, str | None]:
+        """(batch size, where it came from), or ``(None, None)``."""
+        return _model.batch_size(self.record, self.summary)
+
+    @cached_property
+    def capability(self) -> float | None:
+        """Compute capability of the first device."""
+        return _model.device_capability(self.record, self.summary)
+
+    @cached_property
+    def device_memory_bytes(self) -> int | None:
+        """Total memory of the first device."""
+        return _model.device_memory_bytes(self.record, self.summary)
+
+    @cached_property
+    def gpu_util_share(self) -> float | None:
+        """Mean NVML utilisation over sampled GPUs (0-1)."""
+        return mean_gpu_busy_share(self.record)
+
+    @cached_property
+    def tensor_active_pct(self) -> float | None:
+        """Mean GPM tensor-core activity over sampled GPUs (percent)."""
+        return mean_gpm_tensor_pct(self.record)
+
+    @cached_property
+    def memory(self) -> _memory.MemoryPeaks:
+        """Peak GPU memory by source."""
+        return _memory.memory_peaks(self.record, self.summary)
+
+    @cached_property
+    def run_memory_peak(self) -> tuple[int | None, str]:
+        """The memory the run needed at its peak, and of what (GPU, else host and workers)."""
+        return _memory.run_memory_peak(self.memory, _memory.host_peak_bytes(self.record))
+
+    # -- what every output shows -------------------------------------------------------------
+
+    @cached_property
+    def headline(self) -> MappingProxyType[str, Any]:
+        """The key numbers every output shows (read-only; see
+        :func:`torchdiag.view.headline.headline`)."""
+        return MappingProxyType(_headline.headline(self))
+
+    @cached_property
+    def ranks(self) -> list[RankFigures]:
+        """Every rank's figures ([] for a single process)."""
+        return _ranks.rank_figures(self.record)
