@@ -33,8 +33,8 @@ from typing import Any
 import msgspec
 import pytest
 from tracedata import H200
+from viewing import analyze_record, analyzed
 
-from torchdiag.analyze.registry import analyze
 from torchdiag.record import (
     CollectorStatus,
     DeviceInfo,
@@ -56,6 +56,7 @@ from torchdiag.record import (
 )
 from torchdiag.report.html import render_html
 from torchdiag.report.verdict import verdict
+from torchdiag.view.run_view import RunView
 
 STALL_TRACE = H200 / "dataloader_stall_w0.pt.trace.json.gz"
 STALL_SAMPLES = H200 / "dataloader_stall_w0.samples.json"
@@ -532,6 +533,7 @@ def ranks_record() -> RunRecord:
     """Two ranks of a run, merged as ``torchdiag report RUN_DIR`` merges them, with the payload
     in a host name and rank 2 of 3 missing (the ranks table and chart)."""
     from torchdiag.view.ranks import merge_rank_records
+    from torchdiag.view.run_view import RunView
 
     replace = msgspec.structs.replace
     ranks = []
@@ -539,7 +541,7 @@ def ranks_record() -> RunRecord:
         base = poisoned(live_like_record())
         env = replace(base.environment, hostname=f"node{rank}{EVIL}")
         ranks.append(replace(base, rank=rank, world_size=3, environment=env))
-    return merge_rank_records(ranks)
+    return merge_rank_records([RunView(r) for r in ranks])
 
 
 RECORDS = {
@@ -602,8 +604,8 @@ def assert_charts_readable(figures: dict[str, Any], charts: dict[str, Any]) -> N
 @pytest.mark.parametrize("name", sorted(RECORDS))
 def test_report_runs_cleanly_in_chromium(browser: Browser, tmp_path: Path, name: str) -> None:
     record = build(name)
-    analysis = analyze(record)
-    page = render_html(record, analysis)
+    analysis = analyze_record(record)
+    page = render_html(RunView(record), analysis)
     path = tmp_path / "report.html"
     path.write_text(page, encoding="utf-8")
     result = open_page(browser, path)
@@ -622,7 +624,7 @@ def test_report_runs_cleanly_in_chromium(browser: Browser, tmp_path: Path, name:
     if record.samples is not None:
         assert "samples" in state["drawn"]
     # The verdict reaches the page as text.
-    assert verdict(record, analysis) in state["text"]
+    assert verdict(RunView(record), analysis) in state["text"]
 
     # Markup from the record stayed text: nothing ran, no element or comment was created.
     assert state["pwned"] == "undefined"
@@ -643,7 +645,7 @@ def test_inspection_would_notice_injected_markup(browser: Browser, tmp_path: Pat
     only plotly.js and report.js run, so even raw injected scripts and inline event handlers stay
     inert (and are reported as policy violations) while the element checks still see them.
     """
-    page = render_html(live_like_record())
+    page = render_html(*analyzed(live_like_record()))
     # The payloads raw, a console error, and a fetch the page's policy must block.
     extra = f'{PAYLOADS[0]}{PAYLOADS[2]}<script>console.error("boom")</script>'
     extra += '<img src="https://example.invalid/leak.png">'
@@ -686,12 +688,12 @@ def test_notebook_repr_is_an_isolated_iframe() -> None:
     assert len(finder.iframes) == 1 and finder.other_tags == []
     frame = finder.iframes[0]
     # srcdoc decodes back to exactly the self-contained report (offline: plotly.js inlined).
-    assert frame["srcdoc"] == render_html(record)
+    assert frame["srcdoc"] == render_html(*analyzed(record))
     assert 'id="torchdiag-plotly"' in (frame["srcdoc"] or "")
     assert "allow-scripts" in (frame["sandbox"] or "")
     assert "allow-same-origin" not in (frame["sandbox"] or "")
     # The verdict is there, escaped (twice: once by the page, once for the attribute).
-    title = html.escape(html.escape(verdict(record, analyze(record)), quote=False))
+    title = html.escape(html.escape(verdict(RunView(record), analyze_record(record)), quote=False))
     assert title in shown
     for payload in PAYLOADS:
         assert payload not in shown
@@ -716,7 +718,7 @@ def test_notebook_repr_draws_in_chromium(browser: Browser, tmp_path: Path) -> No
     assert inner["plotly"] and len(inner["declared"]) >= 3
     assert inner["drawn"] == inner["declared"]
     assert inner["pwned"] == "undefined" and inner["img_x"] == 0 and inner["scripts"] == 4
-    assert verdict(record, analyze(record)) in inner["text"]
+    assert verdict(RunView(record), analyze_record(record)) in inner["text"]
 
 
 SHOW_ALL_JS = """
@@ -755,7 +757,7 @@ def test_long_tables_fold_and_show_all_in_chromium(browser: Browser, tmp_path: P
     sorting and filtering work on all of them."""
     record = trace_record()
     path = tmp_path / "report.html"
-    path.write_text(render_html(record), encoding="utf-8")
+    path.write_text(render_html(*analyzed(record)), encoding="utf-8")
     result = open_page(browser, path, act=SHOW_ALL_JS)
     assert result.errors == [], result.errors
     acted = result.acted

@@ -13,13 +13,14 @@ import functools
 
 import pytest
 from tracedata import h200_trace, h200_truth
+from viewing import analyze_record
 
 from torchdiag.analyze.host import batch_saving
-from torchdiag.analyze.registry import analyze
 from torchdiag.record import RunRecord
 from torchdiag.traces.load import record_from_traces
 from torchdiag.view.profiler_cost import REFERENCE_RANGE_US, REFERENCE_US, ProfilerCost
-from torchdiag.view.step_model import primary_summary, step_time, trace_step_time
+from torchdiag.view.run_view import RunView
+from torchdiag.view.step_model import trace_step_time
 
 TOLERANCE = 0.10
 # name -> (real ms, estimate ms, low ms, high ms, bound): read by conftest's terminal summary.
@@ -55,7 +56,7 @@ def _record(name: str) -> RunRecord:
 )
 def test_step_estimate_matches_unprofiled_step(name: str) -> None:
     real = h200_truth()[name]["step_ms_noprof"]
-    timing = step_time(_record(name))
+    timing = RunView(_record(name)).timing
     assert timing is not None and not timing.measured
     low, high = timing.range_ms
     CALIBRATION[name] = (real, timing.step_ms, low, high, timing.bound or "-")
@@ -77,7 +78,7 @@ FITTED = [
 
 def _estimate_at(name: str, cost_us: float) -> float:
     cost = ProfilerCost(us=cost_us, low_us=cost_us, high_us=cost_us, source="test", reading_us=None)
-    return trace_step_time(primary_summary(_record(name)), cost).step_ms
+    return trace_step_time(RunView(_record(name)).summary, cost).step_ms
 
 
 def _implied_cost_us(name: str) -> float:
@@ -125,7 +126,7 @@ def _real_saving(slow: str, fast: str, per_sample: tuple[int, int] = (1, 1)) -> 
 )
 def test_amp_saving_range_holds_the_real_saving(fp32: str, amp: str) -> None:
     real = _real_saving(fp32, amp)
-    findings = {f.id: f for f in analyze(_record(fp32)).findings}
+    findings = {f.id: f for f in analyze_record(_record(fp32)).findings}
     no_amp = findings["no-amp"]
     assert no_amp.saving_pct_low <= real <= no_amp.saving_pct_max, (
         f"{fp32}: AMP really saved {real:.1f}%, stated "
@@ -142,9 +143,9 @@ def test_batch_saving_range_holds_the_real_saving() -> None:
     # resnet18 with bf16 and channels_last at batch 4 and at batch 256: per sample.
     real = _real_saving("resnet_small_batch", "healthy_resnet_amp", per_sample=(4, 256))
     record = _record("resnet_small_batch")
-    small = next(f for f in analyze(record).findings if f.id == "small-batch")
+    small = next(f for f in analyze_record(record).findings if f.id == "small-batch")
     utilisation = small.evidence["useful_gpu_pct"] / 100
-    low, _, high = batch_saving(step_time(record), utilisation, 256 // 4)
+    low, _, high = batch_saving(RunView(record).timing, utilisation, 256 // 4)
     assert low <= real <= high, (
         f"batch x64 really saved {real:.1f}%, modelled {low:.1f}–{high:.1f}%"
     )

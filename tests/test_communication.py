@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from test_rules import N, _absent, _finding, _skip_reason, _summary, _trace
 from tracedata import EXTERNAL
+from viewing import analyze_record
 
-from torchdiag.analyze.registry import analyze
 from torchdiag.traces.load import record_from_traces
-from torchdiag.view.headline import headline
+from torchdiag.view.run_view import RunView
 
 
 def _comm(comm_ms: float, overlap_ms: float, **fields):
@@ -61,9 +61,9 @@ def test_cpu_only_trace_is_skipped():
 )
 def test_real_distributed_traces(trace, share, hidden):
     record = record_from_traces(EXTERNAL / trace)
-    numbers = headline(record)
+    numbers = RunView(record).headline
     assert numbers["comm_pct"] == pytest.approx(share, abs=0.1)
     assert numbers["comm_overlap_pct"] == pytest.approx(hidden, abs=0.1)
-    found = {f.id: f for f in analyze(record).findings}
+    found = {f.id: f for f in analyze_record(record).findings}
     assert found["comm-bound"].severity in ("warning", "critical")
     assert found["comm-bound"].evidence["communication_share_pct"] == pytest.approx(share, abs=0.1)

@@ -14,8 +14,9 @@ import re
 
 import pytest
 from tracedata import h200_trace, h200_truth
+from viewing import analyze_record
 
-from torchdiag.analyze.registry import Analysis, analyze
+from torchdiag.analyze.registry import Analysis
 from torchdiag.diff import diff_runs
 from torchdiag.record import RunRecord, load_record
 from torchdiag.report.json_report import findings_document
@@ -23,6 +24,7 @@ from torchdiag.report.markdown import render_markdown
 from torchdiag.report.page_context import build_context
 from torchdiag.report.text import render_text
 from torchdiag.traces.load import record_from_traces
+from torchdiag.view.run_view import RunView
 
 TRACES = sorted(h200_truth())
 SAMPLES = ["input_bound.py", "quickstart.py"]
@@ -50,7 +52,7 @@ def _trace_record(name: str) -> RunRecord:
 def run(request, live_sample_record) -> tuple[RunRecord, Analysis]:
     kind, name = request.param.split(":", 1)
     record = _trace_record(name) if kind == "trace" else load_record(live_sample_record(name))
-    return record, analyze(record)
+    return record, analyze_record(record)
 
 
 def _md_rows(markdown: str) -> dict[str, str]:
@@ -64,7 +66,7 @@ def _md_rows(markdown: str) -> dict[str, str]:
 
 def test_outputs_agree(run) -> None:
     record, analysis = run
-    doc = findings_document(record, analysis)
+    doc = findings_document(RunView(record), analysis)
     numbers = doc["headline"]
     step = numbers["step_ms_estimate"]
     assert step is not None and step > 0
@@ -73,10 +75,10 @@ def test_outputs_agree(run) -> None:
 
     # HTML cards, Markdown rows and the text renderer show the same step, throughput, GPU busy
     # and input wait as the JSON headline.
-    context, _ = build_context(record, analysis)
+    context, _ = build_context(RunView(record), analysis)
     cards = dict(context["headline"])
-    md_rows = _md_rows(render_markdown(record, analysis))
-    text = render_text(record, analysis, width=200)
+    md_rows = _md_rows(render_markdown(RunView(record), analysis))
+    text = render_text(RunView(record), analysis, width=200)
     step_label = (
         "Step time"
         if numbers["step_time_measured"]
@@ -129,7 +131,9 @@ def test_outputs_agree(run) -> None:
             assert sum(walls) / len(walls) == pytest.approx(numbers["step_ms_profiled"], rel=1e-3)
 
     # diff reads the same throughput; on a trace it compares the same step estimate.
-    diff = diff_runs(record, record, base_analysis=analysis, head_analysis=analysis)
+    diff = diff_runs(
+        RunView(record), RunView(record), base_analysis=analysis, head_analysis=analysis
+    )
     if numbers["samples_per_s"] is not None:
         assert diff.base.samples_per_s == pytest.approx(numbers["samples_per_s"])
     if record.source == "trace":
@@ -143,10 +147,10 @@ def test_outputs_agree(run) -> None:
 
 def test_nothing_measured_is_called_unmeasured(run) -> None:
     record, analysis = run
-    context, _ = build_context(record, analysis)
+    context, _ = build_context(RunView(record), analysis)
     page_text = json.dumps(context)
     assert "not measured" not in page_text
-    numbers = findings_document(record, analysis)["headline"]
+    numbers = findings_document(RunView(record), analysis)["headline"]
     memory = context["memory"]
     if numbers["gpu_memory_peak_bytes"] is None:
         assert not record.samples or not any(g.memory_used_bytes for g in record.samples.gpus)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from diagnosis_cases import CASES, Case
+from viewing import analyze_record
 
-from torchdiag.analyze.registry import analyze
 from torchdiag.record import load_record
 from torchdiag.traces.load import record_from_traces
 
@@ -22,7 +22,7 @@ SCOREBOARD: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
 
 def _flagged(case: Case) -> frozenset[str]:
-    analysis = analyze(record_from_traces(case.path))
+    analysis = analyze_record(record_from_traces(case.path))
     return frozenset(f.id for f in analysis.findings if f.severity in ("warning", "critical"))
 
 
@@ -55,7 +55,7 @@ LIVE_SAMPLES = [
 )
 def test_live_sample_capture(live_sample_record, name, sample, expected):
     record_path = live_sample_record(sample)
-    analysis = analyze(load_record(record_path))
+    analysis = analyze_record(load_record(record_path))
     # step-variance judges the machine as much as the code: on a shared CI runner other
     # processes may rightly make some steps slow, so it is not held against a healthy sample.
     found = frozenset(

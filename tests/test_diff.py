@@ -12,6 +12,7 @@ import pytest
 from diffdata import NO_FINDINGS, live_record, noisy_steps
 from markdown_checks import md_cells_consistent
 from tracedata import H200, h200_truth
+from viewing import render_diff
 
 from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import Analysis
@@ -25,9 +26,8 @@ from torchdiag.record import (
     TraceSummary,
     save_record,
 )
-from torchdiag.report.diff_render import render_diff
-from torchdiag.view.headline import headline
-from torchdiag.view.step_sample import bootstrap_medians, sample_median, step_sample
+from torchdiag.view.run_view import RunView
+from torchdiag.view.step_sample import bootstrap_medians, sample_median
 
 TRACES = H200
 
@@ -36,7 +36,7 @@ def quick_diff(base: RunRecord, head: RunRecord, **kw):
     # The rules are not what these tests are about; an empty analysis keeps them fast.
     kw.setdefault("base_analysis", NO_FINDINGS)
     kw.setdefault("head_analysis", NO_FINDINGS)
-    return diff_runs(base, head, **kw)
+    return diff_runs(RunView(base), RunView(head), **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_against_itself() -> None:
 def test_steady_steps_skip_first_and_profiled() -> None:
     walls = [900.0] + [100.0] * 10 + [300.0] * 5 + [100.0] * 10
     rec = live_record(walls, profiled=set(range(11, 16)))
-    sample = step_sample(rec)
+    sample = RunView(rec).sample
     assert sample.n == 20 and sample.values == (100.0,)
     assert sample.excluded == "first step and profiled steps excluded"
 
@@ -117,7 +117,7 @@ def test_steady_steps_skip_first_and_profiled() -> None:
 def test_merged_rows_are_expanded_by_their_step_count() -> None:
     # Rows 2 and 3 stand for 10 steps each: the median is theirs, not the middle row's.
     rec = live_record([500.0, 90.0, 110.0, 200.0], counts=[1, 10, 10, 1])
-    sample = step_sample(rec)
+    sample = RunView(rec).sample
     assert sample.n == 21  # first row (step 0) left out
     assert sample_median(sample) == 110.0
     assert statistics.median([90.0] * 10 + [110.0] * 10 + [200.0]) == 110.0
@@ -127,7 +127,7 @@ def test_merged_rows_are_expanded_by_their_step_count() -> None:
 def test_order_statistic_bootstrap_matches_brute_force(n: int) -> None:
     """The Beta-order-statistic draw has the distribution of a naive resample-and-sort one."""
     values = noisy_steps(n, 100.0, seed=12, spread=0.2)
-    sample = step_sample(live_record([1.0, *values]))
+    sample = RunView(live_record([1.0, *values])).sample
     fast = sorted(bootstrap_medians(sample, 20_000, random.Random(1)))
     rng = random.Random(2)
     slow = sorted(statistics.median(rng.choices(values, k=n)) for _ in range(20_000))
@@ -186,8 +186,8 @@ def test_breakdown_findings_and_name_deltas() -> None:
         summary=summary(50.0, {"aten::mm": 12.0, evil: 7.0}, {"gemm": 29.0}),
     )
     d = diff_runs(
-        base,
-        head,
+        RunView(base),
+        RunView(head),
         base_analysis=Analysis(findings=[finding("a"), finding("b", "info")], skipped=[]),
         head_analysis=Analysis(findings=[finding("b", "critical"), finding("c")], skipped=[]),
     )
@@ -227,7 +227,7 @@ def test_formats() -> None:
     assert doc["verdict"] == "slower" and doc["regression"] is True
     assert set(doc) >= {"base", "head", "interval", "breakdown", "findings", "top_ops"}
     # Throughput is the report's figure (batch over the steady mean step), not a second one.
-    assert doc["base"]["samples_per_s"] == pytest.approx(headline(base)["samples_per_s"])
+    assert doc["base"]["samples_per_s"] == pytest.approx(RunView(base).headline["samples_per_s"])
     text = render_diff(d, "json")
     assert text == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
@@ -240,7 +240,7 @@ def test_formats() -> None:
     txt = render_diff(d, "text")
     assert txt.splitlines()[1].startswith("HEAD is slower: median step +")
     assert "Threshold 5%: fails" in txt
-    with pytest.raises(ValueError):
+    with pytest.raises(KeyError, match="unknown format 'pdf'"):
         render_diff(d, "pdf")
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from diffdata import NO_FINDINGS, live_record, noisy_steps
 from markdown_checks import md_cells_consistent
+from viewing import render_diff
 
 from torchdiag.diff import FASTER, NO_CHANGE, ONE_RUN_NOTE, SLOWER, diff_run_sets, diff_runs
 from torchdiag.record import RunRecord, save_record
-from torchdiag.report.diff_render import render_diff
+from torchdiag.view.run_view import RunView
 from torchdiag.view.student_t import run_ratio_interval, t_cdf, t_quantile
 
 
@@ -36,7 +37,13 @@ def run_medians(n: int, centre: float, seed: int, *, spread: float = 0.06) -> li
 
 def quick(bases: list[RunRecord], heads: list[RunRecord], **kw):
     # The rules are not what these tests are about; an empty analysis keeps them fast.
-    return diff_run_sets(bases, heads, base_analysis=NO_FINDINGS, head_analysis=NO_FINDINGS, **kw)
+    return diff_run_sets(
+        [RunView(r) for r in bases],
+        [RunView(r) for r in heads],
+        base_analysis=NO_FINDINGS,
+        head_analysis=NO_FINDINGS,
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +139,9 @@ def test_between_run_variation_is_what_a_single_pair_misses() -> None:
     no change once every run counts."""
     base = runs([96.0, 100.0, 103.0], 70, spread=0.02)
     head = runs([97.0, 101.0, 104.0], 80, spread=0.02)
-    single = diff_runs(base[0], head[2], base_analysis=NO_FINDINGS, head_analysis=NO_FINDINGS)
+    single = diff_runs(
+        RunView(base[0]), RunView(head[2]), base_analysis=NO_FINDINGS, head_analysis=NO_FINDINGS
+    )
     assert single.regression and not single.between_runs and ONE_RUN_NOTE in single.notes
     over_runs = quick(base, head)
     assert not over_runs.regression and over_runs.verdict == NO_CHANGE
@@ -162,7 +171,9 @@ def test_one_run_against_several_borrows_the_spread() -> None:
 
 def test_one_run_per_side_says_between_run_variation_is_not_in_it() -> None:
     base, head = runs([100.0], 130), runs([101.0], 140)
-    d = diff_runs(base[0], head[0], base_analysis=NO_FINDINGS, head_analysis=NO_FINDINGS)
+    d = diff_runs(
+        RunView(base[0]), RunView(head[0]), base_analysis=NO_FINDINGS, head_analysis=NO_FINDINGS
+    )
     assert not d.between_runs and ONE_RUN_NOTE in d.notes
     for fmt in ("text", "md"):
         assert "between-run variation not accounted for" in render_diff(d, fmt)

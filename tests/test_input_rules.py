@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from viewing import analyze_record
 
-from torchdiag.analyze.registry import analyze
 from torchdiag.record import (
     Environment,
     GpuSeries,
@@ -68,7 +68,7 @@ def _record(
 
 
 def _findings(record):
-    return {f.id: f for f in analyze(record).findings}
+    return {f.id: f for f in analyze_record(record).findings}
 
 
 def test_large_stall_is_critical_with_the_measured_share():
@@ -128,7 +128,7 @@ def test_idle_workers_point_elsewhere():
 
 
 def test_no_steps_is_skipped_with_a_reason():
-    analysis = analyze(RunRecord())
+    analysis = analyze_record(RunRecord())
     skipped = {s.id: s.reason for s in analysis.skipped}
     assert "no steps" in skipped["dataloader-stall"]
     assert not analysis.findings

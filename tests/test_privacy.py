@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from viewing import analyzed
 
 import torchdiag
 from torchdiag.capture.privacy import REDACTED, host_label, redact_argv
@@ -61,7 +62,7 @@ def test_records_and_reports_are_redacted_by_default(tmp_path, monkeypatch):
     host = socket.gethostname()
     assert record.environment.argv == ["train.py", "--api-key", REDACTED, "--lr", "0.1"]
     assert record.environment.hostname == host_label(host)
-    page = render_html(record)
+    page = render_html(*analyzed(record))
     for leaked in (SECRET, "/home/alice", "secret-project"):
         assert leaked not in text and leaked not in page
     if len(host) > 4:

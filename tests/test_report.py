@@ -49,9 +49,8 @@ from torchdiag.report.json_report import render_json
 from torchdiag.report.markdown import MAX_CHARS, render_markdown
 from torchdiag.report.text import render_text
 from torchdiag.report.verdict import CLEAN_VERDICT, EMPTY_VERDICT, verdict
-from torchdiag.view.headline import headline
 from torchdiag.view.numbers import weighted_quantile
-from torchdiag.view.step_model import step_time
+from torchdiag.view.run_view import RunView
 
 EVIL = "</script><script>alert(1)</script> <!-- <b>x</b> -->"
 # Raw markup that must never reach the page; "</script>" alone is the page's own closing tag, so
@@ -328,7 +327,7 @@ def record() -> RunRecord:
 
 @pytest.fixture(scope="module")
 def page(record: RunRecord) -> str:
-    return render_html(record, make_analysis())
+    return render_html(RunView(record), make_analysis())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,16 +335,16 @@ def page(record: RunRecord) -> str:
 
 
 def test_verdict_from_top_warning_finding(record: RunRecord) -> None:
-    line = verdict(record, make_analysis())
+    line = verdict(RunView(record), make_analysis())
     assert line.startswith("input-bound: 31% of each step waits for data")
     assert "(+1 more finding)" in line
 
 
 def test_verdict_clean_and_empty(record: RunRecord) -> None:
     info_only = Analysis(findings=[make_analysis().findings[2]], skipped=[])
-    assert verdict(record, info_only).startswith(CLEAN_VERDICT)
-    assert verdict(record, Analysis(findings=[], skipped=[])) == CLEAN_VERDICT
-    assert verdict(RunRecord(), make_analysis()) == EMPTY_VERDICT
+    assert verdict(RunView(record), info_only).startswith(CLEAN_VERDICT)
+    assert verdict(RunView(record), Analysis(findings=[], skipped=[])) == CLEAN_VERDICT
+    assert verdict(RunView(RunRecord()), make_analysis()) == EMPTY_VERDICT
 
 
 def test_verdict_adds_saving_when_title_has_no_number(record: RunRecord) -> None:
@@ -357,26 +356,26 @@ def test_verdict_adds_saving_when_title_has_no_number(record: RunRecord) -> None
         recommendation="",
         saving_pct_max=12.5,
     )
-    assert verdict(record, Analysis(findings=[f], skipped=[])) == (
+    assert verdict(RunView(record), Analysis(findings=[f], skipped=[])) == (
         "launch-bound (up to 12.5% of step time)"
     )
 
 
 def test_headline_numbers(record: RunRecord) -> None:
-    h = headline(record)
+    h = RunView(record).headline
     assert h["steps"] == 40
     assert h["median_step_ms"] == 52.0
     assert h["p95_step_ms"] == 54.0
     assert h["batch_size"] == 32  # the training loader (most batches), not the validation one
     # Throughput and input wait are shares of the one step figure: the steady mean step.
-    timing = step_time(record)
+    timing = RunView(record).timing
     assert h["step_time_measured"]
     assert h["step_ms_estimate"] == pytest.approx(timing.step_ms, abs=1e-3)
     assert h["samples_per_s"] == pytest.approx(32 * 1000 / timing.step_ms, rel=1e-3)
     assert h["input_wait_pct"] == pytest.approx(100 * timing.input_wait_share, rel=1e-3)
     assert h["gpu_util_mean_pct"] == pytest.approx((40 + 55 + 60 + 62 + 58 + 61 + 63) / 7, 1e-3)
     assert h["gpu_memory_peak_bytes"] == 17 * GIB
-    empty = headline(RunRecord())
+    empty = RunView(RunRecord()).headline
     assert empty["steps"] == 0
     assert all(
         v is None
@@ -457,7 +456,7 @@ def test_html_figures_from_record(page: str, record: RunRecord) -> None:
 
 def test_html_escapes_everything_from_the_record() -> None:
     rec = make_record(evil=EVIL)
-    page = render_html(rec, make_analysis(evil=EVIL), cdn=True)
+    page = render_html(RunView(rec), make_analysis(evil=EVIL), cdn=True)
     for part in EVIL_PARTS:
         assert part not in page, part
     assert page.count("<script") == page.count("</script>") == 3  # data, plotly, report.js
@@ -470,7 +469,7 @@ def test_html_escapes_everything_from_the_record() -> None:
     labels = island["figures"]["kernel_classes"]["data"][0]["y"]
     assert f"conv{html.escape(EVIL, quote=False)}" in labels
     # With plotly.js inlined the same holds outside the bundle, which contains none of these.
-    inline = render_html(rec, make_analysis(evil=EVIL))
+    inline = render_html(RunView(rec), make_analysis(evil=EVIL))
     for part in EVIL_PARTS:
         assert part not in inline, part
     assert inline.count("<script") == inline.count("</script>") == 3
@@ -498,20 +497,20 @@ def test_html_offline_by_default_and_cdn_on_request(record: RunRecord, page: str
     digest = base64.b64encode(hashlib.sha256(code.encode()).digest()).decode()
     assert f"sha256-{digest}" in page
     assert len(packed.group(1)) < 0.4 * len(code.encode())
-    cdn = render_html(record, make_analysis(), cdn=True)
+    cdn = render_html(RunView(record), make_analysis(), cdn=True)
     urls = re.findall(r'<script src="(https://cdn\.plot\.ly/plotly-\d+\.\d+\.\d+\.min\.js)"', cdn)
     assert len(urls) == 1
     assert f'id="{PLOTLY_ELEMENT_ID}"' not in cdn and len(cdn) < 200_000
 
 
 def test_html_is_deterministic(record: RunRecord, page: str) -> None:
-    again = render_html(decode_record(record.to_json()), make_analysis())
+    again = render_html(RunView(decode_record(record.to_json())), make_analysis())
     assert again == page
 
 
 def test_html_failed_run_shows_exception() -> None:
     rec = make_record(evil=EVIL)
-    page = render_html(rec, make_analysis(), cdn=True)
+    page = render_html(RunView(rec), make_analysis(), cdn=True)
     assert "Run failed" in page and "RuntimeError" in page
     assert "CUDA out of memory" in page
 
@@ -519,7 +518,7 @@ def test_html_failed_run_shows_exception() -> None:
 def test_empty_record_renders_everything() -> None:
     rec = RunRecord(name="empty")
     analysis = Analysis(findings=[], skipped=[Skipped(id="input-bound", reason="no steps")])
-    page = render_html(rec, analysis, cdn=True)
+    page = render_html(RunView(rec), analysis, cdn=True)
     assert EMPTY_VERDICT in page
     assert "no per-step timings in this record" in page.lower()
     assert "No sampler series in this record" in page
@@ -528,24 +527,24 @@ def test_empty_record_renders_everything() -> None:
     assert "No DataLoader was iterated" in page
     assert "not measured" not in page  # missing numbers are left out, not called unmeasured
     assert data_island(page)["figures"] == {}
-    md = render_markdown(rec, analysis)
+    md = render_markdown(RunView(rec), analysis)
     assert EMPTY_VERDICT in md and "No step timings in this record" in md
-    text = render_text(rec, analysis)
+    text = render_text(RunView(rec), analysis)
     assert EMPTY_VERDICT in text and "not measured" not in text
-    doc = json.loads(render_json(rec, analysis))
+    doc = json.loads(render_json(RunView(rec), analysis))
     assert doc["verdict"] == EMPTY_VERDICT and doc["findings"] == []
 
 
 def test_trace_only_record_uses_trace_steps(record: RunRecord) -> None:
     summary = record.profiler.summary
     rec = RunRecord(source="trace", name="imported", traces=[summary])
-    h = headline(rec)
+    h = RunView(rec).headline
     assert h["steps"] == 5 and h["median_step_ms"] == 52.0 and h["step_rows"] == "profiled"
-    timing = step_time(rec)
+    timing = RunView(rec).timing
     assert h["step_ms_estimate"] == pytest.approx(timing.step_ms, abs=1e-3)
     assert h["step_ms_profiled"] == pytest.approx(52.0)
     assert h["input_wait_pct"] == pytest.approx(100 * timing.input_wait_share, abs=1e-3)
-    page = render_html(rec, Analysis(findings=[], skipped=[]), cdn=True)
+    page = render_html(RunView(rec), Analysis(findings=[], skipped=[]), cdn=True)
     figs = data_island(page)["figures"]
     assert "breakdown" in figs and "steps" not in figs
 
@@ -571,9 +570,10 @@ def test_reporting_does_not_import_torch() -> None:
         "from torchdiag.report.json_report import render_json\n"
         "from torchdiag.record import RunRecord\n"
         "from torchdiag.analyze.registry import Analysis\n"
+        "from torchdiag.view.run_view import RunView\n"
         "a = Analysis(findings=[], skipped=[])\n"
-        "render_html(RunRecord(), a); render_markdown(RunRecord(), a)\n"
-        "render_text(RunRecord(), a); render_json(RunRecord(), a)\n"
+        "render_html(RunView(RunRecord()), a); render_markdown(RunView(RunRecord()), a)\n"
+        "render_text(RunView(RunRecord()), a); render_json(RunView(RunRecord()), a)\n"
         "bad = [m for m in ('torch', 'pynvml', 'plotly.graph_objects') if m in sys.modules]\n"
         "print(bad)\n"
     )
@@ -592,7 +592,7 @@ def test_reporting_does_not_import_torch() -> None:
 
 
 def test_markdown_has_sections_and_a_row_per_finding(record: RunRecord) -> None:
-    md = render_markdown(record, make_analysis())
+    md = render_markdown(RunView(record), make_analysis())
     assert md.startswith("# torchdiag: resnet-demo\n")
     assert "**input-bound: 31% of each step waits for data" in md
     finding_row = re.compile(r"\| \d+ \| (critical|warning|info) \|")
@@ -602,7 +602,7 @@ def test_markdown_has_sections_and_a_row_per_finding(record: RunRecord) -> None:
     assert "## Step breakdown" in md and "| compute | 30 | 57.7% |" in md
     assert "## Top operators" in md and "`aten::conv2d`" in md
     assert "```python\nmodel = torch.compile(model)\n```" in md
-    assert render_markdown(record, make_analysis()) == md
+    assert render_markdown(RunView(record), make_analysis()) == md
 
 
 def test_markdown_stays_under_github_limit_with_huge_tables(record: RunRecord) -> None:
@@ -617,7 +617,7 @@ def test_markdown_stays_under_github_limit_with_huge_tables(record: RunRecord) -
         name="big", steps=record.steps, profiler=ProfilerWindow(first_step=10, steps=5, summary=big)
     )
     # 10,000 ops: the op table is cut, every finding still has its row.
-    md = render_markdown(rec, make_analysis())
+    md = render_markdown(RunView(rec), make_analysis())
     assert len(md) < 20_000
     assert "... and 9,985 more" in md
     assert len(re.findall(r"^\| \d+ \| (?:critical|warning|info) \|", md, re.M)) == 3
@@ -635,7 +635,7 @@ def test_markdown_stays_under_github_limit_with_huge_tables(record: RunRecord) -
         )
         for i in range(600)
     ]
-    md = render_markdown(rec, Analysis(findings=many, skipped=[]))
+    md = render_markdown(RunView(rec), Analysis(findings=many, skipped=[]))
     assert len(md) < MAX_CHARS < 65_536
     rows = re.findall(r"^\| (\d+) \| warning \|", md, re.M)
     assert rows == [str(i) for i in range(1, len(rows) + 1)] and len(rows) > 100
@@ -645,7 +645,7 @@ def test_markdown_stays_under_github_limit_with_huge_tables(record: RunRecord) -
 
 
 def test_markdown_escapes_names() -> None:
-    md = render_markdown(make_record(evil=EVIL), make_analysis(evil=EVIL))
+    md = render_markdown(RunView(make_record(evil=EVIL)), make_analysis(evil=EVIL))
     # Outside code (where GitHub shows text literally) no raw markup survives.
     prose = re.sub(r"`+[^`]*`+", "", re.sub(r"```python\n.*?\n```", "", md, flags=re.S))
     for part in EVIL_PARTS:
@@ -668,21 +668,21 @@ def md_table_cells_consistent(md: str) -> bool:
 
 
 def test_text_report(record: RunRecord) -> None:
-    text = render_text(record, make_analysis(), width=100)
+    text = render_text(RunView(record), make_analysis(), width=100)
     assert "input-bound: 31% of each step waits for data" in text
     for fid in ("input-bound", "gpu-idle-small-kernels", "tf32-off"):
         assert fid in text
     assert "Median step" in text and "52 ms" in text
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "\x1b[" not in text  # no colour codes
-    assert render_text(record, make_analysis(), width=100) == text
-    narrow = render_text(make_record(evil="[bold]x[/bold]"), make_analysis(), width=60)
+    assert render_text(RunView(record), make_analysis(), width=100) == text
+    narrow = render_text(RunView(make_record(evil="[bold]x[/bold]")), make_analysis(), width=60)
     assert "[bold]x[/bold]" in narrow  # record text is never read as rich markup
     assert max(len(line) for line in narrow.splitlines()) <= 60
 
 
 def test_json_report(record: RunRecord) -> None:
-    text = render_json(record, make_analysis())
+    text = render_json(RunView(record), make_analysis())
     doc = json.loads(text)
     assert set(doc) == {
         "schema",
@@ -721,9 +721,9 @@ def test_json_report(record: RunRecord) -> None:
         "status": {"state": "completed", "exception_type": None, "message": None},
     }
     assert doc["headline"]["steps"] == 40
-    assert doc["verdict"] == verdict(record, make_analysis())
+    assert doc["verdict"] == verdict(RunView(record), make_analysis())
     assert text == json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    assert render_json(decode_record(record.to_json()), make_analysis()) == text
+    assert render_json(RunView(decode_record(record.to_json())), make_analysis()) == text
 
 
 def test_json_report_replaces_nan() -> None:
@@ -735,7 +735,7 @@ def test_json_report_replaces_nan() -> None:
         recommendation="",
         saving_pct_max=float("inf"),
     )
-    doc = json.loads(render_json(RunRecord(), Analysis(findings=[f], skipped=[])))
+    doc = json.loads(render_json(RunView(RunRecord()), Analysis(findings=[f], skipped=[])))
     assert doc["findings"][0]["evidence"]["v"] is None
     assert doc["findings"][0]["saving_pct_max"] is None
 
@@ -754,7 +754,7 @@ def test_merged_step_rows_are_drawn_as_wide_bars() -> None:
         max_wall_ms=[90.0, 60.0, 55.0],
         profiled=[False, True, False],
     )
-    page = render_html(RunRecord(steps=steps), Analysis(findings=[], skipped=[]), cdn=True)
+    page = render_html(RunView(RunRecord(steps=steps)), Analysis(findings=[], skipped=[]), cdn=True)
     fig = data_island(page)["figures"]["steps"]
     bars = fig["data"][0]
     assert bars["x"] == [1.5, 5.5, 9.5] and bars["width"] == [3.4, 3.4, 3.4]
@@ -762,30 +762,6 @@ def test_merged_step_rows_are_drawn_as_wide_bars() -> None:
     (band,) = fig["layout"]["shapes"]
     assert (band["x0"], band["x1"]) == (3.5, 7.5)
     assert "rows merge up to 4 steps each" in page
-
-
-@pytest.mark.parametrize(
-    ("module", "render"),
-    [
-        ("html", render_html),
-        ("markdown", render_markdown),
-        ("text", render_text),
-        ("json_report", render_json),
-    ],
-)
-def test_renderers_run_the_analysis_when_not_given(
-    monkeypatch: pytest.MonkeyPatch, record: RunRecord, module: str, render
-) -> None:
-    calls: list[RunRecord] = []
-
-    def fake_analyze(rec: RunRecord) -> Analysis:
-        calls.append(rec)
-        return make_analysis()
-
-    monkeypatch.setattr(f"torchdiag.report.{module}.analyze", fake_analyze)
-    out = render(record)
-    assert calls == [record]
-    assert "input-bound" in out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -800,14 +776,16 @@ def _with_ops(record: RunRecord, ops: list[OpStat], kernels: list[KernelStat]) -
 
 
 def test_markdown_links_the_html_report(record: RunRecord) -> None:
-    md = render_markdown(record, make_analysis(), html_url="https://ci.example.org/r/1 (a).html")
+    md = render_markdown(
+        RunView(record), make_analysis(), html_url="https://ci.example.org/r/1 (a).html"
+    )
     link = "[Full HTML report](https://ci.example.org/r/1%20%28a%29.html)"
     assert link in md
     assert md.index("**input-bound") < md.index(link) < md.index("## Findings")
-    assert "Full HTML report" not in render_markdown(record, make_analysis())
+    assert "Full HTML report" not in render_markdown(RunView(record), make_analysis())
     for bad in ("javascript:alert(1)", "data:text/html,x", "ci/report.html"):
         with pytest.raises(ValueError):
-            render_markdown(record, make_analysis(), html_url=bad)
+            render_markdown(RunView(record), make_analysis(), html_url=bad)
 
 
 def test_cli_html_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -824,12 +802,12 @@ def test_cli_html_url(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_markdown_breakdown_table_and_pie(record: RunRecord) -> None:
-    md = render_markdown(record, make_analysis())
+    md = render_markdown(RunView(record), make_analysis())
     # The breakdown sits under the findings table, before the (folded) details.
     assert md.index("## Findings") < md.index("## Step breakdown") < md.index("<details>")
     pie = re.search(r"```mermaid\npie showData\n(.*?)\n```", md, re.S)
     assert pie is not None and '"compute" : 30.000' in pie.group(1)
-    assert "```mermaid" not in render_markdown(record, make_analysis(), pie=False)
+    assert "```mermaid" not in render_markdown(RunView(record), make_analysis(), pie=False)
     assert md.count("<details>") == md.count("</details>")
 
 
@@ -847,7 +825,7 @@ def test_markdown_escapes_pipes_backticks_and_brackets_in_trace_names(record: Ru
     kernels = [KernelStat(name=n, total_ms=10.0 - i) for i, n in enumerate(names)]
     rec = _with_ops(msgspec.structs.replace(record, name="a|b `c` <i>@team</i>"), ops, kernels)
     analysis = make_analysis(evil="|`<b>x</b>`|")
-    md = render_markdown(rec, analysis)
+    md = render_markdown(RunView(rec), analysis)
     assert md_cells_consistent(md)
     # Each name is one code span in the first cell of its row, whatever it holds.
     op_rows = [line for line in md.splitlines() if line.startswith("| `")]
@@ -881,7 +859,9 @@ def test_markdown_stays_under_the_limit_for_a_huge_record(record: RunRecord) -> 
     ]
     skipped = [Skipped(id=f"s{i}{long}", reason=long) for i in range(2_000)]
     md = render_markdown(
-        rec, Analysis(findings=findings, skipped=skipped), html_url="https://x.org/" + "a" * 5000
+        RunView(rec),
+        Analysis(findings=findings, skipped=skipped),
+        html_url="https://x.org/" + "a" * 5000,
     )
     assert len(md) < MAX_CHARS < 65_536
     assert md_cells_consistent(md)

@@ -13,6 +13,7 @@ import re
 import msgspec
 import pytest
 from tracedata import H200, ROOT, h200_trace
+from viewing import analyze_record, analyzed
 
 from tests.test_report import (
     ASSET_URL,
@@ -24,7 +25,7 @@ from tests.test_report import (
     strip_plotly,
 )
 from torchdiag.analyze.finding import rank_findings
-from torchdiag.analyze.registry import Analysis, analyze, registered_rules
+from torchdiag.analyze.registry import Analysis, registered_rules
 from torchdiag.record import (
     GpmSeries,
     GpuSeries,
@@ -39,6 +40,7 @@ from torchdiag.record import (
 )
 from torchdiag.report import rule_docs
 from torchdiag.report.html import render_html
+from torchdiag.view.run_view import RunView
 
 H200_TRACE = h200_trace("dataloader_stall_w0")
 SECTIONS = (
@@ -96,7 +98,7 @@ def rich_page() -> str:
             reserved_bytes=[6 * 1024**3] * 50,
         )
     ]
-    return render_html(rec, make_analysis())
+    return render_html(RunView(rec), make_analysis())
 
 
 def test_rich_live_record_has_every_section_with_data(rich_page: str) -> None:
@@ -139,7 +141,7 @@ def test_h200_trace_record_has_every_section() -> None:
     from torchdiag.traces.load import record_from_traces
 
     rec = record_from_traces(str(H200_TRACE))
-    page = render_html(rec)
+    page = render_html(*analyzed(rec))
     # What a trace cannot have is left out, and said once, not shown as empty boxes.
     assert_sections(page, absent=("samples", "overhead"))
     absent = not_recorded(page)
@@ -227,7 +229,7 @@ def huge_record() -> RunRecord:
 
 def test_huge_record_page_stays_bounded() -> None:
     rec = huge_record()
-    page = render_html(rec, make_analysis())
+    page = render_html(RunView(rec), make_analysis())
     size = len(page.encode())
     rest = len(strip_plotly(page).encode())
     assert size < MAX_PAGE, size
@@ -239,14 +241,14 @@ def test_huge_record_page_stays_bounded() -> None:
 def test_same_record_same_bytes(rich_page: str) -> None:
     rec = huge_record()
     again = decode_record(rec.to_json())
-    assert render_html(rec, make_analysis(), cdn=True) == render_html(
-        again, make_analysis(), cdn=True
+    assert render_html(RunView(rec), make_analysis(), cdn=True) == render_html(
+        RunView(again), make_analysis(), cdn=True
     )
 
 
 def test_names_are_escaped_in_tables_and_chart_labels() -> None:
     rec = make_record(evil=EVIL)
-    page = render_html(rec, make_analysis(evil=EVIL))
+    page = render_html(RunView(rec), make_analysis(evil=EVIL))
     for part in EVIL_PARTS:
         assert part not in page, part
     assert page.count("<script") == page.count("</script>") == 3
@@ -268,7 +270,9 @@ def test_no_network_assets_by_default(rich_page: str) -> None:
 
 
 def test_empty_record_says_why_each_section_is_missing() -> None:
-    page = render_html(RunRecord(name="empty"), Analysis(findings=[], skipped=[]), cdn=True)
+    page = render_html(
+        RunView(RunRecord(name="empty")), Analysis(findings=[], skipped=[]), cdn=True
+    )
     assert_sections(page, absent=SECTIONS[2:10] + SECTIONS[11:13])
     absent = not_recorded(page)
     assert absent["Raw trace"] == "This run had no torch.profiler window"
@@ -290,7 +294,7 @@ def test_long_step_series_is_capped() -> None:
         max_wall_ms=[10.0] * n,
         profiled=[False] * n,
     )
-    page = render_html(RunRecord(steps=steps), Analysis(findings=[], skipped=[]), cdn=True)
+    page = render_html(RunView(RunRecord(steps=steps)), Analysis(findings=[], skipped=[]), cdn=True)
     assert len(page.encode()) < MAX_PAGE_WITHOUT_PLOTLY
 
 
@@ -306,7 +310,7 @@ MAX_H200_PAGE = 2_000_000
 def test_h200_trace_pages_weigh_at_most_2_mb(trace: str) -> None:
     from torchdiag.traces.load import record_from_traces
 
-    page = render_html(record_from_traces(str(H200 / trace)))
+    page = render_html(*analyzed(record_from_traces(str(H200 / trace))))
     assert len(page.encode()) <= MAX_H200_PAGE, len(page.encode())
 
 
@@ -329,8 +333,8 @@ def test_findings_embed_their_rule_docs() -> None:
     from torchdiag.traces.load import record_from_traces
 
     rec = record_from_traces(str(H200_TRACE))
-    analysis = analyze(rec)
-    page = render_html(rec, analysis)
+    analysis = analyze_record(rec)
+    page = render_html(RunView(rec), analysis)
     blocks = re.findall(
         r'<details class="rule-doc"><summary>About the <code>([a-z0-9-]+)</code> rule.*?'
         r'<div class="rule-doc-body">(.*?)</div></details>',
@@ -371,7 +375,7 @@ def test_one_step_numbering_for_a_live_window() -> None:
     summary = rec.profiler.summary
     # As torch.profiler numbers them, whatever the record's first profiled step.
     summary.steps = [msgspec.structs.replace(st, number=i) for i, st in enumerate(summary.steps, 1)]
-    page = render_html(rec, make_analysis(), cdn=True)
+    page = render_html(RunView(rec), make_analysis(), cdn=True)
     first = rec.profiler.first_step
     last = first + rec.profiler.steps - 1
     figs = data_island(page)["figures"]

@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from viewing import analyze_record
 
 from torchdiag.analyze import compute
 from torchdiag.analyze.finding import Finding, severity_for_saving
-from torchdiag.analyze.registry import analyze
 from torchdiag.record import (
     AutocastInfo,
     BreakdownMs,
@@ -165,7 +165,7 @@ def _samples(*gpus: GpuSeries) -> Samples:
 
 
 def _run(record: RunRecord) -> tuple[dict[str, Finding], dict[str, str]]:
-    analysis = analyze(record)
+    analysis = analyze_record(record)
     return {f.id: f for f in analysis.findings}, {s.id: s.reason for s in analysis.skipped}
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 from tracedata import h200_trace
+from viewing import analyze_record
 
-from torchdiag.analyze.registry import analyze
 from torchdiag.integrations.trackers import flat_metrics, log_to_tensorboard
 from torchdiag.traces.load import record_from_traces
-from torchdiag.view.headline import headline
+from torchdiag.view.run_view import RunView
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def fp32_record():
 
 
 def test_headline_numbers_are_the_headline(fp32_record):
-    numbers = headline(fp32_record)
+    numbers = RunView(fp32_record).headline
     metrics = flat_metrics(fp32_record)
     for key, value in numbers.items():
         if value is None:
@@ -36,7 +36,7 @@ def test_headline_numbers_are_the_headline(fp32_record):
 
 
 def test_findings_are_the_analysis(fp32_record):
-    analysis = analyze(fp32_record)
+    analysis = analyze_record(fp32_record)
     metrics = flat_metrics(fp32_record, analysis)
     assert metrics["torchdiag/findings/count"] == len(analysis.findings)
     by_id = {f.id: f for f in analysis.findings}
@@ -98,7 +98,7 @@ class RecordingWriter:
 def test_log_to_an_open_writer_at_the_run_step_count(fp32_record):
     writer = RecordingWriter()
     written = log_to_tensorboard(fp32_record, writer)
-    steps = headline(fp32_record)["steps"]
+    steps = RunView(fp32_record).headline["steps"]
     assert writer.scalars["torchdiag/steps"] == (steps, steps)
     assert writer.flushed == 1
     assert len(writer.scalars) + len(writer.texts) == len(written)

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from viewing import render_try
 
 import torchdiag
 from torchdiag.capture.fixes import parse_fix
 from torchdiag.record import MeasuredFix, RunRecord, load_record
-from torchdiag.report.trial_render import render_try
 from torchdiag.trials.compare import compare_losses
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -193,9 +193,9 @@ class Outcome:
 
 
 def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
-    import torchdiag
+    from torchdiag.capture.session import profile
 
-    session = torchdiag.profile(
+    session = profile(
         args.output,
         profile_steps=args.profile_steps,
         skip_first=args.skip_first,

@@ -14,16 +14,21 @@ from types import MappingProxyType
 from typing import Any
 
 from torchdiag.record import RankFigures, RunRecord, TraceSummary
+
+# Modules, not their functions: a derivation is looked up where it is defined, so a test can
+# count its calls (tests/test_view.py).
 from torchdiag.view import headline as _headline
 from torchdiag.view import memory as _memory
 from torchdiag.view import ranks as _ranks
+from torchdiag.view import samples as _samples
+from torchdiag.view import steady as _steady
 from torchdiag.view import step_model as _model
 from torchdiag.view import step_rows as _rows
-from torchdiag.view.samples import mean_gpm_tensor_pct, mean_gpu_busy_share
-from torchdiag.view.steady import SteadySteps, steady_steps
+from torchdiag.view import step_sample as _sample
+from torchdiag.view.steady import SteadySteps
 from torchdiag.view.step_model import StepTime
 from torchdiag.view.step_rows import StepRows, WallStats
-from torchdiag.view.step_sample import StepSample, step_sample
+from torchdiag.view.step_sample import StepSample
 
 
 class RunView:
@@ -60,7 +65,7 @@ class RunView:
     @cached_property
     def steady(self) -> SteadySteps:
         """Totals over the steady-state steps (first and profiled steps left out)."""
-        return steady_steps(self.record)
+        return _steady.steady_steps(self.record)
 
     @cached_property
     def timing(self) -> StepTime | None:
@@ -70,7 +75,7 @@ class RunView:
     @cached_property
     def sample(self) -> StepSample:
         """The steady-state step times as a sample (median, bootstrap) for ``diff``."""
-        return step_sample(self.record, self.summary)
+        return _sample.step_sample(self.record, self.summary)
 
     # -- step rows ---------------------------------------------------------------------------
 
@@ -136,12 +141,12 @@ class RunView:
     @cached_property
     def gpu_util_share(self) -> float | None:
         """Mean NVML utilisation over sampled GPUs (0-1)."""
-        return mean_gpu_busy_share(self.record)
+        return _samples.mean_gpu_busy_share(self.record)
 
     @cached_property
     def tensor_active_pct(self) -> float | None:
         """Mean GPM tensor-core activity over sampled GPUs (percent)."""
-        return mean_gpm_tensor_pct(self.record)
+        return _samples.mean_gpm_tensor_pct(self.record)
 
     @cached_property
     def memory(self) -> _memory.MemoryPeaks:
