@@ -65,3 +65,18 @@ def test_every_run_format_renders_a_record() -> None:
     for name in format_names("run"):
         text = output_format(name).renderer().render(view, analysis, RenderOptions(cdn=True))
         assert text.endswith("\n") and "no-amp" in text
+
+
+def test_the_command_list_drives_help_and_usage_errors(run_cli, capsys) -> None:
+    from torchdiag.cli.commands import COMMANDS
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("--help")
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for command in COMMANDS:
+        assert command.name in out and command.help.split()[0] in out
+    code, _, err = run_cli()
+    assert code == 2 and "a command is required: report, diff, run or try" in err
+    code, _, err = run_cli("bogus")
+    assert code == 2 and len(err.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from torchdiag.cli.run import split_argv
+from torchdiag.cli.run import RunCommand, split_argv
 from torchdiag.record import load_record
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,16 +168,20 @@ def test_bad_usage_is_one_line_and_status_2(run_cli, argv, message):
 
 
 def test_options_after_the_script_belong_to_the_script():
-    own, target = split_argv(["--output", "x.json", "train.py", "--output", "y", "-m", "z"])
+    valued = RunCommand().valued_options()
+    assert {"-o", "--output", "--fix", "--max-steps"} <= valued and "--trace" not in valued
+    own, target = split_argv(
+        ["--output", "x.json", "train.py", "--output", "y", "-m", "z"], valued=valued
+    )
     assert own == ["--output", "x.json"]
     assert (target.script, target.module, target.args) == (
         "train.py",
         None,
         ["--output", "y", "-m", "z"],
     )
-    own, target = split_argv(["--trace", "-m", "pkg.train", "--lr", "3"])
+    own, target = split_argv(["--trace", "-m", "pkg.train", "--lr", "3"], valued=valued)
     assert own == ["--trace"] and target.module == "pkg.train" and target.args == ["--lr", "3"]
-    own, target = split_argv(["--", "-weird-name.py", "a"])
+    own, target = split_argv(["--", "-weird-name.py", "a"], valued=valued)
     assert own == [] and target.script == "-weird-name.py" and target.args == ["a"]
 
 

@@ -1,4 +1,5 @@
-"""The ``torchdiag`` command line: one module per subcommand.
+"""The ``torchdiag`` command line: one module per subcommand, listed in
+:mod:`~torchdiag.cli.commands`.
 
 ``torchdiag report INPUT`` reads a run record (``run.json``), a folder of rank records, or
 torch.profiler trace(s) and writes a report (:mod:`~torchdiag.cli.report`). ``torchdiag diff BASE
@@ -16,8 +17,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from torchdiag.cli import diff, report, run, trial
 from torchdiag.cli.args import Parser, UsageError
+from torchdiag.cli.commands import COMMANDS, command_named, command_names
 from torchdiag.record import RecordError
 from torchdiag.sanitize import terminal_safe
 
@@ -27,7 +28,7 @@ EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
+    """The top-level parser, with every command's arguments (for ``--help`` and tests)."""
     parser = Parser(
         prog="torchdiag",
         description="Diagnose PyTorch training runs: reports from run records and profiler traces.",
@@ -35,11 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     from torchdiag._version import __version__
 
     parser.add_argument("--version", action="version", version=f"torchdiag {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    report.add_parser(commands)
-    diff.add_parser(commands)
-    run.add_parser(commands)
-    trial.add_parser(commands)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name,
+            help=command.help,
+            description=command.description,
+            usage=command.usage,
+        )
+        command.add_arguments(sub)
     return parser
 
 
@@ -47,17 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["run"] and not _asks_help(run.split_argv(argv[1:])[0]):
-            # The script's own arguments are not ours to parse: split them off first.
-            return run.main(argv[1:])
-        if argv[:1] == ["try"] and not _asks_help(run.split_argv(argv[1:], valued=trial.VALUED)[0]):
-            return trial.main(argv[1:])
-        args = build_parser().parse_args(argv)
-        if args.command == "report":
-            return report.run(args)
-        if args.command == "diff":
-            return diff.run(args)
-        raise UsageError("a command is required: report, diff or run (see 'torchdiag --help')")
+        command = command_named(argv[0]) if argv else None
+        if command is not None:
+            return command.main(argv[1:])
+        build_parser().parse_args(argv)  # --help, --version, or an unknown command's error
+        raise UsageError(f"a command is required: {command_names()} (see 'torchdiag --help')")
     except UsageError as err:
         _fail(str(err))
     except (RecordError, OSError) as err:
@@ -71,10 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _fail(f"{_one_line(err)} ({type(err).__name__}; TORCHDIAG_DEBUG=1 shows the traceback)")
     return EXIT_USAGE
-
-
-def _asks_help(own: list[str]) -> bool:
-    return bool({"-h", "--help"} & set(own))
 
 
 def _fail(message: str) -> None:

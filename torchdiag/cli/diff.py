@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from torchdiag.cli.args import UsageError, add_jobs, add_no_progress, percentage
+from torchdiag.cli.command import Command
 from torchdiag.cli.inputs import check_input, load_runs
 from torchdiag.cli.outputs import check_output, say_written, write_output
 from torchdiag.record import RunRecord
@@ -17,84 +18,89 @@ EXIT_OK = 0
 EXIT_REGRESSION = 1
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``diff`` subcommand's arguments."""
-    from torchdiag.diff import DEFAULT_THRESHOLD_PCT
+class DiffCommand(Command):
+    """``torchdiag diff BASE HEAD``."""
 
-    diff = commands.add_parser(
-        "diff",
-        help="compare runs (run.json or traces): step time, breakdown, findings, ops",
-        usage="%(prog)s (BASE HEAD | --base RUN [RUN ...] --head RUN [RUN ...]) [options]",
-        description=(
-            "Compare HEAD against BASE. Each side is one run (a run.json, a trace file or a "
-            "directory of traces or rank records) or several: --base/--head with several inputs, "
-            "or a directory of run records of separate single-process runs. With several runs a "
-            "side, each run counts once by its step time and the interval is a t-interval over "
-            "runs, so the variation between runs is in it; with one run a side it is a bootstrap "
-            "over that run's steps, which is not. Exit status: 1 when HEAD is slower beyond "
-            "--threshold with confidence (the lower bound of the 95% interval of the HEAD/BASE "
-            "step-time ratio is above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
-        ),
+    name = "diff"
+    help = "compare runs (run.json or traces): step time, breakdown, findings, ops"
+    usage = "%(prog)s (BASE HEAD | --base RUN [RUN ...] --head RUN [RUN ...]) [options]"
+    description = (
+        "Compare HEAD against BASE. Each side is one run (a run.json, a trace file or a "
+        "directory of traces or rank records) or several: --base/--head with several inputs, "
+        "or a directory of run records of separate single-process runs. With several runs a "
+        "side, each run counts once by its step time and the interval is a t-interval over "
+        "runs, so the variation between runs is in it; with one run a side it is a bootstrap "
+        "over that run's steps, which is not. Exit status: 1 when HEAD is slower beyond "
+        "--threshold with confidence (the lower bound of the 95% interval of the HEAD/BASE "
+        "step-time ratio is above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
     )
-    diff.add_argument("base", nargs="?", help="the baseline: a run, or a directory of runs")
-    diff.add_argument("head", nargs="?", help="the runs to judge: a run, or a directory of runs")
-    diff.add_argument(
-        "--base",
-        dest="base_runs",
-        nargs="+",
-        metavar="RUN",
-        help="the baseline's runs (instead of BASE), e.g. three repeats of the same job",
-    )
-    diff.add_argument(
-        "--head",
-        dest="head_runs",
-        nargs="+",
-        metavar="RUN",
-        help="the runs to judge (instead of HEAD)",
-    )
-    diff.add_argument("-o", "--output", default="-", help="output file; '-' for stdout (default)")
-    diff.add_argument(
-        "--format",
-        choices=format_names("diff"),
-        default="text",
-        help="text (default), " + ", ".join(n for n in format_names("diff") if n != "text"),
-    )
-    diff.add_argument(
-        "--threshold",
-        metavar="PCT",
-        type=percentage,
-        default=DEFAULT_THRESHOLD_PCT,
-        help=f"slowdown in percent that fails the comparison (default {DEFAULT_THRESHOLD_PCT:g})",
-    )
-    add_no_progress(diff)
-    add_jobs(diff)
 
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from torchdiag.diff import DEFAULT_THRESHOLD_PCT
 
-def run(args: argparse.Namespace) -> int:
-    """Compare and write the comparison; the exit status is the verdict."""
-    from torchdiag.diff import diff_run_sets
-    from torchdiag.view.run_view import RunView
+        parser.add_argument("base", nargs="?", help="the baseline: a run, or a directory of runs")
+        parser.add_argument(
+            "head", nargs="?", help="the runs to judge: a run, or a directory of runs"
+        )
+        parser.add_argument(
+            "--base",
+            dest="base_runs",
+            nargs="+",
+            metavar="RUN",
+            help="the baseline's runs (instead of BASE), e.g. three repeats of the same job",
+        )
+        parser.add_argument(
+            "--head",
+            dest="head_runs",
+            nargs="+",
+            metavar="RUN",
+            help="the runs to judge (instead of HEAD)",
+        )
+        parser.add_argument(
+            "-o", "--output", default="-", help="output file; '-' for stdout (default)"
+        )
+        parser.add_argument(
+            "--format",
+            choices=format_names("diff"),
+            default="text",
+            help="text (default), " + ", ".join(n for n in format_names("diff") if n != "text"),
+        )
+        parser.add_argument(
+            "--threshold",
+            metavar="PCT",
+            type=percentage,
+            default=DEFAULT_THRESHOLD_PCT,
+            help="slowdown in percent that fails the comparison "
+            f"(default {DEFAULT_THRESHOLD_PCT:g})",
+        )
+        add_no_progress(parser)
+        add_jobs(parser)
 
-    base_inputs, head_inputs = _diff_sides(args)
-    wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
-    sources = [check_input(text) for text in (*base_inputs, *head_inputs)]
-    check_output(args.output, sources)
-    sides: list[list[tuple[str, RunRecord]]] = [[], []]
-    for side, inputs in zip(sides, (base_inputs, head_inputs), strict=True):
-        for text in inputs:
-            side += load_runs(Path(text), wanted_progress=wanted, jobs=args.jobs)
-    base, head = sides
-    result = diff_run_sets(
-        [RunView(record) for _, record in base],
-        [RunView(record) for _, record in head],
-        threshold_pct=args.threshold,
-        base_labels=[label for label, _ in base],
-        head_labels=[label for label, _ in head],
-    )
-    rendered = output_format(args.format).renderer().render_diff(result, RenderOptions())
-    write_output(rendered, args.output)
-    say_written("Comparison", args.output)
-    return EXIT_REGRESSION if result.regression else EXIT_OK
+    def run(self, args: argparse.Namespace) -> int:
+        """Compare and write the comparison; the exit status is the verdict."""
+        from torchdiag.diff import diff_run_sets
+        from torchdiag.view.run_view import RunView
+
+        base_inputs, head_inputs = _diff_sides(args)
+        wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
+        sources = [check_input(text) for text in (*base_inputs, *head_inputs)]
+        check_output(args.output, sources)
+        sides: list[list[tuple[str, RunRecord]]] = [[], []]
+        for side, inputs in zip(sides, (base_inputs, head_inputs), strict=True):
+            for text in inputs:
+                side += load_runs(Path(text), wanted_progress=wanted, jobs=args.jobs)
+        base, head = sides
+        result = diff_run_sets(
+            [RunView(record) for _, record in base],
+            [RunView(record) for _, record in head],
+            threshold_pct=args.threshold,
+            base_labels=[label for label, _ in base],
+            head_labels=[label for label, _ in head],
+        )
+        rendered = output_format(args.format).renderer().render_diff(result, RenderOptions())
+        write_output(rendered, args.output)
+        say_written("Comparison", args.output)
+        return EXIT_REGRESSION if result.regression else EXIT_OK
 
 
 def _diff_sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from torchdiag.cli.args import add_jobs, add_no_progress
+from torchdiag.cli.command import Command
 from torchdiag.cli.inputs import check_input, load_input
 from torchdiag.cli.outputs import beside, check_output, check_url, say_written, write_output
 from torchdiag.cli.progress import read_progress
@@ -17,50 +18,56 @@ from torchdiag.sanitize import terminal_safe
 EXIT_OK = 0
 
 
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``report`` subcommand's arguments."""
-    report = commands.add_parser(
-        "report",
-        help="write a report for a run.json or torch.profiler trace(s)",
-        description=(
-            "Report on a run record or torch.profiler trace (.json, .json.gz, or a directory of "
-            "them). Without --format: the HTML report is written beside the input and a summary "
-            "is printed."
-        ),
-    )
-    report.add_argument("input", help="run.json, a trace file, or a directory of traces")
-    report.add_argument(
-        "-o", "--output", help="output file; '-' for stdout (default: beside the input for html)"
-    )
-    names = format_names("run")
-    report.add_argument("--format", choices=names, help=", ".join(names[:-1]) + f" or {names[-1]}")
-    report.add_argument(
-        "--cdn", action="store_true", help="HTML: load plotly.js from its CDN instead of inlining"
-    )
-    report.add_argument(
-        "--html-url",
-        metavar="URL",
-        help="md: link to the HTML report at this http(s) URL (e.g. a CI artifact)",
-    )
-    add_no_progress(report)
-    add_jobs(report)
+class ReportCommand(Command):
+    """``torchdiag report INPUT``."""
 
-
-def run(args: argparse.Namespace) -> int:
-    """Write the report; prints where it went."""
-    source = check_input(args.input)
-    if args.html_url is not None:
-        check_url(args.html_url)
-    write_report(
-        source,
-        args.format,
-        args.output,
-        cdn=args.cdn,
-        html_url=args.html_url,
-        progress=not args.no_progress,
-        jobs=args.jobs,
+    name = "report"
+    help = "write a report for a run.json or torch.profiler trace(s)"
+    description = (
+        "Report on a run record or torch.profiler trace (.json, .json.gz, or a directory of "
+        "them). Without --format: the HTML report is written beside the input and a summary "
+        "is printed."
     )
-    return EXIT_OK
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("input", help="run.json, a trace file, or a directory of traces")
+        parser.add_argument(
+            "-o",
+            "--output",
+            help="output file; '-' for stdout (default: beside the input for html)",
+        )
+        names = format_names("run")
+        parser.add_argument(
+            "--format", choices=names, help=", ".join(names[:-1]) + f" or {names[-1]}"
+        )
+        parser.add_argument(
+            "--cdn",
+            action="store_true",
+            help="HTML: load plotly.js from its CDN instead of inlining",
+        )
+        parser.add_argument(
+            "--html-url",
+            metavar="URL",
+            help="md: link to the HTML report at this http(s) URL (e.g. a CI artifact)",
+        )
+        add_no_progress(parser)
+        add_jobs(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Write the report; prints where it went."""
+        source = check_input(args.input)
+        if args.html_url is not None:
+            check_url(args.html_url)
+        write_report(
+            source,
+            args.format,
+            args.output,
+            cdn=args.cdn,
+            html_url=args.html_url,
+            progress=not args.no_progress,
+            jobs=args.jobs,
+        )
+        return EXIT_OK
 
 
 def report_beside(source: Path) -> None:

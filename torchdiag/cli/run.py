@@ -23,28 +23,16 @@ from pathlib import Path
 
 from torchdiag.capture.fixes import FIX_NAMES, parse_fix
 from torchdiag.cli.args import (
-    Parser,
     UsageError,
     non_negative_int,
     positive_int,
     positive_seconds,
 )
+from torchdiag.cli.command import Command
 
 EXIT_EXCEPTION = 1
 # Python exits with 128 + SIGINT after an uncaught KeyboardInterrupt.
 _EXIT_FOR: dict[type[BaseException], int] = {KeyboardInterrupt: 130}
-# Options of this command that take a value (the rest are flags); everything from the script on
-# belongs to the script, options that look like ours included.
-_VALUED = {
-    "-o",
-    "--output",
-    "--profile-steps",
-    "--skip-first",
-    "--sample-interval",
-    "--name",
-    "--fix",
-    "--max-steps",
-}
 
 
 @dataclass
@@ -59,22 +47,6 @@ class Target:
     def label(self) -> str:
         """The script's file name or the module's name (the run's default name)."""
         return Path(self.script).name if self.script else str(self.module)
-
-
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """The ``run`` subcommand's arguments (its target and the target's arguments are split off
-    before parsing, see :func:`split_argv`)."""
-    run = commands.add_parser(
-        "run",
-        help="run a training script under torchdiag (no code change), then report",
-        description=(
-            "Run SCRIPT (or -m MODULE) with its arguments under torchdiag.profile(), then print "
-            "the summary and write the HTML report beside the record. Exit status: the script's."
-        ),
-        usage="torchdiag run [options] (SCRIPT | -m MODULE) [ARGS ...]",
-    )
-    options(run)
-    return run
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -130,16 +102,13 @@ def options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def split_argv(
-    argv: Sequence[str], *, valued: set[str] | frozenset[str] | None = None
-) -> tuple[list[str], Target]:
+def split_argv(argv: Sequence[str], *, valued: frozenset[str]) -> tuple[list[str], Target]:
     """This command's own options, and the target with its arguments.
 
     Like python's own command line: the first argument that is not one of our options is the
     script, ``-m MODULE`` names a module, ``--`` ends our options; the rest is the target's.
-    ``valued`` are the options that take a value (default: ``torchdiag run``'s).
+    ``valued`` are the command's options that take a value (:meth:`Command.valued_options`).
     """
-    valued = _VALUED if valued is None else valued
     argv = list(argv)
     i = 0
     while i < len(argv):
@@ -160,27 +129,40 @@ def split_argv(
     return argv, Target(None, None, [])
 
 
-def main(argv: Sequence[str]) -> int:
-    """``torchdiag run ARGV``; returns the exit status."""
-    own, target = split_argv(argv)
-    parser = Parser(prog="torchdiag run", usage="torchdiag run [options] (SCRIPT | -m MODULE) ...")
-    options(parser)
-    args = parser.parse_args(own)
-    if target.script is None and target.module is None:
-        raise UsageError("a script or -m MODULE is required (see 'torchdiag run --help')")
-    if target.script is not None and not Path(target.script).is_file():
-        raise UsageError(f"no such script: {target.script}")
-    for spec in args.fix:
-        try:
-            parse_fix(spec)
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-    outcome = _profiled(target, args)
-    if outcome.record_path is not None and not args.no_report and _is_reporting_rank():
-        _report(outcome.record_path)
-    if outcome.error is not None:
-        _print_user_exception(outcome.error)
-    return outcome.exit_status
+class RunCommand(Command):
+    """``torchdiag run [options] SCRIPT [ARGS ...]``."""
+
+    name = "run"
+    help = "run a training script under torchdiag (no code change), then report"
+    usage = "torchdiag run [options] (SCRIPT | -m MODULE) [ARGS ...]"
+    description = (
+        "Run SCRIPT (or -m MODULE) with its arguments under torchdiag.profile(), then print "
+        "the summary and write the HTML report beside the record. Exit status: the script's."
+    )
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        options(parser)
+
+    def main(self, argv: Sequence[str]) -> int:
+        """``torchdiag run ARGV``: the script and its arguments are split off before parsing
+        (:func:`split_argv`); returns the script's exit status."""
+        own, target = split_argv(argv, valued=self.valued_options())
+        args = self.parser().parse_args(own)
+        if target.script is None and target.module is None:
+            raise UsageError("a script or -m MODULE is required (see 'torchdiag run --help')")
+        if target.script is not None and not Path(target.script).is_file():
+            raise UsageError(f"no such script: {target.script}")
+        for spec in args.fix:
+            try:
+                parse_fix(spec)
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+        outcome = _profiled(target, args)
+        if outcome.record_path is not None and not args.no_report and _is_reporting_rank():
+            _report(outcome.record_path)
+        if outcome.error is not None:
+            _print_user_exception(outcome.error)
+        return outcome.exit_status
 
 
 @dataclass

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torchdiag.capture.fixes import FIX_NAMES
-from torchdiag.cli.args import Parser, UsageError, non_negative_int, positive_int
+from torchdiag.cli.args import UsageError, non_negative_int, positive_int
+from torchdiag.cli.command import Command
 from torchdiag.cli.outputs import say_written, write_output
 from torchdiag.cli.run import split_argv
 from torchdiag.report.formats import format_names, output_format
@@ -28,20 +29,6 @@ DEFAULT_REPEAT = 3
 AUTO = "auto"
 
 EXIT_OK = 0
-# Options of this command that take a value (see torchdiag.cli.run.split_argv).
-VALUED = {"--steps", "--skip-first", "--profile-steps", "--fix", "--output", "-o", "--format"}
-VALUED |= {"--timeout", "--repeat"}
-
-
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    """The ``try`` subcommand, for ``torchdiag --help`` (parsed by :func:`main`)."""
-    options(
-        commands.add_parser(
-            "try",
-            help="rerun a script's first steps with each fix and measure the real change",
-            usage="torchdiag try [options] (SCRIPT | -m MODULE) [ARGS ...]",
-        )
-    )
 
 
 def options(parser: argparse.ArgumentParser) -> None:
@@ -90,52 +77,68 @@ def options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: Sequence[str]) -> int:
-    """``torchdiag try ARGV``; returns the exit status."""
-    from torchdiag.capture.fixes import parse_fix
-    from torchdiag.cli.report import write_report
-    from torchdiag.trials.runner import TrialError, TrialSettings, baseline_record_path, try_fixes
+class TryCommand(Command):
+    """``torchdiag try [--fix F ...] SCRIPT [ARGS ...]``."""
 
-    own, target = split_argv(argv, valued=VALUED)
-    parser = Parser(prog="torchdiag try", usage="torchdiag try [options] (SCRIPT | -m MODULE) ...")
-    options(parser)
-    args = parser.parse_args(own)
-    for spec in args.fix:
-        if spec != AUTO:
-            try:
-                parse_fix(spec)
-            except ValueError as err:
-                raise UsageError(str(err)) from None
-    if target.script is None and target.module is None:
-        raise UsageError("a script or -m MODULE is required (see 'torchdiag try --help')")
-    if target.script is not None and not Path(target.script).is_file():
-        raise UsageError(f"no such script: {target.script}")
-    settings = TrialSettings(
-        steps=args.steps,
-        skip_first=args.skip_first,
-        profile_steps=args.profile_steps,
-        repeat=args.repeat,
-        timeout_s=args.timeout,
-    )
-    folder = Path(args.output) if args.output else None
-    try:
-        result = try_fixes(
-            target.script,
-            target.args,
-            module=target.module,
-            fixes=args.fix or [AUTO],
-            settings=settings,
-            output=folder,
-            on_run=_say_run,
+    name = "try"
+    help = "rerun a script's first steps with each fix and measure the real change"
+    usage = "torchdiag try [options] (SCRIPT | -m MODULE) [ARGS ...]"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        options(parser)
+
+    def main(self, argv: Sequence[str]) -> int:
+        """``torchdiag try ARGV``: the script and its arguments are split off before parsing;
+        returns the exit status."""
+        from torchdiag.capture.fixes import parse_fix
+        from torchdiag.cli.report import write_report
+        from torchdiag.trials.runner import (
+            TrialError,
+            TrialSettings,
+            baseline_record_path,
+            try_fixes,
         )
-    except (ValueError, TrialError) as err:
-        raise UsageError(str(err)) from None
-    folder = Path(result.baseline.records[0]).parent.parent
-    write_report(baseline_record_path(folder), "html", str(folder / "report.html"), progress=False)
-    rendered = output_format(args.format).renderer().render_try(result, RenderOptions())
-    write_output(rendered, args.result)
-    say_written("Try result", str(folder / "try.json"))
-    return EXIT_OK
+
+        own, target = split_argv(argv, valued=self.valued_options())
+        args = self.parser().parse_args(own)
+        for spec in args.fix:
+            if spec != AUTO:
+                try:
+                    parse_fix(spec)
+                except ValueError as err:
+                    raise UsageError(str(err)) from None
+        if target.script is None and target.module is None:
+            raise UsageError("a script or -m MODULE is required (see 'torchdiag try --help')")
+        if target.script is not None and not Path(target.script).is_file():
+            raise UsageError(f"no such script: {target.script}")
+        settings = TrialSettings(
+            steps=args.steps,
+            skip_first=args.skip_first,
+            profile_steps=args.profile_steps,
+            repeat=args.repeat,
+            timeout_s=args.timeout,
+        )
+        folder = Path(args.output) if args.output else None
+        try:
+            result = try_fixes(
+                target.script,
+                target.args,
+                module=target.module,
+                fixes=args.fix or [AUTO],
+                settings=settings,
+                output=folder,
+                on_run=_say_run,
+            )
+        except (ValueError, TrialError) as err:
+            raise UsageError(str(err)) from None
+        folder = Path(result.baseline.records[0]).parent.parent
+        write_report(
+            baseline_record_path(folder), "html", str(folder / "report.html"), progress=False
+        )
+        rendered = output_format(args.format).renderer().render_try(result, RenderOptions())
+        write_output(rendered, args.result)
+        say_written("Try result", str(folder / "try.json"))
+        return EXIT_OK
 
 
 def _say_run(name: str, round_: int, rounds: int) -> None:
