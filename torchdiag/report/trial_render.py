@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from torchdiag.capture.fixes import kinds_answering
 from torchdiag.record import MeasuredFix
-from torchdiag.trials.auto import FIXES_FOR_FINDING
 from torchdiag.trials.compare import TryResult
 
 
@@ -32,7 +32,7 @@ def measured_rows(fixes: list[MeasuredFix]) -> list[MeasuredRow]:
 
 def measured_for_finding(finding_id: str, fixes: list[MeasuredFix]) -> list[MeasuredRow]:
     """The measured fixes that address the rule ``finding_id`` (shown beside its estimate)."""
-    names = {t.partition("=")[0] for t in FIXES_FOR_FINDING.get(finding_id, ())}
+    names = {kind.name for kind in kinds_answering(finding_id)}
     return [_row(f) for f in fixes if f.fix.partition("=")[0] in names]
 
 

@@ -16,9 +16,11 @@ from collections.abc import Sequence
 
 import msgspec
 
-from torchdiag.diff import NO_CHANGE, diff_run_sets, sample_median
+from torchdiag.capture.fixes import kind_of, parse_fix
+from torchdiag.diff import NO_CHANGE, diff_run_sets
 from torchdiag.record import AppliedFix, MeasuredFix, RunRecord
 from torchdiag.view.run_view import RunView
+from torchdiag.view.step_sample import sample_median
 
 TRY_SCHEMA = "torchdiag.try/1"
 # The loss "stayed close" when the mean of the last half of the losses moved by less than this
@@ -27,8 +29,6 @@ TRY_SCHEMA = "torchdiag.try/1"
 # runs differ by about their step-to-step noise, and a few percent in level.
 LOSS_STANDARD_ERRORS = 3.0
 LOSS_RELATIVE_SLACK = 0.05
-# Fixes whose runs see other data than the baseline's: their losses are not comparable.
-LOSS_NOT_COMPARABLE = {"input-ceiling": "not compared: the batches repeat"}
 
 
 class Baseline(msgspec.Struct, kw_only=True):
@@ -65,8 +65,12 @@ def measure_fix(
     *,
     records: Sequence[str] = (),
 ) -> MeasuredFix:
-    """The fix ``spec`` measured from its ``runs`` against the ``baselines`` (views of their
-    records)."""
+    """The fix ``spec`` (a valid spelling) measured from its ``runs`` against the ``baselines``
+    (views of their records).
+
+    What the fix's kind says decides how: a fix that multiplies the batch is compared per sample,
+    and one whose first step holds a one-off cost (compilation) has that cost reported apart.
+    """
     if not runs or not baselines:
         return MeasuredFix(fix=spec, applicable=False, detail="not run", records=list(records))
     run = next((v.record for v in runs if v.record.status.state == "failed"), runs[0].record)
@@ -88,7 +92,8 @@ def measure_fix(
         )
     baseline = baselines[0].record
     diff = diff_run_sets(baselines, runs)
-    factor = _batch_factor(spec)
+    factor = parse_fix(spec).batch_factor
+    kind = kind_of(spec)
     speedup = ci95 = None
     ratio, low, high = diff.interval.ratio, diff.interval.low, diff.interval.high
     if ratio and low and high:
@@ -113,7 +118,11 @@ def measure_fix(
         baseline_memory_peak_bytes=base_memory,
         numerics_ok=numerics_ok,
         numerics=numerics,
-        compile_s=_first_step_excess_s(baseline, run) if spec == "compile" else None,
+        compile_s=(
+            _first_step_excess_s(baseline, run)
+            if kind is not None and kind.first_step_one_off_cost
+            else None
+        ),
         runs=len(runs),
         records=list(records),
     )
@@ -123,8 +132,9 @@ def compare_losses(
     spec: str, baseline: Sequence[float | None], fixed: Sequence[float | None]
 ) -> tuple[bool | None, str]:
     """Whether the run with the fix kept the baseline's numerics, and how that was judged."""
-    if spec in LOSS_NOT_COMPARABLE:
-        return None, LOSS_NOT_COMPARABLE[spec]
+    kind = kind_of(spec)
+    if kind is not None and kind.loss_note is not None:  # it sees other data than the baseline
+        return None, kind.loss_note
     if not fixed:
         return None, "no loss seen (backward() was not called on a scalar)"
     if any(v is None for v in fixed):
@@ -149,11 +159,6 @@ def compare_losses(
 
 def _applied(spec: str, run: RunRecord) -> AppliedFix | None:
     return next((f for f in run.fixes if f.fix == spec), None)
-
-
-def _batch_factor(spec: str) -> int:
-    name, _, value = spec.partition("=")
-    return int(value.removeprefix("x")) if name == "batch" else 1
 
 
 def _first_step_excess_s(baseline: RunRecord, run: RunRecord) -> float | None:

@@ -23,6 +23,12 @@ class Fix:
         self.changes: list[str] = []
         self.not_applicable: str | None = None
 
+    @classmethod
+    def from_value(cls, value: str) -> Fix:
+        """The fix its spelling's ``value`` asks for (``""``: spelt without one). Fixes that
+        take a value override this, and raise ``ValueError`` saying what the value should be."""
+        return cls()
+
     def install(self) -> None:
         """Apply the fix (patch torch); called once, before the script's code runs."""
         raise NotImplementedError

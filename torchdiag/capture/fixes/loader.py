@@ -49,7 +49,9 @@ class LoaderSettingFix(Fix):
         return "the script built no DataLoader"
 
 
-def _call_args(signature: inspect.Signature, bound: inspect.BoundArguments) -> tuple[list, dict]:
+def _call_args(
+    signature: inspect.Signature, bound: inspect.BoundArguments
+) -> tuple[list[Any], dict[str, Any]]:
     """Positional and keyword arguments for ``bound``, keyword-only ones by keyword."""
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
@@ -73,6 +75,10 @@ class Workers(LoaderSettingFix):
         super().__init__()
         self.workers = workers
         self.spec = f"workers={workers}"
+
+    @classmethod
+    def from_value(cls, value: str) -> Fix:
+        return cls(_count(value, "workers"))
 
     def adjust(self, arguments: dict[str, Any]) -> None:
         before = arguments.get("num_workers") or 0
@@ -138,6 +144,10 @@ class Prefetch(WorkerSettingFix):
         self.factor = factor
         self.spec = f"prefetch={factor}"
 
+    @classmethod
+    def from_value(cls, value: str) -> Fix:
+        return cls(_count(value, "prefetch"))
+
     def adjust_workers(self, arguments: dict[str, Any]) -> None:
         before = arguments.get("prefetch_factor")
         if before != self.factor:
@@ -154,6 +164,15 @@ class BatchMultiplier(LoaderSettingFix):
         self.batch_factor = factor
         self.spec = f"batch=x{factor}"
 
+    @classmethod
+    def from_value(cls, value: str) -> Fix:
+        digits = value.removeprefix("x")
+        if not digits.isdigit() or int(digits) < 2:
+            raise ValueError(
+                f"batch=xK needs a whole factor of at least 2 (batch=x2), not {value!r}"
+            )
+        return cls(int(digits))
+
     def adjust(self, arguments: dict[str, Any]) -> None:
         size = arguments.get("batch_size")
         if arguments.get("batch_sampler") is not None or not isinstance(size, int):
@@ -163,6 +182,13 @@ class BatchMultiplier(LoaderSettingFix):
             return
         arguments["batch_size"] = size * self.batch_factor
         self.changed(f"batch_size {size} -> {size * self.batch_factor}")
+
+
+def _count(value: str, name: str) -> int:
+    """The ``N`` of ``name=N``: a whole number of at least 1."""
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}=N needs a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 # Batches fetched for real before the replay starts: a few, so that the replay is not of one

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from torchdiag.capture.fixes.base import Fix
@@ -58,7 +59,8 @@ class OutermostModuleFix(Fix):
 
 
 def _device_type(model: Any) -> str:
-    return next(model.parameters()).device.type
+    device_type: str = next(model.parameters()).device.type
+    return device_type
 
 
 class Amp(OutermostModuleFix):
@@ -70,6 +72,12 @@ class Amp(OutermostModuleFix):
         self.dtype_name = dtype
         self.spec = f"amp={dtype}"
         self._scaler_patches: Any = None
+
+    @classmethod
+    def from_value(cls, value: str) -> Fix:
+        if value not in ("bf16", "fp16"):
+            raise ValueError(f"amp= takes bf16 or fp16, not {value!r}")
+        return cls(value)
 
     def apply(self, model: Any) -> None:
         import torch
@@ -97,7 +105,9 @@ class Amp(OutermostModuleFix):
         scaler. (A script that clips gradients would clip scaled ones: say so in the detail.)"""
         import torch
 
-        backward, step = torch.Tensor.backward, torch.optim.Optimizer.step
+        # Held as plain callables: torch's own annotations of these are incomplete.
+        backward: Callable[..., Any] = torch.Tensor.backward
+        step: Callable[..., Any] = torch.optim.Optimizer.step
         inside = threading.local()
 
         def scaled_backward(tensor: Any, *args: Any, **kwargs: Any) -> Any:
