@@ -86,26 +86,40 @@ def test_a_kind_that_cannot_be_chosen_fails_at_definition() -> None:
 # -- --fix auto -------------------------------------------------------------------------------
 
 
-def _finding(rule: str, severity: Severity = "warning", **numbers: int) -> Finding:
+def _finding(
+    rule: str, severity: Severity = "warning", saving: float = 0.0, **numbers: int
+) -> Finding:
     evidence: dict[str, float | int | str | bool | None] = dict(numbers)
-    return Finding(id=rule, severity=severity, title=rule, evidence=evidence, recommendation="")
+    return Finding(
+        id=rule,
+        severity=severity,
+        title=rule,
+        evidence=evidence,
+        recommendation="",
+        saving_pct_max=saving,
+    )
 
 
 def test_auto_tries_each_findings_fixes_once_in_order_with_suggested_values() -> None:
+    # An analysis holds its findings most valuable first (by possible saving).
     findings = [
-        _finding("dataloader-stall"),
-        _finding("small-batch", "critical", batch_factor=4),
-        _finding("dataloader-workers", suggested_num_workers=3),
-        _finding("cpu-bound"),
-        _finding("launch-overhead"),
-        _finding("no-amp", "info"),  # below warning: not tried
+        _finding("dataloader-stall", saving=40.0),
+        _finding("small-batch", "critical", saving=30.0, batch_factor=4),
+        _finding("dataloader-workers", saving=20.0, suggested_num_workers=3),
+        _finding("cpu-bound", saving=10.0),
+        _finding("launch-overhead", saving=8.0),
+        _finding("no-amp", "info", saving=50.0),  # below warning: not tried
     ]
     fixes = auto_fixes(Analysis(findings=findings, skipped=[]))
     assert fixes == ["input-ceiling", "workers=3", "batch=x4", "compile"]
 
 
 def test_auto_values_default_without_a_suggestion() -> None:
-    findings = [_finding("small-batch"), _finding("dataloader-workers"), _finding("no-amp")]
+    findings = [
+        _finding("small-batch", saving=30.0),
+        _finding("dataloader-workers", saving=20.0),
+        _finding("no-amp", saving=10.0),
+    ]
     fixes = auto_fixes(Analysis(findings=findings, skipped=[]))
     assert fixes == ["batch=x2", f"workers={default_workers()}", "amp=bf16"]
     assert FromEvidence("k", default=2).choose([{"k": True}, {"k": 0}, {"k": 5}]) == "5"
