@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torchdiag._version import __version__
 from torchdiag.record import RecordError, RunRecord, load_record
@@ -29,7 +29,7 @@ RunRecord._repr_html_ = _repr_html_  # type: ignore[attr-defined]
 __all__ = ["RecordError", "RunRecord", "__version__", "load_record", "profile", "try_fixes"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # The capture side imports torch; keep `import torchdiag` (and so `torchdiag report`) free of it
     # until a capture is actually asked for.
     if name == "profile":

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -183,9 +184,10 @@ class RunDiff(msgspec.Struct, kw_only=True):
     # Whether the interval is over runs (several runs on a side), so between-run variation is in it.
     between_runs: bool = False
 
-    def to_jsonable(self) -> dict:
+    def to_jsonable(self) -> dict[str, Any]:
         """Plain JSON data (NaN and infinities as null)."""
-        return to_jsonable(msgspec.to_builtins(self))
+        doc: dict[str, Any] = to_jsonable(msgspec.to_builtins(self))
+        return doc
 
 
 def is_regression(interval: RatioInterval, threshold_pct: float) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
-from torchdiag.record import RunRecord
+from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.run_view import RunView
 from torchdiag.view.step_model import (
     StepTime,
@@ -279,7 +279,7 @@ def _batch_snippet(batch: int, factor: int, headroom: float | None) -> str:
     )
 
 
-def _sm_fill(record: RunRecord, summary) -> tuple[float | None, str | None]:
+def _sm_fill(record: RunRecord, summary: TraceSummary | None) -> tuple[float | None, str | None]:
     """Fraction of SMs the kernels could occupy: GPM SM activity, else blocks per SM."""
     samples = record.samples
     if samples is not None:

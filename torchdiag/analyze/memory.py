@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.record import TraceSummary
 from torchdiag.view.run_view import RunView
 
 # Peers flag memory at 90% of capacity (TensorBoard plugin, gpuprof): past that a longer
@@ -77,7 +78,7 @@ def memory_pressure(view: RunView) -> Finding | None:
     )
 
 
-def _allocator_ms(summary) -> float:
+def _allocator_ms(summary: TraceSummary | None) -> float:
     if summary is None:
         return 0.0
     return sum(s.total_ms for s in summary.syncs if s.name.startswith(_ALLOCATOR_CALLS))

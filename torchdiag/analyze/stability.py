@@ -104,7 +104,7 @@ def gpu_throttling(view: RunView) -> Finding | None:
     samples = record.samples
     if samples is None or not samples.gpus:
         raise SkipRule("needs NVML samples (a live capture on a GPU)")
-    worst: tuple[float, dict] | None = None
+    worst: tuple[float, dict[str, float | int | str | bool | None]] | None = None
     for gpu in samples.gpus:
         if not gpu.max_sm_clock_mhz:
             continue

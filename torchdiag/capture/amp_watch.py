@@ -6,6 +6,7 @@ its state cannot be read at step boundaries; wrapping ``autocast.__enter__`` see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torchdiag.capture.patching import Patches
@@ -28,7 +29,7 @@ class AmpWatch:
 
         watch = self
         autocast_cls = torch.amp.autocast_mode.autocast
-        original_enter = autocast_cls.__enter__
+        original_enter: Callable[..., Any] = autocast_cls.__enter__
 
         def __enter__(ac: Any) -> Any:
             result = original_enter(ac)

@@ -153,7 +153,7 @@ def optimizer_info(optimizer: Any, steps: int) -> OptimizerInfo:
     )
 
 
-def _first_option(groups: list[dict], defaults: dict, key: str) -> bool | None:
+def _first_option(groups: list[dict[str, Any]], defaults: dict[str, Any], key: str) -> bool | None:
     for g in groups:
         if g.get(key) is not None:
             return bool(g[key])

@@ -9,6 +9,7 @@ to the step (``.item()`` per step would wait for the GPU every time).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from torchdiag.capture.patching import Patches
@@ -32,7 +33,7 @@ class LossWatch:
         import torch
 
         kept, limit = self._kept, self._limit
-        original = torch.Tensor.backward
+        original: Callable[..., Any] = torch.Tensor.backward
 
         def backward(tensor: Any, *args: Any, **kwargs: Any) -> Any:
             if len(kept) < limit and tensor.numel() == 1:

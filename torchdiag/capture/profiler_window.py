@@ -14,6 +14,7 @@ import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ class ProfilerWindowControl:
         from torch.autograd import profiler as autograd_profiler
 
         control = self
-        original = autograd_profiler.profile._prepare_trace
+        original: Callable[..., Any] = autograd_profiler.profile._prepare_trace
 
         def _prepare_trace(prof: Any) -> Any:
             if control._prof is not None and not control._driving:

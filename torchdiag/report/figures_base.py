@@ -62,7 +62,9 @@ def axis(label: str | None = None, **extra: Any) -> dict[str, Any]:
     return out
 
 
-def bar(name: str, x: list, y: list, color: str | list, **extra: Any) -> dict[str, Any]:
+def bar(
+    name: str, x: list[Any], y: list[Any], color: str | list[str], **extra: Any
+) -> dict[str, Any]:
     """A bar trace of millisecond values; ``extra`` adds or overrides trace settings."""
     return {
         "type": "bar",
@@ -82,7 +84,9 @@ def num(value: float | None, ndigits: int = 3) -> float | None:
     return round(float(value), ndigits)
 
 
-def series(values: Sequence[float | None], scale: float = 1.0, ndigits: int = 2) -> list:
+def series(
+    values: Sequence[float | None], scale: float = 1.0, ndigits: int = 2
+) -> list[float | None]:
     """``values / scale``, rounded, ``None`` kept."""
     return [num(v / scale if v is not None else None, ndigits) for v in values]
 

@@ -6,6 +6,7 @@ point budget so the page stays small however many GPUs, cores and samples a reco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from torchdiag.record import Samples
@@ -81,14 +82,16 @@ def samples_figure(view: RunView) -> dict[str, Any] | None:
     rows: list[tuple[str, list[dict[str, Any]]]] = []
     gpus = sorted(samples.gpus, key=lambda g: g.index)[:MAX_GPUS]
 
-    def pick(values: list, scale: float = 1.0, ndigits: int = 1) -> list:
+    def pick(
+        values: Sequence[float | None], scale: float = 1.0, ndigits: int = 1
+    ) -> list[float | None]:
         n = len(values)
-        return [
-            num(values[i] / scale, ndigits) if i < n and values[i] is not None else None
-            for i in rows_idx
-        ]
+        picked = (values[i] if i < n else None for i in rows_idx)
+        return [num(v / scale, ndigits) if v is not None else None for v in picked]
 
-    def line(name: str, values: list, color: str, group: str, dash: str = "solid") -> dict:
+    def line(
+        name: str, values: Sequence[float | None], color: str, group: str, dash: str = "solid"
+    ) -> dict[str, Any]:
         return {
             "type": "scatter",
             "mode": "lines",
@@ -100,7 +103,9 @@ def samples_figure(view: RunView) -> dict[str, Any] | None:
             "connectgaps": False,
         }
 
-    def gpu_line(index: int, name: str, values: list, dash: str = "solid") -> dict:
+    def gpu_line(
+        index: int, name: str, values: Sequence[float | None], dash: str = "solid"
+    ) -> dict[str, Any]:
         # A GPU keeps its colour and legend group in every row.
         return line(name, values, gpu_color(index), f"gpu{index}", dash)
 

@@ -76,7 +76,8 @@ def findings_document(view: RunView, analysis: Analysis) -> dict[str, Any]:
             "status": msgspec.to_builtins(record.status),
         },
     }
-    return to_jsonable(doc)
+    plain: dict[str, Any] = to_jsonable(doc)
+    return plain
 
 
 def render_json(view: RunView, analysis: Analysis) -> str:

@@ -267,7 +267,7 @@ def _identity_line(record: RunRecord) -> str:
     return " · ".join(bits)
 
 
-def _finding_details(findings: list, out: _Budget) -> None:
+def _finding_details(findings: list[Finding], out: _Budget) -> None:
     """Recommendation, evidence and snippet of each finding, as many as the budget allows.
 
     Folded into one ``<details>`` block: the table above is what a reviewer reads first, and the
@@ -282,7 +282,7 @@ def _finding_details(findings: list, out: _Budget) -> None:
     out.add("</details>\n\n", force=True)
 
 
-def _finding_detail_parts(findings: list, out: _Budget) -> None:
+def _finding_detail_parts(findings: list[Finding], out: _Budget) -> None:
     for i, f in enumerate(findings, start=1):
         parts = [
             f"### {i}. {md_text(finding_title(f), MAX_CELL_CHARS)}\n\n",

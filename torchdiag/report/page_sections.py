@@ -105,7 +105,7 @@ def input_pipeline(view: RunView) -> dict[str, Any]:
     }
 
 
-def _total_row(rows: list, fields: dict[str, float]) -> dict[str, str] | None:
+def _total_row(rows: list[Any], fields: dict[str, float]) -> dict[str, str] | None:
     left = rows[MAX_TABLE_ROWS:]
     if not left:
         return None

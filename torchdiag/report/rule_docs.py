@@ -56,4 +56,5 @@ def rule_doc_html(rule_id: str) -> str | None:
     section = _sections().get(rule_id)
     if not section:
         return None
-    return _renderer().render(section)
+    html: str = _renderer().render(section)
+    return html
