@@ -28,7 +28,7 @@ import jinja2
 
 from torchdiag.analyze.registry import Analysis, analyze
 from torchdiag.record import RunRecord
-from torchdiag.report.bundle import pack, plotly_js
+from torchdiag.report.bundle import packed_plotly, plotly_js
 from torchdiag.report.page_context import build_context
 from torchdiag.view.numbers import to_jsonable
 
@@ -57,20 +57,23 @@ def render_html(record: RunRecord, analysis: Analysis | None = None, *, cdn: boo
     """
     if analysis is None:
         analysis = analyze(record)
-    version, code = plotly_js(code=not cdn)
+    bundle = None if cdn else packed_plotly()
+    version = plotly_js(code=False)[0] if bundle is None else bundle.version
     context, data = build_context(record, analysis)
     context["data_json"] = json_for_script(data)
     context["data_id"] = DATA_ELEMENT_ID
     context["plotly_id"] = PLOTLY_ELEMENT_ID
     context["plotly_src"] = f"https://cdn.plot.ly/plotly-{version}.min.js" if cdn else None
-    context["plotly_packed"] = pack(code) if code is not None else None
+    context["plotly_packed"] = bundle.packed if bundle is not None else None
     context["css"] = _asset("report.css")
     context["report_js"] = _asset("report.js")
     # Only these exact scripts may run: a hash policy (unlike 'unsafe-inline') also blocks
     # inline event handlers, so markup that slipped past escaping still could not execute.
     # plotly.js is listed by the hash of its unpacked code, which report.js runs.
-    scripts = [context["report_js"]] + ([code] if code is not None else [])
-    context["script_hashes"] = " ".join(_script_hash(text) for text in scripts)
+    hashes = [_script_hash(context["report_js"])]
+    if bundle is not None:
+        hashes.append(_csp_source(bundle.sha256))
+    context["script_hashes"] = " ".join(hashes)
     return _environment().get_template("report.html").render(context)
 
 
@@ -114,5 +117,9 @@ def _asset(name: str) -> str:
 @functools.lru_cache(maxsize=8)
 def _script_hash(code: str) -> str:
     """The CSP source expression allowing exactly this inline script."""
-    digest = hashlib.sha256(code.encode("utf-8")).digest()
-    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+    return _csp_source(hashlib.sha256(code.encode("utf-8")).digest())
+
+
+def _csp_source(sha256: bytes) -> str:
+    """The CSP source expression allowing the script whose UTF-8 has this SHA-256."""
+    return f"'sha256-{base64.b64encode(sha256).decode('ascii')}'"
