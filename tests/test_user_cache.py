@@ -1,4 +1,4 @@
-"""The user cache and what is kept in it: plotly.js packed once.
+"""The user cache and what is kept in it: plotly.js packed once, report templates compiled once.
 
 Every test points the cache at its own folder and clears the per-process memo, so each render
 below really goes to the cache (or packs and compiles) as a fresh process would.
@@ -57,6 +57,7 @@ def uncached_page() -> str:
 def test_hit_and_miss_give_the_same_page(cache: Path, uncached_page: str) -> None:
     miss = render()
     (entry,) = plotly_entries(cache)
+    assert len(list(cache.glob("jinja-*.bc"))) == 2  # report.html and the base it extends
     stamp = entry.stat().st_mtime_ns
     hit = render()
     assert entry.stat().st_mtime_ns == stamp  # served, not written again
@@ -106,6 +107,13 @@ def test_entry_under_another_name_is_not_served(cache: Path) -> None:
     (cache / "a-name").rename(cache / "b-name")
     assert read_entry("b-name") is None
     assert read_entry("a-name") is None
+
+
+def test_damaged_compiled_template_is_compiled_again(cache: Path, uncached_page: str) -> None:
+    render()
+    for entry in cache.glob("jinja-*.bc"):
+        entry.write_bytes(entry.read_bytes()[:-50] + b"\0" * 50)
+    assert render() == uncached_page
 
 
 def test_unwritable_cache_still_renders(tmp_path: Path, monkeypatch, uncached_page: str) -> None:
