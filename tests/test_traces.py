@@ -182,6 +182,22 @@ def test_decoder_empty_arrays(data):
     assert decoder.events == []
 
 
+def test_event_larger_than_many_default_blocks_is_read(tmp_path):
+    # The default block (1 MiB) is small; an element may still be up to MAX_ELEMENT_BYTES.
+    big = {
+        "ph": "X",
+        "cat": "cpu_op",
+        "name": "big",
+        "ts": 1,
+        "dur": 2,
+        "args": {"s": "x" * 9_000_000},
+    }
+    events = [{"ph": "X", "cat": "cpu_op", "name": "a", "ts": 0, "dur": 5}, big, *TRICKY_EVENTS]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    assert read_trace(path).event_count == len(events)
+
+
 def test_decoder_reads_gzip_and_plain_alike(tmp_path):
     data = json.dumps({"traceEvents": TRICKY_EVENTS}).encode()
     (tmp_path / "t.json").write_bytes(data)

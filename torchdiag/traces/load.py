@@ -6,7 +6,7 @@ per rank). Neither imports torch.
 
 Both take an optional ``progress(done, total)`` callback: bytes of the file(s) consumed so far
 (compressed bytes for ``.gz``: the position in the file on disk) and their total size. It is
-called once per block read (16 MiB of JSON by default, a fraction of a second of work) and once
+called once per block read (1 MiB of JSON by default, a few milliseconds of work) and once
 at the end of every file.
 """
 
