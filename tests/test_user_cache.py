@@ -6,6 +6,7 @@ below really goes to the cache (or packs and compiles) as a fresh process would.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,34 @@ def test_bad_entry_names_are_refused() -> None:
     for name in ("", "a/b", "..", ".hidden", "a\nb"):
         with pytest.raises(ValueError):
             read_entry(name)
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_bundle_read_as_bytes_is_the_code_read_as_text(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newline: str
+) -> None:
+    # The bundle is read as bytes; with carriage returns (which reading as text translates) it
+    # falls back to the text, so the packed code and its hash are always those of the text.
+    source = tmp_path / "plotly.min.js"
+    source.write_bytes(f"/** plotly.js v9.8.7 */{newline}var x = 'é';{newline}".encode())
+    monkeypatch.setattr(bundle, "_plotly_file", lambda: source)
+    bundle.plotly_js.cache_clear()
+    try:
+        text = source.read_text(encoding="utf-8")
+        packed = bundle.packed_plotly()
+        assert packed.version == "9.8.7"
+        assert bundle.unpack(packed.packed) == text
+        assert packed.sha256 == hashlib.sha256(text.encode()).digest()
+    finally:
+        bundle.plotly_js.cache_clear()
+
+
+def test_bundle_that_is_not_utf8_is_refused(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "plotly.min.js"
+    source.write_bytes(b"/** plotly.js v9.8.7 */\nvar x = '\xff';\n")
+    monkeypatch.setattr(bundle, "_plotly_file", lambda: source)
+    with pytest.raises(UnicodeDecodeError):
+        bundle.packed_plotly()
+    assert not plotly_entries(cache)
