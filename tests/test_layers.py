@@ -1,5 +1,5 @@
-"""Imports flow one way: files, sanitize → record → traces → view → analyze → diff → trials →
-report → cli.
+"""Imports flow one way: files, sanitize → record, user_cache → traces → view → analyze → diff →
+trials → report → cli.
 
 The live capture sits beside the trace reader (it summarises its profiler window with it); the
 framework integrations (callbacks, tracker output) drive the capture and read the view and the
@@ -22,6 +22,7 @@ LAYERS = {
     "files": 0,
     "sanitize": 0,
     "record": 1,
+    "user_cache": 1,
     "traces": 2,
     "capture": 3,
     "view": 3,
