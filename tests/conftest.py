@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True, scope="session")
-def private_user_cache(tmp_path_factory):
+def private_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """torchdiag's user cache (packed plotly.js, compiled templates) in a temporary folder for
     the whole session, subprocesses included: tests never read or write the real one."""
     from torchdiag.user_cache import CACHE_DIR_ENV

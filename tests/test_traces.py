@@ -183,7 +183,7 @@ def test_decoder_empty_arrays(data):
     assert decoder.events == []
 
 
-def test_event_larger_than_many_default_blocks_is_read(tmp_path):
+def test_event_larger_than_many_default_blocks_is_read(tmp_path: Path) -> None:
     # The default block (1 MiB) is small; an element may still be up to MAX_ELEMENT_BYTES.
     big = {
         "ph": "X",
@@ -200,7 +200,7 @@ def test_event_larger_than_many_default_blocks_is_read(tmp_path):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_read_leaves_the_garbage_collector_as_it_found_it(tmp_path, enabled):
+def test_read_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, enabled: bool) -> None:
     # The read pauses the cyclic collector (it is pure overhead there); the caller's setting
     # comes back, also when the read fails.
     good = tmp_path / "t.json"

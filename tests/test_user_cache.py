@@ -7,7 +7,7 @@ below really goes to the cache (or packs and compiles) as a fresh process would.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -94,7 +94,9 @@ def test_entry_is_named_by_version_and_code_hash(cache: Path) -> None:
         pytest.param(lambda b: b"not an entry\n" + b, id="foreign"),
     ],
 )
-def test_damaged_entry_is_packed_again(cache: Path, uncached_page: str, damage) -> None:
+def test_damaged_entry_is_packed_again(
+    cache: Path, uncached_page: str, damage: Callable[[bytes], bytes]
+) -> None:
     render()
     (entry,) = plotly_entries(cache)
     good = entry.read_bytes()
@@ -117,7 +119,9 @@ def test_damaged_compiled_template_is_compiled_again(cache: Path, uncached_page:
     assert render() == uncached_page
 
 
-def test_unwritable_cache_still_renders(tmp_path: Path, monkeypatch, uncached_page: str) -> None:
+def test_unwritable_cache_still_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uncached_page: str
+) -> None:
     # A file where the folder should be: mkdir fails even for root, which ignores permissions.
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
