@@ -1,6 +1,6 @@
 """How long ``torchdiag report TRACE`` takes, and how much memory, against the floor and HTA.
 
-    python benchmarks/trace_read.py [--sizes 1,10,100] [--repeat 5] [--hta] [--plain]
+    python benchmarks/trace_read.py [--sizes 1,10,100] [--repeat 5] [--hta] [--plain] [--base TREE]
 
 Every measurement is one fresh process, started and reaped here with ``os.wait4``, so its wall
 time covers interpreter start, imports and output, and its peak RSS (``ru_maxrss``) is its own,
@@ -16,6 +16,12 @@ Measurements, per trace size:
 - ``report``: ``torchdiag report TRACE``, the default invocation (HTML beside the input plus the
   text summary on stdout);
 - ``report-json``: ``torchdiag report TRACE --format json -o -``;
+- ``report-nocache``: the default report with the user cache turned off
+  (``TORCHDIAG_CACHE_DIR=""``), as a first report ever: plotly.js packed and the templates
+  compiled in the process;
+- ``report@base``, ``report-json@base`` (with ``--base TREE``): the same commands with another
+  copy of torchdiag first on ``PYTHONPATH`` (e.g. ``git archive`` of an earlier commit), measured
+  in the same interleaved rounds so that before and after see the same load;
 - ``hta`` (with ``--hta``): HolisticTraceAnalysis (PyPI ``traceinsight``) loading the trace and
   computing its temporal, kernel and idle-time breakdowns. It is installed into its own venv
   (``--hta-venv``, default ``/tmp/hta-venv``), never into the project's.
@@ -25,6 +31,12 @@ copies made by ``make_synthetic_trace.py``, gzip-compressed below ``--plain-from
 from there on (the 100x is ~5.4 GB either way; plain saves minutes of compression). ``--plain``
 also measures a plain-JSON copy of every gzip size, so time per GB can be compared within one
 encoding. Synthetic files are deleted after their size is measured unless ``--keep``.
+
+Every torchdiag command runs once untimed before the measured rounds, as a user's second report
+would: the user cache (packed plotly.js, compiled templates; a folder of this benchmark's own,
+``--workdir``/user-cache, never the real one) is then filled, and Python has written the
+``.pyc`` files of the tree it runs (``PYTHONDONTWRITEBYTECODE`` is dropped from the children's
+environment: an installed package has its bytecode compiled at install time).
 
 Results: a table on stdout and ``benchmarks/results/trace_read.json`` (rewritten after every
 size, so a long run that is interrupted keeps what it measured).
@@ -53,6 +65,8 @@ REPO = HERE.parent
 DEFAULT_TRACE = Path("/work/shared/traces/external/hta/df_index_resolver.json.gz")
 DEFAULT_OUT = HERE / "results" / "trace_read.json"
 DEFAULT_HTA_VENV = Path("/tmp/hta-venv")
+# torchdiag.user_cache.CACHE_DIR_ENV, spelled out: this script does not import torchdiag.
+CACHE_DIR_ENV = "TORCHDIAG_CACHE_DIR"
 HTA_PACKAGE = "traceinsight"  # the PyPI distribution that provides the ``hta`` module
 BLOCK = 16 * 1024 * 1024
 GB = 1e9  # time per GB uses decimal gigabytes of uncompressed JSON
@@ -109,6 +123,7 @@ class Measurement:
     command: list[str]
     json_bytes: int
     file_bytes: int
+    env: dict[str, str] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     skipped: str | None = None
     error: str | None = None
@@ -122,6 +137,7 @@ class Measurement:
             "json_bytes": self.json_bytes,
             "file_bytes": self.file_bytes,
             "command": self.command,
+            "env": self.env,
             "runs": [asdict(r) for r in self.runs],
             "skipped": self.skipped,
             "error": self.error,
@@ -144,15 +160,23 @@ class Measurement:
 # Running one process
 
 
-def run_once(command: list[str], *, cwd: Path, timeout_s: float, log: Path) -> Run:
+def run_once(
+    command: list[str],
+    *,
+    cwd: Path,
+    timeout_s: float,
+    log: Path,
+    env: dict[str, str] | None = None,
+) -> Run:
     """Run ``command`` to completion; its wall time and its own peak RSS.
 
     ``os.wait4`` reaps exactly this child and returns its resource usage (Linux: ``ru_maxrss``
-    in KiB, the largest of the child and the descendants it waited for).
+    in KiB, the largest of the child and the descendants it waited for). ``env`` is the child's
+    whole environment (default: this process's).
     """
     with open(log, "wb") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         # A timer rather than polling: a blocking wait4 ends the instant the child does.
         killer = threading.Timer(timeout_s, proc.kill)
         killer.start()
@@ -201,7 +225,8 @@ def make_synthetic(src: Path, out: Path, times: int) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    facts: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return facts
 
 
 def available_memory_bytes() -> int:
@@ -268,6 +293,7 @@ def plan_measurements(
     *,
     hta_python: Path | None,
     hta_note: str | None,
+    base: Path | None = None,
 ) -> list[Measurement]:
     """The measurements of one trace file. Each gets its own folder for outputs."""
     json_bytes = json_size(trace)
@@ -282,12 +308,26 @@ def plan_measurements(
     link.symlink_to(trace.resolve())
     td = torchdiag_command()
     gunzip_name = "gunzip" if is_gzip(trace) else "read"
-    entries = [
-        (gunzip_name, [sys.executable, "-c", GUNZIP_CODE, str(link)], None),
-        ("json.load", [sys.executable, "-c", JSON_LOAD_CODE, str(link)], JSON_LOAD_MEMORY_FACTOR),
-        ("report", [*td, "report", str(link)], None),
-        ("report-json", [*td, "report", str(link), "--format", "json", "-o", "-"], None),
+    report = [*td, "report", str(link)]
+    report_json = [*report, "--format", "json", "-o", "-"]
+    entries: list[tuple[str, list[str], float | None, dict[str, str]]] = [
+        (gunzip_name, [sys.executable, "-c", GUNZIP_CODE, str(link)], None, {}),
+        (
+            "json.load",
+            [sys.executable, "-c", JSON_LOAD_CODE, str(link)],
+            JSON_LOAD_MEMORY_FACTOR,
+            {},
+        ),
+        ("report", report, None, {}),
+        ("report-json", report_json, None, {}),
+        ("report-nocache", report, None, {CACHE_DIR_ENV: ""}),
     ]
+    if base is not None:
+        # PYTHONPATH comes before the installed (editable) package, so the same console script
+        # runs the base tree's torchdiag.
+        base_env = {"PYTHONPATH": str(base.resolve())}
+        entries.append(("report@base", report, None, base_env))
+        entries.append(("report-json@base", report_json, None, base_env))
     if hta_python is not None or hta_note is not None:
         hta_dir = folder / "hta"  # HTA takes a directory of rank traces
         hta_dir.mkdir(exist_ok=True)
@@ -295,11 +335,11 @@ def plan_measurements(
         if not hta_link.is_symlink():
             hta_link.symlink_to(trace.resolve())
         python = str(hta_python) if hta_python else "hta-python"
-        entries.append(("hta", [python, "-c", HTA_CODE, str(hta_dir)], HTA_MEMORY_FACTOR))
+        entries.append(("hta", [python, "-c", HTA_CODE, str(hta_dir)], HTA_MEMORY_FACTOR, {}))
     available = available_memory_bytes()
     out = []
-    for name, command, factor in entries:
-        m = Measurement(size, name, command, json_bytes, file_bytes)
+    for name, command, factor, env in entries:
+        m = Measurement(size, name, command, json_bytes, file_bytes, env=env)
         if name == "hta" and hta_python is None:
             m.skipped = hta_note
         elif factor and available and json_bytes * factor > 0.8 * available:
@@ -311,6 +351,30 @@ def plan_measurements(
     return out
 
 
+def child_env(workdir: Path, extra: dict[str, str]) -> dict[str, str]:
+    """A child's environment: this one, its own user cache, bytecode written, plus ``extra``."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env[CACHE_DIR_ENV] = str(workdir / "user-cache")
+    if "PYTHONPATH" in extra and env.get("PYTHONPATH"):
+        extra = {**extra, "PYTHONPATH": extra["PYTHONPATH"] + os.pathsep + env["PYTHONPATH"]}
+    env.update(extra)
+    return env
+
+
+def warm_up(measurements: list[Measurement], workdir: Path, timeout_s: float) -> None:
+    """Run each torchdiag command once, untimed: fills the user cache, writes the .pyc files."""
+    for m in measurements:
+        if m.skipped or m.name in ("gunzip", "read", "json.load", "hta"):
+            continue
+        log = workdir / "last-stderr.txt"
+        env = child_env(workdir, m.env)
+        run = run_once(m.command, cwd=workdir, timeout_s=timeout_s, log=log, env=env)
+        print(f"  {m.size:>9} {m.name:<16} warm-up: {run.wall_s:8.2f} s", file=sys.stderr)
+        if run.rc != 0:
+            m.error = f"warm-up exit status {run.rc}: {_tail(log)}"
+
+
 def measure(measurements: list[Measurement], repeat: int, workdir: Path, timeout_s: float) -> None:
     """Run every measurement ``repeat`` times, interleaved; failures are kept, not raised."""
     for rep in range(repeat):
@@ -318,11 +382,12 @@ def measure(measurements: list[Measurement], repeat: int, workdir: Path, timeout
             if m.skipped or m.error:
                 continue
             log = workdir / "last-stderr.txt"
-            run = run_once(m.command, cwd=workdir, timeout_s=timeout_s, log=log)
+            env = child_env(workdir, m.env)
+            run = run_once(m.command, cwd=workdir, timeout_s=timeout_s, log=log, env=env)
             m.runs.append(run)
             status = "ok" if run.rc == 0 else f"rc={run.rc}"
             print(
-                f"  {m.size:>9} {m.name:<12} run {rep + 1}/{repeat}: "
+                f"  {m.size:>9} {m.name:<16} run {rep + 1}/{repeat}: "
                 f"{run.wall_s:8.2f} s {run.peak_mib:8.0f} MiB {status}",
                 file=sys.stderr,
                 flush=True,
@@ -384,7 +449,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         by_size.setdefault(r["size"], {})[r["name"]] = r
     header = (
-        f"{'trace':>9} {'measurement':<12} {'JSON GB':>8} {'median s':>9} {'peak MiB':>9} "
+        f"{'trace':>9} {'measurement':<16} {'JSON GB':>8} {'median s':>9} {'peak MiB':>9} "
         f"{'s/GB':>7} {'t/json.load':>11} {'mem/json.load':>13} {'t/HTA':>6} {'mem/HTA':>7}"
     )
     print(header)
@@ -396,14 +461,14 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             gb = r["json_bytes"] / GB
             if "median_s" not in r:
                 why = r["skipped"] or r["error"] or "no successful run"
-                print(f"{size:>9} {name:<12} {gb:8.3f}  -- {why}")
+                print(f"{size:>9} {name:<16} {gb:8.3f}  -- {why}")
                 continue
 
             def ratio(other: dict[str, Any], key: str, r: dict[str, Any] = r) -> str:
                 return f"{r[key] / other[key]:.2f}" if key in other else "-"
 
             print(
-                f"{size:>9} {name:<12} {gb:8.3f} {r['median_s']:9.2f} "
+                f"{size:>9} {name:<16} {gb:8.3f} {r['median_s']:9.2f} "
                 f"{r['median_peak_mib']:9.0f} {r['s_per_gb']:7.2f} "
                 f"{ratio(base, 'median_s'):>11} {ratio(base, 'median_peak_mib'):>13} "
                 f"{ratio(hta, 'median_s'):>6} {ratio(hta, 'median_peak_mib'):>7}"
@@ -436,6 +501,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hta", action="store_true", help="also measure HTA (own venv)")
     parser.add_argument("--hta-venv", type=Path, default=DEFAULT_HTA_VENV)
     parser.add_argument(
+        "--base",
+        type=Path,
+        help="also measure report and report-json of this torchdiag tree (before/after)",
+    )
+    parser.add_argument(
         "--only", help="comma-separated measurement names (gunzip,read,json.load,report,...)"
     )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "td-bench")
@@ -452,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.trace.exists():
         print(f"no trace at {args.trace}", file=sys.stderr)
         return 2
+    if args.base is not None and not (args.base / "torchdiag" / "__init__.py").exists():
+        print(f"no torchdiag package in {args.base}", file=sys.stderr)
+        return 2
     workdir: Path = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     hta_python, hta_note = None, None
@@ -467,8 +540,10 @@ def main(argv: list[str] | None = None) -> int:
         "trace": str(args.trace),
         "method": (
             "one fresh process per run, reaped with os.wait4: wall time from spawn to exit, "
-            "peak RSS = ru_maxrss of that process; repetitions interleaved; medians"
+            "peak RSS = ru_maxrss of that process; repetitions interleaved; medians; each "
+            "torchdiag command run once untimed first (user cache filled, .pyc written)"
         ),
+        "base_tree": str(args.base) if args.base else None,
         "synthetic": [],
         "measurements": [],
     }
@@ -495,9 +570,12 @@ def main(argv: list[str] | None = None) -> int:
                 facts = make_synthetic(args.trace, path, n)
                 facts["size"] = label
                 result["synthetic"].append(facts)
-            ms = plan_measurements(label, path, workdir, hta_python=hta_python, hta_note=hta_note)
+            ms = plan_measurements(
+                label, path, workdir, hta_python=hta_python, hta_note=hta_note, base=args.base
+            )
             if only:
                 ms = [m for m in ms if m.name in only]
+            warm_up(ms, workdir, args.timeout)
             measure(ms, args.repeat if n == 1 else args.repeat_large, workdir, args.timeout)
             done = {(m.size, m.name) for m in ms}
             rows[:] = [r for r in rows if (r["size"], r["name"]) not in done]
@@ -510,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         for folder in workdir.glob("run-*"):  # links to traces and HTA's folders, no data
             shutil.rmtree(folder, ignore_errors=True)
         (workdir / "last-stderr.txt").unlink(missing_ok=True)
+        shutil.rmtree(workdir / "user-cache", ignore_errors=True)
     print_table(rows)
     print(f"\nresults: {args.json}")
     return 0

@@ -1,5 +1,5 @@
-"""Imports flow one way: _version, files, sanitize → record → traces → view → analyze → diff →
-trials → report → cli → the package facade.
+"""Imports flow one way: _version, files, sanitize → record, user_cache → traces → view →
+analyze → diff → trials → report → cli → the package facade.
 
 The live capture sits beside the trace reader (it summarises its profiler window with it); the
 framework integrations (callbacks, tracker output) drive the capture and read the view and the
@@ -24,6 +24,7 @@ LAYERS = {
     "files": 0,
     "sanitize": 0,
     "record": 1,
+    "user_cache": 1,
     "traces": 2,
     "capture": 3,
     "view": 3,

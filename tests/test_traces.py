@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import gzip
 import io
 import json
@@ -180,6 +181,42 @@ def test_decoder_matches_json_loads(indent, form, block_size, chunk_size):
 def test_decoder_empty_arrays(data):
     decoder = decode_all(data, block_size=3)
     assert decoder.events == []
+
+
+def test_event_larger_than_many_default_blocks_is_read(tmp_path: Path) -> None:
+    # The default block (1 MiB) is small; an element may still be up to MAX_ELEMENT_BYTES.
+    big = {
+        "ph": "X",
+        "cat": "cpu_op",
+        "name": "big",
+        "ts": 1,
+        "dur": 2,
+        "args": {"s": "x" * 9_000_000},
+    }
+    events = [{"ph": "X", "cat": "cpu_op", "name": "a", "ts": 0, "dur": 5}, big, *TRICKY_EVENTS]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    assert read_trace(path).event_count == len(events)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_read_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path, enabled: bool) -> None:
+    # The read pauses the cyclic collector (it is pure overhead there); the caller's setting
+    # comes back, also when the read fails.
+    good = tmp_path / "t.json"
+    good.write_text(json.dumps({"traceEvents": TRICKY_EVENTS}))
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"traceEvents": [{"ph": "X"}, {"ph"')
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        read_trace(good)
+        assert gc.isenabled() is enabled
+        with pytest.raises(TraceError):
+            read_trace(bad)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 def test_decoder_reads_gzip_and_plain_alike(tmp_path):
