@@ -114,7 +114,8 @@ def decode_args(raw: msgspec.Raw, kind: type[_A]) -> _A | None:
     if decoder is None:
         decoder = _ARG_DECODERS[kind] = msgspec.json.Decoder(kind)
     try:
-        return decoder.decode(raw)
+        decoded: _A = decoder.decode(raw)
+        return decoded
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 

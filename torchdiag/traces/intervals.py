@@ -68,7 +68,8 @@ def clip(intervals: Intervals, a: float, b: float) -> Intervals:
 def length(intervals: Intervals) -> float:
     """The total length covered."""
     starts, ends = intervals
-    return sum(map(operator.sub, ends, starts))
+    covered: float = sum(map(operator.sub, ends, starts))
+    return covered
 
 
 def length_in(intervals: Intervals, a: float, b: float) -> float:
@@ -78,7 +79,7 @@ def length_in(intervals: Intervals, a: float, b: float) -> float:
     lo, hi = bisect_right(ends, a), bisect_left(starts, b)
     if lo >= hi:
         return 0.0
-    total = sum(map(operator.sub, ends[lo:hi], starts[lo:hi]))
+    total: float = sum(map(operator.sub, ends[lo:hi], starts[lo:hi]))
     # The first and last intervals may stick out of the window.
     total -= max(0.0, a - starts[lo]) + max(0.0, ends[hi - 1] - b)
     return total
