@@ -16,6 +16,7 @@ from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord
 from torchdiag.report import bundle, html
 from torchdiag.user_cache import CACHE_DIR_ENV, cache_dir, read_entry, write_entry
+from torchdiag.view.run_view import RunView
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +41,7 @@ def render() -> str:
     """A page with plotly.js inlined, as a new process would render it."""
     bundle.packed_plotly.cache_clear()
     html._environment.cache_clear()
-    return html.render_html(RunRecord(name="cache"), Analysis(findings=[], skipped=[]))
+    return html.render_html(RunView(RunRecord(name="cache")), Analysis(findings=[], skipped=[]))
 
 
 def plotly_entries(folder: Path) -> list[Path]:
