@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import importlib.resources
 import re
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -349,15 +350,29 @@ def test_findings_embed_their_rule_docs() -> None:
     assert "docs/rules.md#" not in page
 
 
-def test_rule_docs_are_escaped_and_link_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rule_docs_are_escaped_and_link_nothing() -> None:
     evil = f"- **What:** {EVIL} [a link](javascript:alert(1)) <https://example.org> ![i](x.png)"
-    monkeypatch.setattr(rule_docs, "_sections", lambda: {"evil-rule": evil})
-    doc = rule_docs.rule_doc_html("evil-rule")
-    assert doc is not None
+    doc = rule_docs.render_section(evil)
     for part in EVIL_PARTS:
         assert part not in doc, part
     assert "href" not in doc and "<img" not in doc and "a link" in doc
     assert rule_docs.rule_doc_html("no-such-rule") is None
+
+
+def test_cached_rule_docs_are_the_rendered_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A report reads the rule docs from the user's cache once rendered: the same HTML, and a
+    damaged entry is rendered again."""
+    monkeypatch.setenv("TORCHDIAG_CACHE_DIR", str(tmp_path))
+    fresh = {rule: rule_docs.render_section(text) for rule, text in rule_docs._sections().items()}
+    rule_docs._rendered.cache_clear()
+    assert rule_docs._rendered() == fresh  # a miss: rendered and stored
+    (entry,) = tmp_path.glob("rule-docs-*.json")
+    rule_docs._rendered.cache_clear()
+    assert rule_docs._rendered() == fresh  # a hit
+    entry.write_bytes(entry.read_bytes()[:-10])
+    rule_docs._rendered.cache_clear()
+    assert rule_docs._rendered() == fresh  # damaged: rendered again
+    rule_docs._rendered.cache_clear()
 
 
 def test_count_axes_tick_whole_numbers() -> None:

@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchdiag.capture.fixes import FIX_NAMES, parse_fix
 from torchdiag.cli.args import (
     UsageError,
     non_negative_int,
@@ -51,6 +50,9 @@ class Target:
 
 def options(parser: argparse.ArgumentParser) -> None:
     """The profile options, as flags."""
+    # Imported here: every command's module is imported for dispatch, and only run/try need it.
+    from torchdiag.capture.fixes import FIX_NAMES
+
     parser.add_argument(
         "-o",
         "--output",
@@ -152,6 +154,8 @@ class RunCommand(Command):
             raise UsageError("a script or -m MODULE is required (see 'torchdiag run --help')")
         if target.script is not None and not Path(target.script).is_file():
             raise UsageError(f"no such script: {target.script}")
+        from torchdiag.capture.fixes import parse_fix
+
         for spec in args.fix:
             try:
                 parse_fix(spec)

@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from torchdiag.capture.fixes import FIX_NAMES
 from torchdiag.cli.args import UsageError, non_negative_int, positive_int
 from torchdiag.cli.command import Command
 from torchdiag.cli.outputs import say_written, write_output
@@ -33,6 +32,8 @@ EXIT_OK = 0
 
 def options(parser: argparse.ArgumentParser) -> None:
     """The command's own options."""
+    from torchdiag.capture.fixes import FIX_NAMES
+
     parser.add_argument(
         "--fix",
         action="append",
