@@ -18,7 +18,8 @@ from torchdiag.view.run_view import RunView
 EMPTY_VERDICT = "nothing to diagnose: the record has no steps"
 CLEAN_VERDICT = "no problems found at warning level"
 
-# Keys of :func:`torchdiag.view.headline.headline`, in display order, with their labels.
+# Keys of the headline numbers (:func:`torchdiag.view.headline.headline`), in display order,
+# with their labels.
 HEADLINE_LABELS: dict[str, str] = {
     "step_ms_estimate": "Step time",
     "samples_per_s": "Throughput",

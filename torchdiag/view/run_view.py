@@ -4,7 +4,8 @@ Rules (``analyze``), ``diff``, ``try`` and every renderer read a :class:`RunView
 derivations behind it, so a quantity has one value however many outputs show it. Each derived
 figure is a cached property: the first reader computes it, every later one reads the same
 object, and a figure no output asks for costs nothing. The derivations themselves live in this
-package's modules, one concept each; this module is their only caller.
+package's modules, one concept each; outside this package nothing calls them (tests/test_view.py
+checks both).
 """
 
 from __future__ import annotations

@@ -280,10 +280,9 @@ def step_time(
             sync_idle = _mean(summary, "idle_after_sync_ms")
             source = "live steps, GPU busy from the profiler window"
         else:
-            nvml = gpu_util_share
-            if nvml is not None:
+            if gpu_util_share is not None:
                 # NVML utilisation over-states busy time, so this under-states GPU idleness.
-                busy_ms = nvml * step_ms
+                busy_ms = gpu_util_share * step_ms
                 source = "live steps, GPU busy from NVML utilisation"
         busy = None if busy_ms is None else min(busy_ms, step_ms)
         sync_idle = min(sync_idle, step_ms)
