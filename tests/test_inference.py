@@ -3,6 +3,11 @@ model's calls by autograd mode, latency percentiles, and the ``inference-mode`` 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -20,6 +25,7 @@ from torchdiag.record import (
     StepSeries,
     TraceStep,
     TraceSummary,
+    load_record,
 )
 from torchdiag.traces.load import trace_mode
 from torchdiag.view.run_view import RunView
@@ -310,3 +316,58 @@ def test_without_a_profiler_window_the_finding_promises_no_saving():
     )
     finding = inference_mode(RunView(record))
     assert finding is not None and finding.saving_pct_max == 0.0 and finding.severity == "info"
+
+
+# -- `torchdiag run` on the samples, unmodified ---------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_and_report(tmp_path: Path, script: str, *script_args: str) -> tuple[RunRecord, dict]:
+    out = tmp_path / "out"
+    options = ["--output", str(out / "run.json"), "--skip-first", "1", "--profile-steps", "2"]
+    run = [sys.executable, "-m", "torchdiag", "run", *options, "--no-report"]
+    proc = subprocess.run(
+        [*run, str(ROOT / "samples" / script), *script_args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = [sys.executable, "-m", "torchdiag", "report", str(out / "run.json")]
+    proc = subprocess.run(
+        [*report, "--format", "json", "-o", "-"], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    return load_record(out / "run.json"), json.loads(proc.stdout)
+
+
+def test_torchdiag_run_reports_an_inference_loop_call_by_call(tmp_path):
+    record, doc = _run_and_report(tmp_path, "inference.py", "--steps", "20")
+    assert (record.steps.detection, record.steps.count) == ("forward", 20)
+    numbers = doc["headline"]
+    assert numbers["mode"] == "inference" and numbers["steps"] == 20
+    for key in ("median_step_ms", "p95_step_ms", "p99_step_ms", "samples_per_s"):
+        assert numbers[key] > 0, key
+    assert numbers["median_step_ms"] <= numbers["p95_step_ms"] <= numbers["p99_step_ms"]
+    assert numbers["batch_size"] == 16
+    finding = next(f for f in doc["findings"] if f["id"] == "inference-mode")
+    assert finding["evidence"]["calls_with_grad"] == 20
+    assert finding["evidence"]["backward_calls"] == 0
+
+
+def test_the_inference_mode_twin_raises_no_such_finding(tmp_path):
+    record, doc = _run_and_report(tmp_path, "inference.py", "--steps", "20", "--inference-mode")
+    assert record.environment.model_calls.inference_mode == 20
+    assert doc["headline"]["mode"] == "inference"
+    assert "inference-mode" not in {f["id"] for f in doc["findings"]}
+
+
+def test_torchdiag_run_of_a_training_sample_keeps_optimizer_steps(tmp_path):
+    args = ["--steps", "3", "--batch-size", "4", "--image-size", "32", "--workers", "0"]
+    record, doc = _run_and_report(tmp_path, "quickstart.py", *args)
+    assert (record.steps.detection, record.steps.count) == ("optimizer", 3)
+    assert record.mode == "training" and doc["headline"]["mode"] == "training"
+    assert record.profiler is not None and record.profiler.steps == 2
+    assert "inference-mode" not in {f["id"] for f in doc["findings"]}
