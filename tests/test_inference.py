@@ -304,8 +304,12 @@ def test_the_rule_is_silent_where_graphs_are_used_or_never_recorded(calls, envir
 def test_the_rule_is_skipped_without_watched_calls():
     with pytest.raises(SkipRule):
         inference_mode(RunView(RunRecord(mode="inference", steps=_steps([10.0] * 5))))
-    skipped = {s.id for s in analyze(RunView(RunRecord(steps=_steps([10.0] * 5)))).skipped}
-    assert "inference-mode" in skipped
+    inference = RunView(RunRecord(mode="inference", steps=_steps([10.0] * 5)))
+    assert "inference-mode" in {s.id for s in analyze(inference).skipped}
+    # A training record (every trace of a training run) has nothing to skip: the rule is silent.
+    training = analyze(RunView(RunRecord(steps=_steps([10.0] * 5))))
+    assert "inference-mode" not in {s.id for s in training.skipped}
+    assert "inference-mode" not in {f.id for f in training.findings}
 
 
 def test_without_a_profiler_window_the_finding_promises_no_saving():

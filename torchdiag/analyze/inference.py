@@ -18,6 +18,8 @@ AUTOGRAD_US_PER_OP = 5.0
 def inference_mode(view: RunView) -> Finding | None:
     """The model runs forward with grad mode on and no backward ever reads the graphs."""
     record = view.record
+    if record.mode == "training":
+        return None  # a backward (or an optimizer) reads the graphs: nothing recorded in vain
     calls = record.environment.model_calls
     if calls is None or not calls.model:
         raise SkipRule("the model's calls were not watched (a trace, or no model was called)")
