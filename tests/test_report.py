@@ -377,10 +377,11 @@ def test_headline_numbers(record: RunRecord) -> None:
     assert h["gpu_memory_peak_bytes"] == 17 * GIB
     empty = RunView(RunRecord()).headline
     assert empty["steps"] == 0
+    assert empty["mode"] == "training"  # a record without the field reads as training
     assert all(
         v is None
         for k, v in empty.items()
-        if k not in ("steps", "estimate_steps", "step_time_measured")
+        if k not in ("steps", "estimate_steps", "step_time_measured", "mode")
     )
 
 

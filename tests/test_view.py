@@ -47,6 +47,8 @@ DERIVATIONS = [
     (ranks, "rank_figures"),
     (step_rows, "step_rows"),
     (step_rows, "wall_stats"),
+    (step_rows, "percentile_rows"),
+    (step_rows, "step_quantiles"),
     (step_rows, "profiled_step_range"),
     (step_sample, "step_sample"),
     (steady, "steady_steps"),

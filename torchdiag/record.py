@@ -26,6 +26,9 @@ SCHEMA = "torchdiag.run/1"
 
 RunState = Literal["running", "completed", "failed", "interrupted"]
 RecordSource = Literal["live", "trace"]
+# What the run did: trained (an optimizer step or a backward ran) or only ran its model forward.
+RunMode = Literal["training", "inference"]
+StepDetection = Literal["optimizer", "forward", "manual", "profiler", "none"]
 
 
 class RecordError(ValueError):
@@ -68,7 +71,7 @@ class StepSeries(Struct):
     pairwise, so memory and file size stay bounded however long training runs.
     """
 
-    detection: Literal["optimizer", "manual", "profiler", "none"] = "none"
+    detection: StepDetection = "none"
     count: int = 0
     total_wall_s: float = 0.0
     total_input_wait_s: float = 0.0
@@ -208,6 +211,24 @@ class AutocastInfo(Struct):
     grad_scaler: bool = False
 
 
+class ModelCalls(Struct):
+    """Calls of the outermost module with parameters (the model), by autograd mode, and the
+    backward passes of the run: forward passes that record graphs no backward uses are waste.
+
+    ``grad`` counts outermost calls with grad mode on, ``no_grad`` those under ``torch.no_grad()``
+    (grad mode off), ``inference_mode`` those under ``torch.inference_mode()``; ``backward``
+    counts ``torch.autograd.backward`` / ``Tensor.backward`` / ``torch.autograd.grad`` calls.
+    ``parameter_bytes`` is the model's parameter memory.
+    """
+
+    model: str = ""
+    grad: int = 0
+    no_grad: int = 0
+    inference_mode: int = 0
+    backward: int = 0
+    parameter_bytes: int = 0
+
+
 class DistributedInfo(Struct):
     """torch.distributed state when the block started (or from the launcher's environment)."""
 
@@ -250,6 +271,7 @@ class Environment(Struct):
     loaders: list[LoaderInfo] = msgspec.field(default_factory=list)
     optimizers: list[OptimizerInfo] = msgspec.field(default_factory=list)
     parameters: ParameterInfo | None = None
+    model_calls: ModelCalls | None = None
     env_vars: dict[str, str] = msgspec.field(default_factory=dict)
 
 
@@ -555,6 +577,8 @@ class RunRecord(Struct):
 
     schema: str = SCHEMA
     source: RecordSource = "live"
+    # A record without the field (written before it existed) reads as training.
+    mode: RunMode = "training"
     name: str = ""
     started_utc: str = ""
     ended_utc: str | None = None

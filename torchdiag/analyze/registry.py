@@ -101,6 +101,7 @@ def _load_rule_modules() -> None:
         communication,
         compute,
         host,
+        inference,
         input_pipeline,
         memory,
         parallelism,

@@ -36,6 +36,7 @@ from torchdiag.capture.environment import (
     parameter_info,
     snapshot_environment,
 )
+from torchdiag.capture.forward_watch import ForwardWatch
 from torchdiag.capture.loss_watch import LossWatch
 from torchdiag.capture.profiler_window import ProfilerWindowControl
 from torchdiag.capture.record_path import (
@@ -51,6 +52,7 @@ from torchdiag.record import (
     CollectorStatus,
     DistributedInfo,
     Environment,
+    RunMode,
     RunRecord,
     RunStatus,
     save_record,
@@ -71,8 +73,9 @@ class profile(contextlib.ContextDecorator):
     """Capture a training run and write ``run.json``.
 
     Use as a context manager (``with torchdiag.profile() as run:``) or as a decorator
-    (``@torchdiag.profile()``). Steps are detected from ``optimizer.step()``; call
-    ``run.step()`` to mark them by hand instead.
+    (``@torchdiag.profile()``). Steps are detected from ``optimizer.step()`` or, in a run
+    without one (inference), from the calls of the model; call ``run.step()`` to mark them by
+    hand instead.
 
     Args:
         output: Path of the record. ``None`` writes ``torchdiag_runs/<utc-time>-<pid>/run.json``.
@@ -249,6 +252,11 @@ class Run:
         self._loader_watch: DataLoaderWatch | None = None
         self._amp_watch: AmpWatch | None = None
         self._loss_watch: LossWatch | None = None
+        self._forward_watch: ForwardWatch | None = None
+        # The end of the model's last call, a step boundary once the next call (or the block's
+        # end) shows no optimizer step came between: a training step is not cut at its forward.
+        self._pending_forward: float | None = None
+        self._trains = False
         self._sampler: Any = None
         self._window: ProfilerWindowControl | None = None
         self._environment: Environment | None = None
@@ -279,6 +287,7 @@ class Run:
         if self.disabled or self._manual:
             return
         self._manual = True
+        self._pending_forward = None
         window = self._window
         if self._timer.completed and (window is None or window.not_started):
             self._timer.restart_detection()
@@ -293,6 +302,7 @@ class Run:
     def _begin(self) -> None:
         self._guard("environment", self._snapshot_environment)
         self._guard("steps", self._install_step_hook)
+        self._guard("model", self._install_forward_watch)
         self._guard("dataloader", self._install_loader_watch)
         self._guard("amp", self._install_amp_watch)
         if self.options.record_loss:
@@ -309,6 +319,7 @@ class Run:
             return
         self._ended = True
         status = _safe(lambda: status_for(exc_type, exc)) or unprintable_status(exc_type)
+        self._guard("steps", self._close_forward_step)
         ended = dt.datetime.now(dt.timezone.utc)
         samples = self._teardown(restore_signals=False)
         record = _safe(lambda: self._build_record(status, ended, samples))
@@ -354,6 +365,11 @@ class Run:
         self._hooks = []
         for fix in reversed(self.options.fixes):  # patches undone in the reverse order
             _safe(fix.uninstall)
+        forward = self._forward_watch
+        if forward is not None:
+            _safe(forward.uninstall)
+            if forward.error is not None:
+                self.collectors["model"] = CollectorStatus(available=False, reason=forward.error)
         for watch in (self._loss_watch, self._loader_watch, self._amp_watch):
             if watch is not None:
                 _safe(watch.uninstall)
@@ -447,6 +463,11 @@ class Run:
 
         self._hooks.append(register_optimizer_step_post_hook(self._on_optimizer_step))
 
+    def _install_forward_watch(self) -> None:
+        watch = ForwardWatch(self._on_forward_start, self._on_forward_end)
+        watch.install()
+        self._forward_watch = watch
+
     def _install_loader_watch(self) -> None:
         watch = DataLoaderWatch(self._timer.add_input_wait, thread_id=self._thread_id)
         watch.install()
@@ -502,8 +523,51 @@ class Run:
 
     # -- steps ---------------------------------------------------------------------------------
 
+    def _on_forward_start(self) -> None:
+        """The model is called again: the previous call's end was a step boundary."""
+        pending = self._pending_forward
+        if pending is None or threading.get_ident() != self._thread_id:
+            return
+        self._pending_forward = None
+        try:
+            self._boundary("forward", at=pending)
+        except StepLimitReached:
+            raise  # max_steps: the block ends here, as it would in optimizer.step()
+        except Exception as err:  # a boundary must never fail the model's call
+            self.collectors["steps"] = CollectorStatus(available=False, reason=repr(err))
+
+    def _on_forward_end(self) -> None:
+        if self._manual or self._trains or threading.get_ident() != self._thread_id:
+            return
+        self._pending_forward = self._timer.now()
+
+    def _close_forward_step(self) -> None:
+        """The block ends: the model's last call closes the last step."""
+        pending, self._pending_forward = self._pending_forward, None
+        if pending is not None:
+            with contextlib.suppress(StepLimitReached):
+                self._boundary("forward", at=pending)
+
+    def _leave_forward_steps(self) -> None:
+        """An optimizer step: the run trains, so steps are its updates, not the model's calls.
+
+        As when ``run.step()`` takes over, steps already counted on calls are folded into the
+        open step unless the profiler window has begun, whose schedule was counted on them.
+        """
+        self._trains = True
+        self._pending_forward = None
+        if self._timer.detection != "forward":
+            return
+        window = self._window
+        if window is None or window.not_started:
+            self._timer.restart_detection()
+        else:
+            self._timer.detection = "optimizer"
+
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         try:
+            if not self._trains:
+                self._leave_forward_steps()
             key = id(optimizer)
             entry = self._optimizers.get(key)
             if entry is None:
@@ -533,8 +597,8 @@ class Run:
         except Exception as err:  # a hook must never fail the optimizer step
             self.collectors["steps"] = CollectorStatus(available=False, reason=repr(err))
 
-    def _boundary(self, detection: Any) -> None:
-        completed = self._timer.boundary(detection)
+    def _boundary(self, detection: Any, at: float | None = None) -> None:
+        completed = self._timer.boundary(detection, at)
         self._advance_window(completed)
         limit = self.options.max_steps
         if limit is not None and completed >= limit:
@@ -589,6 +653,9 @@ class Run:
         ]
         env.optimizers = [optimizer_info(opt, n) for opt, n in optimizers]
         env.parameters = _safe(lambda: parameter_info(opt for opt, _ in optimizers))
+        forward = self._forward_watch
+        if forward is not None:
+            env.model_calls = forward.calls
         compiled = _safe(dynamo_counters)
         if compiled is not None:
             env.compile_used, env.dynamo_counters = compiled
@@ -602,6 +669,7 @@ class Run:
             overhead["profiler_window_s"] = window.wall_s
         return msgspec.structs.replace(
             self._outcome(status, ended),
+            mode=self._mode(),
             collectors=dict(sorted(self.collectors.items())),
             steps=self._timer.series(),
             samples=samples,
@@ -612,6 +680,14 @@ class Run:
             peak_rss_bytes=_safe(peak_rss_bytes),
             losses=(_safe(self._loss_watch.losses) or []) if self._loss_watch else [],
         )
+
+    def _mode(self) -> RunMode:
+        """Training when an optimizer stepped or a backward ran; inference only when the
+        backward count was watched and saw none (without it, the default reading)."""
+        forward = self._forward_watch
+        if self._optimizers or forward is None or forward.calls.backward:
+            return "training"
+        return "inference"
 
 
 def _script_name() -> str:

@@ -5,6 +5,10 @@ gradient accumulation (several forwards per update) counts updates, not forwards
 optimizers step in one iteration (GANs, per-module optimizers) only the first optimizer seen marks
 boundaries. Calling ``run.step()`` switches to manual marking for the rest of the run.
 
+A run with no optimizer step (inference, serving) counts one step per call of its model (see
+:mod:`torchdiag.capture.forward_watch`): detection ``"forward"``, until an optimizer step shows
+the run trains after all.
+
 Every step is timed, not only the profiled ones, and stored in a bounded :class:`StepSeries`.
 """
 
@@ -12,12 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Literal
 
 from torchdiag.capture.series_buffer import Merge, SeriesBuffer
-from torchdiag.record import StepSeries
+from torchdiag.record import StepDetection, StepSeries
 
-Detection = Literal["optimizer", "manual", "profiler", "none"]
+Detection = StepDetection
 
 
 _COLUMNS = {
@@ -64,11 +67,12 @@ class StepTimer:
         """Account ``seconds`` spent blocked on the next batch in the current step."""
         self._wait_in_step += seconds
 
-    def boundary(self, detection: Detection) -> int:
-        """Close the current step; returns the number of completed steps."""
+    def boundary(self, detection: Detection, at: float | None = None) -> int:
+        """Close the current step (at clock reading ``at``, default now); returns the number of
+        completed steps. ``at`` lets a boundary be confirmed after the moment it marks."""
         if self.detection == "none":
             self.detection = detection
-        now = self._clock()
+        now = self._clock() if at is None else at
         wall = now - self._step_start
         # A wait can straddle a boundary when the loader is advanced before the optimizer step;
         # never report more waiting than the step lasted.
@@ -94,8 +98,9 @@ class StepTimer:
     def restart_detection(self) -> None:
         """Forget the steps detected so far and fold their time into the open step.
 
-        Used when ``run.step()`` is first called after optimizer steps were already counted: the
-        user's own boundaries are the truth, so earlier automatic ones must not be counted too.
+        Used when ``run.step()`` is first called after optimizer steps were already counted, or
+        when an optimizer step follows steps counted on model calls: the user's own boundaries
+        (or the optimizer's updates) are the truth, so earlier ones must not be counted too.
         """
         self._wait_in_step += self._total_wait
         self._rows = SeriesBuffer(_COLUMNS, self._max_rows)
@@ -103,6 +108,10 @@ class StepTimer:
         self._step_start = self._t0
         self.completed = 0
         self.detection = "none"
+
+    def now(self) -> float:
+        """The timer's clock reading (for a boundary confirmed later, see :meth:`boundary`)."""
+        return self._clock()
 
     def exclude_pause(self, seconds: float) -> None:
         """Remove torchdiag's own pause (e.g. writing the profiler trace) from the current step."""

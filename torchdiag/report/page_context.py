@@ -92,7 +92,7 @@ def build_context(view: RunView, analysis: Analysis) -> tuple[dict[str, Any], di
         "steps_note": _steps_note(record),
         "figures": sorted(figs),
         "summary": _summary(view, has_breakdown="breakdown" in figs),
-        "distribution": distribution(view.wall_stats),
+        "distribution": distribution(view.wall_stats, record.mode),
         "input": input_pipeline(view),
         "ops": op_table(summary),
         "kernels": kernel_table(summary),

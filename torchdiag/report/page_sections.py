@@ -64,14 +64,17 @@ def _tensor_core_text(numbers: Mapping[str, Any], summary: TraceSummary | None) 
     return None
 
 
-def distribution(stats: WallStats | None) -> dict[str, Any] | None:
-    """Step-time percentiles and the outlier steps, formatted."""
+def distribution(stats: WallStats | None, mode: str = "training") -> dict[str, Any] | None:
+    """Step-time percentiles and the outlier steps, formatted (p99 where a step is one call of
+    the model: an inference run's tail latency)."""
     if stats is None:
         return None
+    tail = [("p99", format_ms(stats.p99))] if mode == "inference" else []
     rows = [
         ("Step rows", format_number(stats.rows)),
         ("p50", format_ms(stats.p50)),
         ("p95", format_ms(stats.p95)),
+        *tail,
         ("Max", format_ms(stats.max)),
         ("Mean", format_ms(stats.mean)),
         ("Outlier above", format_ms(stats.outlier_ms)),

@@ -30,10 +30,21 @@ HEADLINE_LABELS: dict[str, str] = {
     "step_ms_profiled": "Profiled step",
     "median_step_ms": "Median step",
     "p95_step_ms": "p95 step",
+    "p99_step_ms": "p99 step",
     "steps": "Steps",
     "gpu_util_mean_pct": "GPU utilisation (NVML)",
     "gpu_memory_peak_bytes": "GPU memory peak",
     "duration_s": "Duration",
+}
+
+# Where a step is one call of the model (an inference run), the labels say so; the p99 latency
+# is shown there only (a training step's tail is the step-variance rule's business).
+INFERENCE_LABELS: dict[str, str] = {
+    "step_ms_estimate": "Step time (one forward call)",
+    "median_step_ms": "Median forward call",
+    "p95_step_ms": "p95 forward call",
+    "p99_step_ms": "p99 forward call",
+    "steps": "Steps (forward calls)",
 }
 
 
@@ -129,14 +140,17 @@ def headline_items(numbers: Mapping[str, Any]) -> list[tuple[str, str]]:
     """
     items: list[tuple[str, str]] = []
     profiled_rows = numbers.get("step_rows") == "profiled"
+    inference = numbers.get("mode") == "inference"
     for key, label in HEADLINE_LABELS.items():
         value = numbers.get(key)
-        if value is None:
+        if value is None or (key == "p99_step_ms" and not inference):
             continue
+        if inference:
+            label = INFERENCE_LABELS.get(key, label)
         if key == "step_ms_estimate":
             text = format_ms(value)
             if not numbers.get("step_time_measured"):
-                label = "Step time (estimated without the profiler)"
+                label = label.replace("Step time", "Step time (estimated without the profiler)")
                 low, high = numbers.get("step_ms_estimate_range") or (None, None)
                 if low is not None and high is not None and high - low >= 0.05 * value:
                     text += f" ({format_number(low)}–{format_number(high)})"
@@ -146,7 +160,7 @@ def headline_items(numbers: Mapping[str, Any]) -> list[tuple[str, str]]:
             continue  # the profiled steps' own percentiles follow
         elif key.endswith("_ms") or key == "step_ms_profiled":
             text = format_ms(value)
-            if profiled_rows and key in ("median_step_ms", "p95_step_ms"):
+            if profiled_rows and key in ("median_step_ms", "p95_step_ms", "p99_step_ms"):
                 label = f"{label} (profiled)"
         elif key.endswith("_pct"):
             text = format_pct(value)

@@ -26,6 +26,7 @@ from torchdiag.record import (
     DeviceInfo,
     DistributedInfo,
     Environment,
+    RunMode,
     RunRecord,
     RunStatus,
     StepSeries,
@@ -336,6 +337,7 @@ def record_from_traces(
         world_size=world_size,
         collectors=collectors,
         steps=_step_series(traces),
+        mode=trace_mode([t.summary for t in traces]),
         environment=Environment(
             cuda_version=_cuda_version(first.metadata),
             devices=_devices([t.summary for t in traces]),
@@ -350,6 +352,27 @@ def record_from_traces(
         ),
         traces=[t.summary for t in traces],
     )
+
+
+# Operators that only a backward pass runs: the autograd engine's per-node spans and the
+# ``*Backward*`` nodes themselves.
+_BACKWARD_MARKERS = ("autograd::engine::evaluate_function", "Backward")
+
+
+def trace_mode(summaries: list[TraceSummary]) -> RunMode:
+    """``"inference"`` when no trace shows an optimizer step region nor a backward operator among
+    its most expensive ones (``top_ops``), else ``"training"``: a trace is read as training
+    unless it shows it only ran forward (a backward, where there is one, is among the costliest
+    operators: it does about twice the forward's work). A trace without operators says neither:
+    training, the default reading."""
+    if not any(summary.top_ops for summary in summaries):
+        return "training"
+    for summary in summaries:
+        if summary.optimizer_steps:
+            return "training"
+        if any(m in op.name for op in summary.top_ops for m in _BACKWARD_MARKERS):
+            return "training"
+    return "inference"
 
 
 def _step_series(traces: list[_Trace]) -> StepSeries:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from torchdiag.record import RunRecord, TraceSummary
-from torchdiag.view.numbers import rounded, weighted_quantile
+from torchdiag.view.numbers import rounded
 
 if TYPE_CHECKING:
     from torchdiag.view.run_view import RunView
@@ -22,13 +22,17 @@ def headline(view: RunView) -> dict[str, Any]:
 
     ``step_ms_estimate`` is the un-profiled step (measured on a live run, estimated from a trace)
     with ``step_ms_estimate_range`` [low, high]; ``step_ms_profiled`` the mean step inside the
-    profiler window; ``median_step_ms``/``p95_step_ms`` are over the live step rows, or over the
-    profiled steps of a trace (``step_rows``: "live" or "profiled"). ``samples_per_s`` is the
-    batch over ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it.
+    profiler window; ``median_step_ms``/``p95_step_ms``/``p99_step_ms`` are over the live step
+    rows, or over the profiled steps of a trace (``step_rows``: "live" or "profiled"); in an
+    inference run the warm-up call and the profiled calls are left out of them (see
+    :func:`torchdiag.view.step_rows.percentile_rows`). ``samples_per_s`` is the batch over
+    ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it. ``mode`` is
+    the record's: "training" or "inference" (a step is then one call of the model).
     """
     record = view.record
     timing = view.timing
     rows = view.rows
+    quantiles = view.quantiles
     batch, _ = view.batch
     util = view.gpu_util_share
     memory = view.memory
@@ -37,6 +41,7 @@ def headline(view: RunView) -> dict[str, Any]:
     low, high = timing.range_ms if timing is not None else (None, None)
     busy = timing.gpu_busy_share if timing is not None else None
     return {
+        "mode": record.mode,
         "steps": _step_count(record, view.summary),
         "step_rows": rows.source,
         "duration_s": rounded(record.duration_s) if record.duration_s > 0 else None,
@@ -46,8 +51,9 @@ def headline(view: RunView) -> dict[str, Any]:
         "step_ms_profiled": rounded(timing.profiled_ms) if timing is not None else None,
         "estimate_steps": timing.steps if timing is not None else 0,
         "bound": timing.bound if timing is not None else None,
-        "median_step_ms": rounded(weighted_quantile(rows.walls, rows.weights, 0.5)),
-        "p95_step_ms": rounded(weighted_quantile(rows.walls, rows.weights, 0.95)),
+        "median_step_ms": rounded(quantiles.p50),
+        "p95_step_ms": rounded(quantiles.p95),
+        "p99_step_ms": rounded(quantiles.p99),
         "input_wait_pct": rounded(100 * timing.input_wait_share) if timing and step else None,
         "gpu_busy_pct": rounded(100 * busy) if busy is not None else None,
         "comm_pct": rounded(100 * timing.comm_ms / step)

@@ -28,7 +28,7 @@ from torchdiag.view import step_rows as _rows
 from torchdiag.view import step_sample as _sample
 from torchdiag.view.steady import SteadySteps
 from torchdiag.view.step_model import StepTime
-from torchdiag.view.step_rows import StepRows, WallStats
+from torchdiag.view.step_rows import StepQuantiles, StepRows, WallStats
 from torchdiag.view.step_sample import StepSample
 
 
@@ -103,7 +103,13 @@ class RunView:
     @cached_property
     def wall_stats(self) -> WallStats | None:
         """Quantiles, mean, maximum and outliers of the step rows."""
-        return _rows.wall_stats(self.rows, self.step_numbers)
+        return _rows.wall_stats(self.rows, self.step_numbers, self.quantiles)
+
+    @cached_property
+    def quantiles(self) -> StepQuantiles:
+        """p50/p95/p99 step time: over every row of a training run, over the steady rows (no
+        warm-up call, no profiled call) of an inference run."""
+        return _rows.step_quantiles(_rows.percentile_rows(self.record, self.rows))
 
     @cached_property
     def profiled_range(self) -> tuple[int, int] | None:

@@ -106,7 +106,8 @@ class StepTime:
         if busy is None:
             return None
         rest = 1.0 - busy - (self.input_wait_ms + self.sync_idle_ms) / self.step_ms
-        return max(0.0, rest)
+        # A share, whatever a corrupt record says (a negative sync idle would push it past 1).
+        return min(1.0, max(0.0, rest))
 
 
 def step_evidence(timing: StepTime) -> dict[str, float | int | str | bool | None]:

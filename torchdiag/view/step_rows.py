@@ -34,13 +34,23 @@ class StepRows:
 
 
 @dataclass(frozen=True)
+class StepQuantiles:
+    """p50/p95/p99 step time (ms; ``None`` without step timings)."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True)
 class WallStats:
-    """p50/p95/max/mean step time over the rows, the outlier threshold, the outlier steps
+    """p50/p95/p99/max/mean step time over the rows, the outlier threshold, the outlier steps
     (by number) and the slowest outliers as (step number, ms)."""
 
     rows: int
     p50: float | None
     p95: float | None
+    p99: float | None
     max: float
     mean: float
     outlier_ms: float
@@ -146,7 +156,38 @@ def step_waits(record: RunRecord, summary: TraceSummary | None) -> list[float]:
     return [max(st.dataloader_ms, st.breakdown.input_wait) for st in summary.steps]
 
 
-def wall_stats(rows: StepRows, numbers: list[int]) -> WallStats | None:
+def percentile_rows(record: RunRecord, rows: StepRows) -> StepRows:
+    """The rows the step percentiles are taken over.
+
+    Every row in a training run, as always. In an inference run (a step is one call of the
+    model) the latency percentiles describe the calls a server makes all day: the first call
+    (allocation, cuDNN autotuning, compilation) and the calls slowed by the profiler are left out
+    whenever other rows remain, as the steady-state figures leave them out.
+    """
+    s = record.steps
+    if record.mode != "inference" or rows.source != "live" or len(s.first_step) != len(rows.walls):
+        return rows
+    profiled = s.profiled if len(s.profiled) == len(rows.walls) else [False] * len(rows.walls)
+    keep = [i for i, first in enumerate(s.first_step) if first > 0 and not profiled[i]]
+    if not keep:
+        keep = [i for i, first in enumerate(s.first_step) if first > 0]
+    if not keep:
+        return rows
+    return StepRows(
+        tuple(rows.walls[i] for i in keep), tuple(rows.weights[i] for i in keep), rows.source
+    )
+
+
+def step_quantiles(rows: StepRows) -> StepQuantiles:
+    """p50/p95/p99 of ``rows`` (merged rows weigh the steps they hold)."""
+    return StepQuantiles(
+        p50=weighted_quantile(rows.walls, rows.weights, 0.5),
+        p95=weighted_quantile(rows.walls, rows.weights, 0.95),
+        p99=weighted_quantile(rows.walls, rows.weights, 0.99),
+    )
+
+
+def wall_stats(rows: StepRows, numbers: list[int], quantiles: StepQuantiles) -> WallStats | None:
     """The step rows' statistics, ``None`` without step timings. Outliers are those of
     :func:`outlier_limit`, as the step-variance rule judges them, so the chart marks the steps
     the finding talks about."""
@@ -158,9 +199,10 @@ def wall_stats(rows: StepRows, numbers: list[int]) -> WallStats | None:
     slowest = sorted(pairs, key=lambda p: (-p[0], p[1]))[:MAX_OUTLIERS_LISTED]
     return WallStats(
         rows=len(pairs),
-        # As the headline's: merged rows weigh the steps they hold, so the cards agree.
-        p50=weighted_quantile(rows.walls, rows.weights, 0.5),
-        p95=weighted_quantile(rows.walls, rows.weights, 0.95),
+        # The headline's own, so the cards agree.
+        p50=quantiles.p50,
+        p95=quantiles.p95,
+        p99=quantiles.p99,
         max=ordered[-1],
         mean=sum(ordered) / len(ordered),
         outlier_ms=fence,

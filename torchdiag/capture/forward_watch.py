@@ -1,0 +1,143 @@
+"""The model's calls: where a run without an optimizer has its steps, and whether autograd is used.
+
+The *model* is the outermost module with parameters: the first module with parameters called
+while no other module's call is under way (``model(x)``, not its layers, not a parameterless loss
+function), found as the model fixes find it (:mod:`torchdiag.capture.fixes.model`).
+``nn.Module.__call__`` is watched only until that call, then restored; from there on only that
+instance pays: its ``forward`` is wrapped to count each outermost call by autograd mode (grad,
+``no_grad``, ``inference_mode``) and to tell the session where each call begins and ends.
+
+``torch.autograd.backward`` (which ``Tensor.backward`` calls) and ``torch.autograd.grad`` are
+counted too: a run whose graphs no backward ever reads recorded them for nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from torchdiag.capture.patching import Patches
+from torchdiag.record import ModelCalls
+
+
+class ForwardWatch:
+    """Finds the model on its first call and reports each of its outermost calls.
+
+    ``on_start`` runs before each outermost call of the model, ``on_end`` after it returns
+    (neither runs for a call that raised before or during the forward). An exception they raise
+    propagates to the caller: that is how ``max_steps`` ends a run inside ``model(x)``.
+    """
+
+    def __init__(self, on_start: Callable[[], None], on_end: Callable[[], None]) -> None:
+        self._on_start = on_start
+        self._on_end = on_end
+        self._searching = Patches()  # nn.Module.__call__, until the model is found
+        self._autograd = Patches()  # torch.autograd.backward / grad, for the whole block
+        self._model: Any = None
+        self._own_forward: tuple[bool, Any] | None = None
+        self._wrapper: Any = None
+        self.calls = ModelCalls()
+        self.error: str | None = None
+
+    @property
+    def found(self) -> bool:
+        """Whether the model has been called (and is watched)."""
+        return self._wrapper is not None
+
+    def install(self) -> None:
+        """Watch module calls until the model is found, and count backward passes."""
+        import torch
+
+        original_call = torch.nn.Module.__call__
+        depth = threading.local()
+        watch = self
+
+        def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
+            level = getattr(depth, "level", 0)
+            if level == 0 and watch._model is None and _has_parameters(module):
+                watch._searching.restore()  # found: stop watching every module call
+                watch._adopt(module)
+                return module(*args, **kwargs)
+            depth.level = level + 1
+            try:
+                return original_call(module, *args, **kwargs)
+            finally:
+                depth.level = level
+
+        self._searching.replace(torch.nn.Module, "__call__", __call__)
+        calls = self.calls
+        backward: Callable[..., Any] = torch.autograd.backward
+        grad: Callable[..., Any] = torch.autograd.grad
+
+        def counted_backward(*args: Any, **kwargs: Any) -> Any:
+            calls.backward += 1
+            return backward(*args, **kwargs)
+
+        def counted_grad(*args: Any, **kwargs: Any) -> Any:
+            calls.backward += 1
+            return grad(*args, **kwargs)
+
+        self._autograd.replace(torch.autograd, "backward", counted_backward)
+        self._autograd.replace(torch.autograd, "grad", counted_grad)
+
+    def _adopt(self, model: Any) -> None:
+        """Wrap ``model.forward`` (this instance only); a failure leaves the model untouched."""
+        self._model = model
+        try:
+            self._wrap(model)
+        except Exception as err:  # watching must never break the user's run
+            self.error = f"{type(err).__name__}: {err}"
+
+    def _wrap(self, model: Any) -> None:
+        import torch
+
+        calls = self.calls
+        calls.model = type(model).__name__
+        calls.parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        own = vars(model)
+        self._own_forward = ("forward" in own, own.get("forward"))
+        original = model.forward
+        inside = threading.local()
+        on_start, on_end = self._on_start, self._on_end
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if getattr(inside, "yes", False):  # the model calls itself: one outermost call
+                return original(*args, **kwargs)
+            if torch.is_inference_mode_enabled():
+                mode = "inference_mode"
+            elif torch.is_grad_enabled():
+                mode = "grad"
+            else:
+                mode = "no_grad"
+            on_start()
+            inside.yes = True
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                inside.yes = False
+            setattr(calls, mode, getattr(calls, mode) + 1)
+            on_end()
+            return result
+
+        model.forward = forward
+        self._wrapper = forward
+
+    def uninstall(self) -> None:
+        """Restore ``nn.Module.__call__``, the autograd functions and the model's ``forward``."""
+        self._searching.restore()
+        self._autograd.restore()
+        model, self._model = self._model, None
+        if model is None or self._own_forward is None:
+            return
+        had_own, own = self._own_forward
+        # Only our own wrapper is taken off: a forward set over it since is the user's.
+        if vars(model).get("forward") is self._wrapper:
+            if had_own:
+                model.forward = own
+            else:
+                del model.forward
+
+
+def _has_parameters(module: Any) -> bool:
+    return any(True for _ in module.parameters())
