@@ -541,12 +541,30 @@ class AppliedFix(Struct):
     detail: str = ""
 
 
+class OutputDigest(Struct):
+    """A small, bounded account of one of the model's first outputs (``record.outputs``): what
+    ``torchdiag try`` compares when a run has no loss to compare (inference).
+
+    ``values`` is an evenly strided sample of the output's elements as floats (None where not
+    finite); ``argmax`` the index of the largest value of each of the first rows of a 2-D output
+    (a classifier's top-1 prediction), None for other shapes.
+    """
+
+    call: int
+    shape: list[int]
+    dtype: str = ""
+    values: list[float | None] = msgspec.field(default_factory=list)
+    argmax: list[int] | None = None
+
+
 class MeasuredFix(Struct, kw_only=True):
     """One fix tried by ``torchdiag try``: the same script and steps rerun with the fix applied.
 
     ``speedup`` is the baseline's step time over the fix's (per sample where the fix changes the
     batch size), ``ci95`` its 95% interval; ``significant`` when that interval excludes 1.
-    ``numerics_ok`` is False when the loss went non-finite or strayed from the baseline's.
+    ``numerics_ok`` is False when the loss went non-finite or strayed from the baseline's (on a
+    run without losses: when the model's outputs strayed from the baseline's). ``inference``: the
+    baseline ran inference, so ``step_ms`` and ``baseline_step_ms`` are latencies of one call.
     """
 
     fix: str
@@ -563,6 +581,7 @@ class MeasuredFix(Struct, kw_only=True):
     numerics_ok: bool | None = None
     numerics: str = ""
     compile_s: float | None = None
+    inference: bool = False
     error: str | None = None  # the script failed with the fix applied
     runs: int = 0
     records: list[str] = msgspec.field(default_factory=list)
@@ -604,6 +623,8 @@ class RunRecord(Struct):
     # when the block ends: exact where the samples may miss a short peak.
     peak_rss_bytes: int | None = None
     losses: list[float | None] = msgspec.field(default_factory=list)  # None: not finite
+    # Digests of the model's first outputs, kept when asked (``profile(record_outputs=True)``).
+    outputs: list[OutputDigest] = msgspec.field(default_factory=list)
     # What ``torchdiag try`` measured for fixes tried on this run (its baseline).
     measured_fixes: list[MeasuredFix] = msgspec.field(default_factory=list)
 

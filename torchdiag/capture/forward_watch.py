@@ -13,6 +13,7 @@ counted too: a run whose graphs no backward ever reads recorded them for nothing
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -27,11 +28,20 @@ class ForwardWatch:
     ``on_start`` runs before each outermost call of the model, ``on_end`` after it returns
     (neither runs for a call that raised before or during the forward). An exception they raise
     propagates to the caller: that is how ``max_steps`` ends a run inside ``model(x)``.
+    ``on_output``, when given, is handed each outermost call's output before ``on_end`` runs (a
+    failure there is swallowed: digesting outputs must never break the run).
     """
 
-    def __init__(self, on_start: Callable[[], None], on_end: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        on_start: Callable[[], None],
+        on_end: Callable[[], None],
+        *,
+        on_output: Callable[[Any], None] | None = None,
+    ) -> None:
         self._on_start = on_start
         self._on_end = on_end
+        self._on_output = on_output
         self._searching = Patches()  # nn.Module.__call__, until the model is found
         self._autograd = Patches()  # torch.autograd.backward / grad, for the whole block
         self._model: Any = None
@@ -99,7 +109,7 @@ class ForwardWatch:
         self._own_forward = ("forward" in own, own.get("forward"))
         original = model.forward
         inside = threading.local()
-        on_start, on_end = self._on_start, self._on_end
+        on_start, on_end, on_output = self._on_start, self._on_end, self._on_output
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             if getattr(inside, "yes", False):  # the model calls itself: one outermost call
@@ -117,6 +127,10 @@ class ForwardWatch:
             finally:
                 inside.yes = False
             setattr(calls, mode, getattr(calls, mode) + 1)
+            if on_output is not None:
+                # A digest is a nicety: the user's call must still return its output.
+                with contextlib.suppress(Exception):
+                    on_output(result)
             on_end()
             return result
 

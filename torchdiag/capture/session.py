@@ -38,6 +38,7 @@ from torchdiag.capture.environment import (
 )
 from torchdiag.capture.forward_watch import ForwardWatch
 from torchdiag.capture.loss_watch import LossWatch
+from torchdiag.capture.output_watch import OutputWatch
 from torchdiag.capture.profiler_window import ProfilerWindowControl
 from torchdiag.capture.record_path import (
     failed_path,
@@ -97,6 +98,8 @@ class profile(contextlib.ContextDecorator):
             ``"workers=2"``, ``"amp=bf16"``, ... (see :mod:`torchdiag.capture.fixes`). The record
             says which took effect and what each changed.
         record_loss: Keep the scalar losses ``backward()`` is called on (``record.losses``).
+        record_outputs: Keep digests of the model's first outputs (``record.outputs``): what
+            ``torchdiag try`` compares on a run without a loss.
         shared: A ``torchdiag.profile()`` entered inside this one (in the profiled script, say)
             joins this run instead of failing: it returns this run, and its own options are not
             used. ``torchdiag run`` profiles scripts this way.
@@ -117,6 +120,7 @@ class profile(contextlib.ContextDecorator):
         max_steps: int | None = None,
         fixes: Sequence[str] = (),
         record_loss: bool = False,
+        record_outputs: bool = False,
         shared: bool = False,
     ) -> None:
         if max_steps is not None and max_steps < 1:
@@ -148,6 +152,7 @@ class profile(contextlib.ContextDecorator):
         self.shared = shared
         self.max_steps = max_steps
         self.record_loss = record_loss
+        self.record_outputs = record_outputs
         self._run: Run | None = None
         self._joined = False
 
@@ -252,6 +257,7 @@ class Run:
         self._loader_watch: DataLoaderWatch | None = None
         self._amp_watch: AmpWatch | None = None
         self._loss_watch: LossWatch | None = None
+        self._output_watch = OutputWatch() if options.record_outputs else None
         self._forward_watch: ForwardWatch | None = None
         # The end of the model's last call, a step boundary once the next call (or the block's
         # end) shows no optimizer step came between: a training step is not cut at its forward.
@@ -464,7 +470,12 @@ class Run:
         self._hooks.append(register_optimizer_step_post_hook(self._on_optimizer_step))
 
     def _install_forward_watch(self) -> None:
-        watch = ForwardWatch(self._on_forward_start, self._on_forward_end)
+        output = self._output_watch
+        watch = ForwardWatch(
+            self._on_forward_start,
+            self._on_forward_end,
+            on_output=output.keep if output is not None else None,
+        )
         watch.install()
         self._forward_watch = watch
 
@@ -679,6 +690,7 @@ class Run:
             fixes=[fix.outcome() for fix in self.options.fixes],
             peak_rss_bytes=_safe(peak_rss_bytes),
             losses=(_safe(self._loss_watch.losses) or []) if self._loss_watch else [],
+            outputs=(_safe(self._output_watch.digests) or []) if self._output_watch else [],
         )
 
     def _mode(self) -> RunMode:

@@ -100,6 +100,16 @@ def options(parser: argparse.ArgumentParser) -> None:
         help="keep the scalar losses backward() is called on (record.losses)",
     )
     parser.add_argument(
+        "--record-outputs",
+        action="store_true",
+        help="keep digests of the model's first outputs (record.outputs)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="seed random, torch and numpy before the script starts (same data every run)",
+    )
+    parser.add_argument(
         "--no-report", action="store_true", help="write the record only, no summary or HTML"
     )
 
@@ -193,12 +203,17 @@ def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
         max_steps=args.max_steps,
         fixes=args.fix,
         record_loss=args.record_loss,
+        record_outputs=args.record_outputs,
         shared=True,  # the script's own torchdiag.profile(), if any, joins this run
     )
     status, error, run = 0, None, None
     with _as_python_would(target):
         try:
             with session as run, _trainer_callbacks():
+                if args.seed is not None:
+                    from torchdiag.capture.seeding import seed_everything
+
+                    seed_everything(args.seed)
                 try:
                     _execute(target)
                 except SystemExit as stop:

@@ -5,7 +5,9 @@ The speedup is the baseline's step time over the fix's, with the interval of ``t
 ratio (inverted): both come from :func:`torchdiag.diff.diff_run_sets`, so ``try`` and ``diff``
 never disagree about the same runs. With several runs a side the interval is over runs (how much
 runs of the same code differ is part of it); with one run a side it is over that run's steps. A
-fix that changes the batch size is compared per sample.
+fix that changes the batch size is compared per sample. A run without losses (inference) is
+judged on its model outputs (:mod:`torchdiag.trials.outputs`), its step time being the latency
+of one call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import msgspec
 from torchdiag.capture.fixes import kind_of, parse_fix
 from torchdiag.diff import NO_CHANGE, diff_run_sets
 from torchdiag.record import AppliedFix, MeasuredFix, RunRecord
+from torchdiag.trials.outputs import compare_outputs
 from torchdiag.view.run_view import RunView
 from torchdiag.view.step_sample import sample_median
 
@@ -101,7 +104,7 @@ def measure_fix(
         # does K times the work in its step.
         speedup = factor / ratio
         ci95 = [factor / high, factor / low]
-    numerics_ok, numerics = compare_losses(spec, baseline.losses, run.losses)
+    numerics_ok, numerics = compare_numerics(spec, baseline, run)
     memory = max((v.run_memory_peak[0] or 0 for v in runs), default=0) or None
     base_memory = max((v.run_memory_peak[0] or 0 for v in baselines), default=0) or None
     return MeasuredFix(
@@ -123,9 +126,21 @@ def measure_fix(
             if kind is not None and kind.first_step_one_off_cost
             else None
         ),
+        inference=baseline.mode == "inference",
         runs=len(runs),
         records=list(records),
     )
+
+
+def compare_numerics(spec: str, baseline: RunRecord, run: RunRecord) -> tuple[bool | None, str]:
+    """The losses compared where the runs have any; on a run without (inference) the model's
+    outputs, when the baseline recorded them."""
+    if baseline.losses or run.losses or not baseline.outputs:
+        return compare_losses(spec, baseline.losses, run.losses)
+    kind = kind_of(spec)
+    if kind is not None and kind.loss_note is not None:  # other inputs: other outputs
+        return None, kind.loss_note
+    return compare_outputs(baseline.outputs, run.outputs)
 
 
 def compare_losses(

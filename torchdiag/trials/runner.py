@@ -1,9 +1,11 @@
 """Run a script as it is and with each fix, each run a fresh process, and measure every fix.
 
-Each run is ``python -m torchdiag run --max-steps N --fix F --record-loss ... SCRIPT ARGS``: the
-same steps, profiler window and arguments for every variant, nothing carried from one process
-into the next. Runs are interleaved in rounds (baseline, fix 1, fix 2, ..., baseline, ...), so a
-machine that drifts over the minutes drifts for every variant alike.
+Each run is ``python -m torchdiag run --max-steps N --fix F --record-loss --record-outputs
+--seed 0 ... SCRIPT ARGS``: the same steps, profiler window, arguments and random seed for every
+variant (a script that does not seed itself still sees the same weights and data in every run, so
+an inference run's outputs can be compared), nothing carried from one process into the next.
+Runs are interleaved in rounds (baseline, fix 1, fix 2, ..., baseline, ...), so a machine that
+drifts over the minutes drifts for every variant alike.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ DEFAULT_STEPS = 30
 DEFAULT_REPEAT = 3
 BASELINE = "baseline"
 SAMPLE_INTERVAL_S = 0.1
+# Every run starts from this seed (random, torch, numpy), before the script's own seeding.
+SEED = 0
 
 
 class TrialError(Exception):
@@ -152,6 +156,7 @@ class _Trial:
         path.parent.mkdir(parents=True, exist_ok=True)
         s = self.settings
         command = [sys.executable, "-m", "torchdiag", "run", "--no-report", "--record-loss"]
+        command += ["--record-outputs", "--seed", str(SEED)]
         command += ["--output", str(path), "--max-steps", str(s.steps)]
         command += ["--skip-first", str(s.skip_first), "--profile-steps", str(s.profile_steps)]
         # Short runs: sample often enough to see the DataLoader workers' memory.

@@ -77,7 +77,8 @@ class FixKind:
     answers: tuple[str, ...] = ()
     # How ``try --fix auto`` picks its value (needed when it takes one and answers findings).
     auto_value: AutoValue | None = None
-    # Why its losses cannot be compared with the baseline's (None: they can).
+    # Why its losses cannot be compared with the baseline's (None: they can); on a run without
+    # losses the same reason keeps its outputs from being compared (they saw other inputs).
     loss_note: str | None = None
     # It changes nothing without a CUDA device (the run then reports it not applicable).
     needs_gpu: bool = False

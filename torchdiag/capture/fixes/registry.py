@@ -12,6 +12,7 @@ import os
 
 from torchdiag.capture.fixes.base import Fix
 from torchdiag.capture.fixes.flags import CudnnBenchmark, Tf32
+from torchdiag.capture.fixes.inference import InferenceMode
 from torchdiag.capture.fixes.kind import Always, FixKind, FromEvidence
 from torchdiag.capture.fixes.loader import (
     BatchMultiplier,
@@ -109,6 +110,13 @@ FIX_KINDS: tuple[FixKind, ...] = (
         "the outermost module compiled in place; its first step's extra time reported apart",
         answers=("cpu-bound", "launch-overhead"),
         first_step_one_off_cost=True,
+    ),
+    FixKind(
+        "inference-mode",
+        InferenceMode,
+        "the outermost module's calls under `torch.inference_mode()` (not applicable when the "
+        "run calls backward or its calls already run without grad); judged on its outputs",
+        answers=("inference-mode",),
     ),
 )
 # For --help and for error messages: "input-ceiling, workers=N, pin-memory, ...".
