@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from torchdiag.capture.fixes import kinds_answering
+from torchdiag.capture.fixes import kinds_answering, parse_fix
 from torchdiag.record import MeasuredFix
 from torchdiag.trials.compare import TryResult
 
@@ -70,9 +70,21 @@ def _row(fix: MeasuredFix) -> MeasuredRow:
         notes.append(fix.numerics)
     if fix.compile_s is not None:
         notes.append(f"first step {fix.compile_s:.1f} s longer (compilation)")
-    if fix.per_sample:
+    if fix.per_sample and fix.inference:
+        # Throughput is per sample (the speedup); a server also answers per call: the latency.
+        factor = parse_fix(fix.fix).batch_factor
+        notes.append(f"latency per call {_latency(fix)}, each call {factor} times the samples")
+    elif fix.per_sample:
         notes.append("the learning rate may need scaling with the batch")
     return MeasuredRow(fix.fix, step, speedup, verdict, memory, numerics, "; ".join(notes))
+
+
+def _latency(fix: MeasuredFix) -> str:
+    """``12.0 -> 30.5 ms (2.54x)``: one call of the model with the fix against the baseline."""
+    if fix.baseline_step_ms is None or fix.step_ms is None:
+        return "not measured"
+    ratio = f" ({fix.step_ms / fix.baseline_step_ms:.2f}x)" if fix.baseline_step_ms > 0 else ""
+    return f"{fix.baseline_step_ms:,.1f} -> {fix.step_ms:,.1f} ms{ratio}"
 
 
 def _mib(value: int) -> str:
