@@ -99,7 +99,10 @@ class InferenceMode(OutermostModuleFix):
 
     def outcome(self) -> AppliedFix:
         """Not applicable once a backward was seen, whatever calls ran before it; otherwise
-        what changed, with the count of calls left as they were."""
+        what changed, with the count of calls left as they were. A reason found when the model
+        was first called (an optimizer over it) comes first: the backward it led to is expected."""
+        if self.not_applicable is not None and not self.changes:
+            return super().outcome()
         if self.backward_seen:
             return AppliedFix(
                 fix=self.spec,
