@@ -213,6 +213,19 @@ def test_a_trace_is_inference_only_without_backward_and_optimizer():
     assert trace_mode([TraceSummary()]) == "training"  # no operators: nothing to tell by
 
 
+def test_an_inference_trace_keeps_its_profiler_steps_as_steps():
+    """A forward-only trace reads as inference, but its steps are ProfilerStep spans, not calls
+    of the model: the key numbers say "step" and add the p99 latency."""
+    from torchdiag.report.text import render_text
+    from torchdiag.traces.load import record_from_traces
+
+    trace = Path(__file__).resolve().parent / "data" / "external" / "dtu_mlops" / "trace.json"
+    view = RunView(record_from_traces(trace))
+    assert view.record.mode == "inference" and not view.headline["step_is_forward_call"]
+    text = render_text(view, analyze(view))
+    assert "p99 step" in text and "Median step" in text and "forward call" not in text
+
+
 # -- the view -------------------------------------------------------------------------------------
 
 
@@ -352,6 +365,7 @@ def test_torchdiag_run_reports_an_inference_loop_call_by_call(tmp_path):
     assert (record.steps.detection, record.steps.count) == ("forward", 20)
     numbers = doc["headline"]
     assert numbers["mode"] == "inference" and numbers["steps"] == 20
+    assert numbers["step_is_forward_call"]
     for key in ("median_step_ms", "p95_step_ms", "p99_step_ms", "samples_per_s"):
         assert numbers[key] > 0, key
     assert numbers["median_step_ms"] <= numbers["p95_step_ms"] <= numbers["p99_step_ms"]

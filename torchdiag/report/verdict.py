@@ -37,8 +37,9 @@ HEADLINE_LABELS: dict[str, str] = {
     "duration_s": "Duration",
 }
 
-# Where a step is one call of the model (an inference run), the labels say so; the p99 latency
-# is shown there only (a training step's tail is the step-variance rule's business).
+# Where a step is one call of the model (a live inference loop), the labels say so. The p99
+# latency is shown for inference runs only (a training step's tail is the step-variance rule's
+# business).
 INFERENCE_LABELS: dict[str, str] = {
     "step_ms_estimate": "Step time (one forward call)",
     "median_step_ms": "Median forward call",
@@ -141,11 +142,12 @@ def headline_items(numbers: Mapping[str, Any]) -> list[tuple[str, str]]:
     items: list[tuple[str, str]] = []
     profiled_rows = numbers.get("step_rows") == "profiled"
     inference = numbers.get("mode") == "inference"
+    forward_calls = bool(numbers.get("step_is_forward_call"))
     for key, label in HEADLINE_LABELS.items():
         value = numbers.get(key)
         if value is None or (key == "p99_step_ms" and not inference):
             continue
-        if inference:
+        if forward_calls:
             label = INFERENCE_LABELS.get(key, label)
         if key == "step_ms_estimate":
             text = format_ms(value)

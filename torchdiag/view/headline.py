@@ -27,7 +27,8 @@ def headline(view: RunView) -> dict[str, Any]:
     inference run the warm-up call and the profiled calls are left out of them (see
     :func:`torchdiag.view.step_rows.percentile_rows`). ``samples_per_s`` is the batch over
     ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it. ``mode`` is
-    the record's: "training" or "inference" (a step is then one call of the model).
+    the record's: "training" or "inference"; ``step_is_forward_call`` says whether a step is one
+    call of the model (a live inference loop that marks no steps itself).
     """
     record = view.record
     timing = view.timing
@@ -42,6 +43,9 @@ def headline(view: RunView) -> dict[str, Any]:
     busy = timing.gpu_busy_share if timing is not None else None
     return {
         "mode": record.mode,
+        # A step is one call of the model only where the live capture found it so (an inference
+        # loop without run.step()); a trace's steps are its ProfilerStep spans.
+        "step_is_forward_call": record.steps.detection == "forward",
         "steps": _step_count(record, view.summary),
         "step_rows": rows.source,
         "duration_s": rounded(record.duration_s) if record.duration_s > 0 else None,
