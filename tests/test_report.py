@@ -381,7 +381,8 @@ def test_headline_numbers(record: RunRecord) -> None:
     assert all(
         v is None
         for k, v in empty.items()
-        if k not in ("steps", "estimate_steps", "step_time_measured", "mode")
+        if k
+        not in ("steps", "estimate_steps", "step_time_measured", "mode", "step_is_forward_call")
     )
 
 
