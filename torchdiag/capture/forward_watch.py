@@ -2,7 +2,7 @@
 
 The *model* is the outermost module with parameters: the first module with parameters called
 while no other module's call is under way (``model(x)``, not its layers, not a parameterless loss
-function), found as the model fixes find it (:mod:`torchdiag.capture.fixes.model`).
+function), found as the model fixes find it (:mod:`torchdiag.capture.model_finder`).
 ``nn.Module.__call__`` is watched only until that call, then restored; from there on only that
 instance pays: its ``forward`` is wrapped to count each outermost call by autograd mode (grad,
 ``no_grad``, ``inference_mode``) and to tell the session where each call begins and ends.
@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from torchdiag.capture.model_finder import watch_for_model
 from torchdiag.capture.patching import Patches
 from torchdiag.record import ModelCalls
 
@@ -59,23 +60,7 @@ class ForwardWatch:
         """Watch module calls until the model is found, and count backward passes."""
         import torch
 
-        original_call = torch.nn.Module.__call__
-        depth = threading.local()
-        watch = self
-
-        def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
-            level = getattr(depth, "level", 0)
-            if level == 0 and watch._model is None and _has_parameters(module):
-                watch._searching.restore()  # found: stop watching every module call
-                watch._adopt(module)
-                return module(*args, **kwargs)
-            depth.level = level + 1
-            try:
-                return original_call(module, *args, **kwargs)
-            finally:
-                depth.level = level
-
-        self._searching.replace(torch.nn.Module, "__call__", __call__)
+        watch_for_model(self._searching, self._adopt)
         calls = self.calls
         backward: Callable[..., Any] = torch.autograd.backward
         grad: Callable[..., Any] = torch.autograd.grad
@@ -151,7 +136,3 @@ class ForwardWatch:
                 model.forward = own
             else:
                 del model.forward
-
-
-def _has_parameters(module: Any) -> bool:
-    return any(True for _ in module.parameters())

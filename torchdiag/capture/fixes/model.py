@@ -3,8 +3,8 @@
 Each applies to the *outermost* module the script calls: the first module with parameters that is
 called while no other module's call is under way (``model(x)``, not its layers, not a loss
 function without parameters). ``nn.Module.__call__`` is watched until that module is found, then
-restored; the fix is applied to that instance only (its ``forward``, its weights), so the rest of
-the run pays nothing for the watching.
+restored (:mod:`torchdiag.capture.model_finder`); the fix is applied to that instance only (its
+``forward``, its weights), so the rest of the run pays nothing for the watching.
 """
 
 from __future__ import annotations
@@ -16,39 +16,20 @@ from typing import Any
 
 from torchdiag.capture.fixes.base import Fix
 from torchdiag.capture.loss_watch import UNSCALED
+from torchdiag.capture.model_finder import watch_for_model
 
 
 class OutermostModuleFix(Fix):
     """A fix applied once to the outermost module the script calls (see the module docstring)."""
 
     def install(self) -> None:
-        import torch
+        watch_for_model(self.patches, self._adopt)
 
-        module_cls = torch.nn.Module
-        original_call = module_cls.__call__
-        depth = threading.local()
-        fix = self
-
-        def __call__(module: Any, *args: Any, **kwargs: Any) -> Any:
-            level = getattr(depth, "level", 0)
-            if level == 0 and fix._is_model(module):
-                fix.patches.restore()  # found: stop watching every module call
-                try:
-                    fix.apply(module)
-                except Exception as err:  # a fix that cannot apply must not fail the run
-                    fix.not_applicable = f"{type(err).__name__}: {err}"
-                return module(*args, **kwargs)
-            depth.level = level + 1
-            try:
-                return original_call(module, *args, **kwargs)
-            finally:
-                depth.level = level
-
-        self.patches.replace(module_cls, "__call__", __call__)
-
-    @staticmethod
-    def _is_model(module: Any) -> bool:
-        return any(True for _ in module.parameters())
+    def _adopt(self, model: Any) -> None:
+        try:
+            self.apply(model)
+        except Exception as err:  # a fix that cannot apply must not fail the run
+            self.not_applicable = f"{type(err).__name__}: {err}"
 
     def apply(self, model: Any) -> None:
         """Apply the fix to the outermost module (called once, on its first call)."""
