@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from torchdiag.cli.command import valued_options
 from torchdiag.cli.run import RunCommand, split_argv
 from torchdiag.record import load_record
 
@@ -168,7 +169,7 @@ def test_bad_usage_is_one_line_and_status_2(run_cli, argv, message):
 
 
 def test_options_after_the_script_belong_to_the_script():
-    valued = RunCommand().valued_options()
+    valued = valued_options(RunCommand().parser())
     assert {"-o", "--output", "--fix", "--max-steps"} <= valued and "--trace" not in valued
     own, target = split_argv(
         ["--output", "x.json", "train.py", "--output", "y", "-m", "z"], valued=valued

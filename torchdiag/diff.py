@@ -261,7 +261,9 @@ def diff_run_sets(
         if base_side.estimated or head_side.estimated:
             interval = _model_interval(base_side, head_side, notes)
         else:
-            interval = _interval(base_pick.sample, head_pick.sample, resamples, seed, notes)
+            interval = _interval(
+                base_pick.view.sample, head_pick.view.sample, resamples, seed, notes
+            )
         notes.append(ONE_RUN_NOTE)
     if interval.low is not None and interval.low > 1.0:
         verdict = SLOWER
@@ -269,7 +271,7 @@ def diff_run_sets(
         verdict = FASTER
     else:
         verdict = NO_CHANGE
-    counts = [c for run in (*base_runs, *head_runs) for c in run.sample.counts]
+    counts = [c for run in (*base_runs, *head_runs) for c in run.view.sample.counts]
     if not between and any(merged > 1 for merged in counts):
         notes.append("merged step rows expanded at their mean: the interval is a little narrow")
     base, head = base_pick.view, head_pick.view
@@ -299,7 +301,6 @@ class _Run:
 
     def __init__(self, view: RunView, label: str) -> None:
         self.view, self.label = view, label
-        self.sample = view.sample
         self.side = _side(view)
         self.side.runs = [
             RunStep(

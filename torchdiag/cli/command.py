@@ -46,11 +46,12 @@ class Command:
         """``torchdiag NAME ARGV``; returns the exit status."""
         return self.run(self.parser().parse_args(list(argv)))
 
-    def valued_options(self) -> frozenset[str]:
-        """The command's options that take a value (the others are flags)."""
-        return frozenset(
-            option
-            for action in self.parser()._actions
-            if action.nargs != 0
-            for option in action.option_strings
-        )
+
+def valued_options(parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The options of ``parser`` that take a value (the others are flags)."""
+    return frozenset(
+        option
+        for action in parser._actions
+        if action.nargs != 0
+        for option in action.option_strings
+    )

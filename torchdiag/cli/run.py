@@ -27,7 +27,7 @@ from torchdiag.cli.args import (
     positive_int,
     positive_seconds,
 )
-from torchdiag.cli.command import Command
+from torchdiag.cli.command import Command, valued_options
 
 EXIT_EXCEPTION = 1
 # Python exits with 128 + SIGINT after an uncaught KeyboardInterrupt.
@@ -48,78 +48,13 @@ class Target:
         return Path(self.script).name if self.script else str(self.module)
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    """The profile options, as flags."""
-    # Imported here: every command's module is imported for dispatch, and only run/try need it.
-    from torchdiag.capture.fixes import FIX_NAMES
-
-    parser.add_argument(
-        "-o",
-        "--output",
-        help="path of the record (default: torchdiag_runs/<time>-<pid>/run.json)",
-    )
-    parser.add_argument(
-        "--profile-steps",
-        type=non_negative_int,
-        default=5,
-        help="steps recorded by torch.profiler (default 5; 0 monitors only)",
-    )
-    parser.add_argument(
-        "--skip-first",
-        type=non_negative_int,
-        default=5,
-        help="steps run before the profiler window (default 5)",
-    )
-    parser.add_argument(
-        "--sample-interval",
-        type=positive_seconds,
-        default=0.5,
-        help="seconds between background samples (default 0.5)",
-    )
-    parser.add_argument("--trace", action="store_true", help="keep the raw profiler trace")
-    parser.add_argument("--with-stack", action="store_true", help="record Python stacks")
-    parser.add_argument("--name", help="name of the run in reports (default: the script's name)")
-    parser.add_argument(
-        "--no-redact",
-        action="store_true",
-        help="record the host name and command line as they are (default: redacted)",
-    )
-    parser.add_argument(
-        "--fix",
-        action="append",
-        default=[],
-        metavar="FIX",
-        help="apply a fix from outside the script (repeatable): " + FIX_NAMES,
-    )
-    parser.add_argument(
-        "--max-steps", type=positive_int, help="stop the script after this many steps"
-    )
-    parser.add_argument(
-        "--record-loss",
-        action="store_true",
-        help="keep the scalar losses backward() is called on (record.losses)",
-    )
-    parser.add_argument(
-        "--record-outputs",
-        action="store_true",
-        help="keep digests of the model's first outputs (record.outputs)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        help="seed random, torch and numpy before the script starts (same data every run)",
-    )
-    parser.add_argument(
-        "--no-report", action="store_true", help="write the record only, no summary or HTML"
-    )
-
-
 def split_argv(argv: Sequence[str], *, valued: frozenset[str]) -> tuple[list[str], Target]:
     """This command's own options, and the target with its arguments.
 
     Like python's own command line: the first argument that is not one of our options is the
     script, ``-m MODULE`` names a module, ``--`` ends our options; the rest is the target's.
-    ``valued`` are the command's options that take a value (:meth:`Command.valued_options`).
+    ``valued`` are the command's options that take a value
+    (:func:`~torchdiag.cli.command.valued_options`).
     """
     argv = list(argv)
     i = 0
@@ -153,13 +88,77 @@ class RunCommand(Command):
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        options(parser)
+        # Imported here: every command's module is imported for dispatch, and only run/try need it.
+        from torchdiag.capture.fixes import FIX_NAMES
+
+        parser.add_argument(
+            "-o",
+            "--output",
+            help="path of the record (default: torchdiag_runs/<time>-<pid>/run.json)",
+        )
+        parser.add_argument(
+            "--profile-steps",
+            type=non_negative_int,
+            default=5,
+            help="steps recorded by torch.profiler (default 5; 0 monitors only)",
+        )
+        parser.add_argument(
+            "--skip-first",
+            type=non_negative_int,
+            default=5,
+            help="steps run before the profiler window (default 5)",
+        )
+        parser.add_argument(
+            "--sample-interval",
+            type=positive_seconds,
+            default=0.5,
+            help="seconds between background samples (default 0.5)",
+        )
+        parser.add_argument("--trace", action="store_true", help="keep the raw profiler trace")
+        parser.add_argument("--with-stack", action="store_true", help="record Python stacks")
+        parser.add_argument(
+            "--name", help="name of the run in reports (default: the script's name)"
+        )
+        parser.add_argument(
+            "--no-redact",
+            action="store_true",
+            help="record the host name and command line as they are (default: redacted)",
+        )
+        parser.add_argument(
+            "--fix",
+            action="append",
+            default=[],
+            metavar="FIX",
+            help="apply a fix from outside the script (repeatable): " + FIX_NAMES,
+        )
+        parser.add_argument(
+            "--max-steps", type=positive_int, help="stop the script after this many steps"
+        )
+        parser.add_argument(
+            "--record-loss",
+            action="store_true",
+            help="keep the scalar losses backward() is called on (record.losses)",
+        )
+        parser.add_argument(
+            "--record-outputs",
+            action="store_true",
+            help="keep digests of the model's first outputs (record.outputs)",
+        )
+        parser.add_argument(
+            "--seed",
+            type=int,
+            help="seed random, torch and numpy before the script starts (same data every run)",
+        )
+        parser.add_argument(
+            "--no-report", action="store_true", help="write the record only, no summary or HTML"
+        )
 
     def main(self, argv: Sequence[str]) -> int:
         """``torchdiag run ARGV``: the script and its arguments are split off before parsing
         (:func:`split_argv`); returns the script's exit status."""
-        own, target = split_argv(argv, valued=self.valued_options())
-        args = self.parser().parse_args(own)
+        parser = self.parser()
+        own, target = split_argv(argv, valued=valued_options(parser))
+        args = parser.parse_args(own)
         if target.script is None and target.module is None:
             raise UsageError("a script or -m MODULE is required (see 'torchdiag run --help')")
         if target.script is not None and not Path(target.script).is_file():

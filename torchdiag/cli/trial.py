@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from torchdiag.cli.args import UsageError, non_negative_int, positive_int
-from torchdiag.cli.command import Command
+from torchdiag.cli.command import Command, valued_options
 from torchdiag.cli.outputs import say_written, write_output
 from torchdiag.cli.run import split_argv
 from torchdiag.report.formats import format_names, output_format
@@ -30,54 +30,6 @@ AUTO = "auto"
 EXIT_OK = 0
 
 
-def options(parser: argparse.ArgumentParser) -> None:
-    """The command's own options."""
-    from torchdiag.capture.fixes import FIX_NAMES
-
-    parser.add_argument(
-        "--fix",
-        action="append",
-        default=[],
-        metavar="FIX",
-        help=f"a fix to measure (repeatable; default: auto, the baseline's findings): {FIX_NAMES}",
-    )
-    parser.add_argument("--steps", type=positive_int, default=30, help="steps per run (default 30)")
-    parser.add_argument(
-        "--skip-first",
-        type=non_negative_int,
-        default=5,
-        help="steps before the profiler window (default 5)",
-    )
-    parser.add_argument(
-        "--profile-steps",
-        type=non_negative_int,
-        default=5,
-        help="profiled steps per run (default 5; the baseline's findings need them)",
-    )
-    parser.add_argument(
-        "--output", help="folder for the records and reports (default: torchdiag_try/<time>/)"
-    )
-    parser.add_argument(
-        "--format",
-        choices=format_names("try"),
-        default="text",
-        help="what is printed: text (default), json (torchdiag.try/1) or md",
-    )
-    parser.add_argument(
-        "-o", dest="result", default="-", help="where the result goes ('-': stdout, default)"
-    )
-    parser.add_argument(
-        "--repeat",
-        type=positive_int,
-        default=DEFAULT_REPEAT,
-        help=f"runs of the baseline and of each fix, interleaved (default {DEFAULT_REPEAT}): "
-        "runs of the same code differ, and only several show by how much",
-    )
-    parser.add_argument(
-        "--timeout", type=positive_int, default=3600, help="seconds each run may take (3600)"
-    )
-
-
 class TryCommand(Command):
     """``torchdiag try [--fix F ...] SCRIPT [ARGS ...]``."""
 
@@ -86,7 +38,53 @@ class TryCommand(Command):
     usage = "torchdiag try [options] (SCRIPT | -m MODULE) [ARGS ...]"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        options(parser)
+        from torchdiag.capture.fixes import FIX_NAMES
+
+        parser.add_argument(
+            "--fix",
+            action="append",
+            default=[],
+            metavar="FIX",
+            help="a fix to measure (repeatable; default: auto, the baseline's findings): "
+            + FIX_NAMES,
+        )
+        parser.add_argument(
+            "--steps", type=positive_int, default=30, help="steps per run (default 30)"
+        )
+        parser.add_argument(
+            "--skip-first",
+            type=non_negative_int,
+            default=5,
+            help="steps before the profiler window (default 5)",
+        )
+        parser.add_argument(
+            "--profile-steps",
+            type=non_negative_int,
+            default=5,
+            help="profiled steps per run (default 5; the baseline's findings need them)",
+        )
+        parser.add_argument(
+            "--output", help="folder for the records and reports (default: torchdiag_try/<time>/)"
+        )
+        parser.add_argument(
+            "--format",
+            choices=format_names("try"),
+            default="text",
+            help="what is printed: text (default), json (torchdiag.try/1) or md",
+        )
+        parser.add_argument(
+            "-o", dest="result", default="-", help="where the result goes ('-': stdout, default)"
+        )
+        parser.add_argument(
+            "--repeat",
+            type=positive_int,
+            default=DEFAULT_REPEAT,
+            help=f"runs of the baseline and of each fix, interleaved (default {DEFAULT_REPEAT}): "
+            "runs of the same code differ, and only several show by how much",
+        )
+        parser.add_argument(
+            "--timeout", type=positive_int, default=3600, help="seconds each run may take (3600)"
+        )
 
     def main(self, argv: Sequence[str]) -> int:
         """``torchdiag try ARGV``: the script and its arguments are split off before parsing;
@@ -100,8 +98,9 @@ class TryCommand(Command):
             try_fixes,
         )
 
-        own, target = split_argv(argv, valued=self.valued_options())
-        args = self.parser().parse_args(own)
+        parser = self.parser()
+        own, target = split_argv(argv, valued=valued_options(parser))
+        args = parser.parse_args(own)
         for spec in args.fix:
             if spec != AUTO:
                 try:
