@@ -48,7 +48,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check torchdiag tests samples benchmarks scripts
-	$(VENV)/bin/mypy --strict torchdiag
+	$(VENV)/bin/mypy --strict torchdiag scripts benchmarks
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed

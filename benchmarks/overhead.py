@@ -17,15 +17,18 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 import torchdiag
+from torchdiag.record import RunRecord
 
 
-def make_step(width: int, batch: int):
+def make_step(width: int, batch: int) -> Callable[[], None]:
     """A training step on a synthetic batch through a DataLoader-free loop."""
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -37,13 +40,13 @@ def make_step(width: int, batch: int):
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
         opt.step()
 
     return step
 
 
-def timed_steps(step, n: int) -> list[float]:
+def timed_steps(step: Callable[[], None], n: int) -> list[float]:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -103,6 +106,7 @@ def main() -> None:
                 with torchdiag.profile(out_dir / f"m{block}.json", profile_steps=0) as mon:
                     times = timed_steps(step, args.steps)
                 enter_exit.append(time.perf_counter() - t0 - sum(times))
+                assert mon.record is not None  # written when the block ends
                 sampler_cpu += mon.record.overhead.get("sampler_cpu_s", 0.0)
                 monitored += times
             medians[side] = statistics.median(times)
@@ -115,12 +119,13 @@ def main() -> None:
         window_times = timed_steps(step, skip + window + 5)
     window_total = time.perf_counter() - t0
     record = run.record
+    assert record is not None  # written when the block ends
     profiled = [t for t, p in zip(window_times, _profiled_flags(record), strict=False) if p]
 
     hook_us = hook_cost_us(out_dir)
     median_plain = statistics.median(plain)
     median_monitored = statistics.median(monitored)
-    results = {
+    results: dict[str, Any] = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"{platform.python_version()}, torch {torch.__version__}",
         "step": f"MLP width {width}, batch {batch}",
@@ -192,7 +197,7 @@ def bootstrap_median_ci(values: list[float], rounds: int = 2000) -> tuple[float,
     return medians[int(0.025 * rounds)], medians[int(0.975 * rounds) - 1]
 
 
-def _profiled_flags(record) -> list[bool]:
+def _profiled_flags(record: RunRecord) -> list[bool]:
     flags: list[bool] = []
     for n, p in zip(record.steps.steps, record.steps.profiled, strict=True):
         flags += [p] * n

@@ -70,7 +70,8 @@ def run_once(command: list[str]) -> tuple[float, float]:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command} failed: {proc.stderr.read().decode()[-500:]}")
+        error = proc.stderr.read().decode() if proc.stderr is not None else ""
+        raise RuntimeError(f"{command} failed: {error[-500:]}")
     # ru_maxrss as os.wait4 reports it for the report process; each pool worker reads one trace
     # at a time into a summary and holds no events afterwards.
     return wall, usage.ru_maxrss / 1024

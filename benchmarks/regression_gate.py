@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = ("A", "B", "S")  # A and B identical, S slowed
@@ -57,7 +58,7 @@ def train(output: str, steps: int, slowdown: float) -> None:
         for _ in range(steps):
             start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
+            nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
             if slowdown > 0:
                 # The planted regression: busy for a fixed share of this step's own work, so the
                 # slowdown is that share under any load (a sleep would leave the CPU to others).
@@ -73,7 +74,7 @@ def run_once(output: Path, steps: int, slowdown: float) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=600, cwd=ROOT)
 
 
-def gate(base: list[Path], head: list[Path], out: Path) -> dict:
+def gate(base: list[Path], head: list[Path], out: Path) -> dict[str, Any]:
     """``torchdiag diff`` through the command line's entry point: exit status and interval."""
     from torchdiag.cli import main
 
@@ -84,7 +85,7 @@ def gate(base: list[Path], head: list[Path], out: Path) -> dict:
     return {"exit": status, "ratio": iv["ratio"], "low": iv["low"], "high": iv["high"]}
 
 
-def trial(folder: Path, steps: int, slowdown: float) -> dict:
+def trial(folder: Path, steps: int, slowdown: float) -> dict[str, Any]:
     runs: dict[str, list[Path]] = {v: [] for v in VARIANTS}
     for i in range(ROUNDS):
         for variant in VARIANTS:
@@ -103,13 +104,15 @@ def trial(folder: Path, steps: int, slowdown: float) -> dict:
 
 def _median_step(path: Path) -> float | None:
     from torchdiag.record import load_record
-    from torchdiag.view.step_sample import sample_median, step_sample
+    from torchdiag.view.run_view import RunView
+    from torchdiag.view.step_sample import sample_median
 
-    return sample_median(step_sample(load_record(path)))
+    record = load_record(path)
+    return sample_median(RunView(record).sample) if record is not None else None
 
 
-def summarise(trials: list[dict], slowdown: float) -> dict:
-    def rate(key: str) -> dict:
+def summarise(trials: list[dict[str, Any]], slowdown: float) -> dict[str, Any]:
+    def rate(key: str) -> dict[str, Any]:
         alarms = sum(t[key]["exit"] == 1 for t in trials)
         return {"exit_1": alarms, "trials": len(trials)}
 
@@ -159,7 +162,7 @@ def main() -> None:
         print(json.dumps(saved["summary"], indent=2))
         return
 
-    trials: list[dict] = []
+    trials: list[dict[str, Any]] = []
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="regression-gate-") as tmp:
         for n in range(args.trials):
@@ -185,7 +188,9 @@ def main() -> None:
     print(json.dumps(result["summary"], indent=2))
 
 
-def _result(trials: list[dict], args: argparse.Namespace, started: float) -> dict:
+def _result(
+    trials: list[dict[str, Any]], args: argparse.Namespace, started: float
+) -> dict[str, Any]:
     import torch
 
     return {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from viewing import analyze_record
+from viewing import analyze_record, analyzed
 
 from torchdiag.analyze import compute
 from torchdiag.analyze.finding import Finding, severity_for_saving
@@ -314,6 +314,46 @@ def test_no_amp_on_a_host_bound_step_saves_little():
     _absent(record, "no-amp")
     # The same math on a GPU-bound step is the top finding.
     assert _finding(_trace(_summary(math=_fp32_math(50.0))), "no-amp").severity == "critical"
+
+
+def test_a_gpu_busy_for_nearly_all_of_the_step_is_the_bound():
+    # The reported fp32 inference trace: the host estimate (profiled host time less a per-event
+    # cost) lands 15% above the GPU's, though the GPU was busy 96% of the un-profiled step. The
+    # host side is not trusted past its error: the GPU is the bound, the step is the GPU's, the
+    # host estimate is kept as an upper bound, and faster math is the top finding.
+    record = _trace(_summary(host_ms=110.0, gpu_busy_ms=95.0, math=_fp32_math(60.0)))
+    view, analysis = analyzed(record)
+    timing = view.timing
+    assert timing.bound == "gpu" and not timing.host_separated
+    assert timing.step_ms == pytest.approx(95.0)
+    assert timing.range_ms == pytest.approx((95.0, 110.0))
+    assert view.headline["bound"] == "gpu"
+    assert view.headline["gpu_busy_pct"] == pytest.approx(100.0)
+    found = {f.id: f for f in analysis.findings}
+    assert "cpu-bound" not in found  # no "the GPU waits on the host for 13%"
+    amp = _finding(record, "no-amp")
+    assert amp.severity == "critical"
+    assert amp.evidence["host_ms_per_step_at_most"] == pytest.approx(110.0)
+    assert "estimate's error" in amp.evidence["bound_from"]
+
+
+@pytest.mark.parametrize("gpu_busy_ms", [60.0, 80.0])
+def test_a_gpu_idle_for_more_than_the_host_estimates_error_waits_on_the_host(gpu_busy_ms):
+    # Busy 55% or 73% of a 110 ms host-bound step: the idle time is the host's, as before.
+    record = _trace(_summary(host_ms=110.0, gpu_busy_ms=gpu_busy_ms, math=_fp32_math(50.0)))
+    view, analysis = analyzed(record)
+    assert view.timing.bound == "host" and view.timing.host_separated
+    assert view.timing.step_ms == pytest.approx(110.0)
+    assert "cpu-bound" in {f.id for f in analysis.findings}
+    _absent(record, "no-amp")
+
+
+def test_a_live_gpu_busy_for_nearly_all_of_the_step_is_the_bound():
+    # Live steps of 100 ms, the window's GPU busy 90 ms, its host estimate 95 ms.
+    summary = _summary(host_ms=95.0, gpu_busy_ms=90.0, math=_fp32_math(60.0))
+    view, _ = analyzed(_live(summary=summary))
+    assert view.timing.bound == "gpu" and not view.timing.host_separated
+    assert view.timing.step_ms == pytest.approx(100.0)  # measured: the bound does not move it
 
 
 def test_no_amp_live_saving_counts_only_modelled_gpu_time():

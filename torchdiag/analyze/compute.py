@@ -49,10 +49,16 @@ def _math(view: RunView) -> tuple[TraceSummary, MathStats, StepTime, float]:
 
 
 def _floor_ms(timing: StepTime) -> float:
-    """What a step keeps however fast the kernels run: host work, input waits, sync idling."""
+    """What a step keeps however fast the kernels run: host work, input waits, sync idling.
+
+    A host estimate the step model could not separate from waiting on the GPU (a GPU-bound step
+    whose host estimate came out above the GPU's) is an upper bound on host work, no floor: the
+    saving then assumes the host keeps up, and the evidence says so.
+    """
     if timing.host_ms is None:
         return timing.step_ms - (timing.gpu_busy_ms or 0.0)
-    return timing.host_ms + timing.input_wait_ms + timing.sync_idle_ms
+    host = timing.host_ms if timing.host_separated else 0.0
+    return host + timing.input_wait_ms + timing.sync_idle_ms
 
 
 def _modelled_saving(
