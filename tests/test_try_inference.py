@@ -18,10 +18,12 @@ import torch
 from viewing import render_try
 
 import torchdiag
+from torchdiag.analyze.inference import inference_mode
 from torchdiag.capture.seeding import seed_everything
 from torchdiag.record import MeasuredFix, OutputDigest, RunRecord
 from torchdiag.trials.compare import Baseline, TryResult, compare_numerics
 from torchdiag.trials.outputs import RELATIVE_ERROR_LIMIT, TOP1_FLIP_LIMIT, compare_outputs
+from torchdiag.view.run_view import RunView
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,6 +118,10 @@ def test_inference_mode_applies_to_calls_made_with_grad(tmp_path):
     assert record.mode == "inference"
     assert [d.call for d in record.outputs] == list(range(8))  # bounded: the first 8 calls
     assert record.outputs[0].shape == [4, 3] and len(record.outputs[0].argmax or []) == 4
+    # The calls ran under inference_mode: the record says so, and the rule has nothing to raise.
+    calls = record.environment.model_calls
+    assert calls.inference_mode >= record.steps.count > 0 and calls.grad == 0
+    assert inference_mode(RunView(record)) is None
 
 
 def test_inference_mode_has_nothing_to_do_without_grad(tmp_path):

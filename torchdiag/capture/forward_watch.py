@@ -23,6 +23,28 @@ from torchdiag.capture.patching import Patches
 from torchdiag.record import ModelCalls
 
 
+def _first_tensor(output: Any) -> Any:
+    """The first tensor of a call's output (a tensor, or one in a tuple, list or dict such as a
+    transformers ``ModelOutput``), or None."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, dict):
+        output = tuple(output.values())
+    if isinstance(output, (tuple, list)):
+        return next((item for item in output if isinstance(item, torch.Tensor)), None)
+    return None
+
+
+def _made_under_inference_mode(output: Any) -> bool:
+    """Whether the call's output is an inference tensor: the forward ran in inference mode."""
+    import torch
+
+    tensor = _first_tensor(output)
+    return tensor is not None and torch.is_inference(tensor)
+
+
 class ForwardWatch:
     """Finds the model on its first call and reports each of its outermost calls.
 
@@ -111,6 +133,10 @@ class ForwardWatch:
                 result = original(*args, **kwargs)
             finally:
                 inside.yes = False
+            if mode == "grad" and _made_under_inference_mode(result):
+                # inference_mode entered inside the call (by the model, or by the
+                # inference-mode fix wrapped beneath this watch): no graph was recorded.
+                mode = "inference_mode"
             setattr(calls, mode, getattr(calls, mode) + 1)
             if on_output is not None:
                 # A digest is a nicety: the user's call must still return its output.
