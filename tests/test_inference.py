@@ -27,6 +27,8 @@ from torchdiag.record import (
     TraceSummary,
     load_record,
 )
+from torchdiag.report.figures_detail import detail_figures
+from torchdiag.report.verdict import headline_items
 from torchdiag.traces.load import trace_mode
 from torchdiag.view.run_view import RunView
 
@@ -263,6 +265,35 @@ def test_latency_percentiles_leave_profiled_calls_out():
     profiled = [False, False, False, True, True, False]
     numbers = RunView(RunRecord(mode="inference", steps=_steps(walls, profiled))).headline
     assert numbers["p99_step_ms"] == 12.0
+
+
+def test_warm_up_calls_after_the_first_are_named_and_left_out():
+    # A compiled model: the first calls compile and recompile, then 40 steady calls with jitter
+    # and one late slow call (a real tail: it stays in).
+    steady = [10.0 + 0.1 * (i % 5) for i in range(40)]
+    walls = [900.0, 400.0, 150.0, *steady, 60.0]
+    view = RunView(RunRecord(mode="inference", steps=_steps(walls)))
+    numbers = view.headline
+    assert numbers["warmup_steps"] == [0, 1, 2]
+    assert view.steady.steps == 41 and view.steady.excluded.startswith("warm-up steps 0–2")
+    assert view.steady.mean_step_ms == pytest.approx((sum(steady) + 60.0) / 41)
+    assert numbers["p99_step_ms"] > 11.0  # the late slow call is tail latency, not warm-up
+    assert ("Warm-up (left out of the steady figures)", "calls 0–2") in headline_items(numbers)
+    assert view.sample.n == 41
+    chart = detail_figures(view)["step_distribution"]
+    marked = {note["text"] for note in chart["layout"]["annotations"]}
+    assert {"p50", "p95", "p99"} <= marked
+
+
+def test_a_steady_run_names_no_warm_up_but_its_first_step():
+    walls = [50.0] + [10.0 + 0.1 * (i % 7) for i in range(30)]
+    view = RunView(RunRecord(mode="inference", steps=_steps(walls)))
+    assert view.headline["warmup_steps"] == [0]
+    assert view.steady.steps == 30
+    assert all(
+        label != "Warm-up (left out of the steady figures)"
+        for label, _ in headline_items(view.headline)
+    )
 
 
 # -- the rule on constructed records --------------------------------------------------------------

@@ -51,6 +51,7 @@ DERIVATIONS = [
     (step_rows, "step_quantiles"),
     (step_rows, "profiled_step_range"),
     (step_sample, "step_sample"),
+    (steady, "steady_rows"),
     (steady, "steady_steps"),
     (samples, "mean_gpu_busy_share"),
     (samples, "mean_gpm_tensor_pct"),

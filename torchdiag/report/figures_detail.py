@@ -109,7 +109,10 @@ def _step_distribution(view: RunView) -> dict[str, Any] | None:
     stats = view.wall_stats
     if stats is None:
         return None
-    marks = {k: v for k, v in (("p50", stats.p50), ("p95", stats.p95)) if v is not None}
+    # An inference run's tail latency is marked too, as its distribution table lists it.
+    tail = (("p99", stats.p99),) if view.record.mode == "inference" else ()
+    pairs = (("p50", stats.p50), ("p95", stats.p95), *tail)
+    marks = {k: v for k, v in pairs if v is not None}
     walls = view.step_walls
     return _histogram(walls, "step time (ms)", outlier_above=stats.outlier_ms, marks=marks)
 

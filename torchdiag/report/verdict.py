@@ -32,6 +32,7 @@ HEADLINE_LABELS: dict[str, str] = {
     "p95_step_ms": "p95 step",
     "p99_step_ms": "p99 step",
     "steps": "Steps",
+    "warmup_steps": "Warm-up (left out of the steady figures)",
     "gpu_util_mean_pct": "GPU utilisation (NVML)",
     "gpu_memory_peak_bytes": "GPU memory peak",
     "duration_s": "Duration",
@@ -158,6 +159,11 @@ def headline_items(numbers: Mapping[str, Any]) -> list[tuple[str, str]]:
                     text += f" ({format_number(low)}–{format_number(high)})"
         elif key == "steps":
             text = f"{value:,}"
+        elif key == "warmup_steps":
+            if len(value) < 2:
+                continue  # the first step alone is left out of every run: no news
+            noun = "calls" if forward_calls else "steps"
+            text = f"{noun} {value[0]}–{value[-1]}"
         elif key == "step_ms_profiled" and profiled_rows:
             continue  # the profiled steps' own percentiles follow
         elif key.endswith("_ms") or key == "step_ms_profiled":

@@ -28,7 +28,9 @@ def headline(view: RunView) -> dict[str, Any]:
     :func:`torchdiag.view.step_rows.percentile_rows`). ``samples_per_s`` is the batch over
     ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it. ``mode`` is
     the record's: "training" or "inference"; ``step_is_forward_call`` says whether a step is one
-    call of the model (a live inference loop that marks no steps itself).
+    call of the model (a live inference loop that marks no steps itself). ``warmup_steps`` are
+    the numbers of the steps left out of the steady figures as warm-up (the first step, and the
+    outliers right after it: :func:`torchdiag.view.steady.steady_rows`).
     """
     record = view.record
     timing = view.timing
@@ -47,6 +49,7 @@ def headline(view: RunView) -> dict[str, Any]:
         # loop without run.step()); a trace's steps are its ProfilerStep spans.
         "step_is_forward_call": record.steps.detection == "forward",
         "steps": _step_count(record, view.summary),
+        "warmup_steps": list(view.steady_rows.warmup) or None,
         "step_rows": rows.source,
         "duration_s": rounded(record.duration_s) if record.duration_s > 0 else None,
         "step_ms_estimate": rounded(step),

@@ -26,7 +26,7 @@ from torchdiag.view import steady as _steady
 from torchdiag.view import step_model as _model
 from torchdiag.view import step_rows as _rows
 from torchdiag.view import step_sample as _sample
-from torchdiag.view.steady import SteadySteps
+from torchdiag.view.steady import SteadyRows, SteadySteps
 from torchdiag.view.step_model import StepTime
 from torchdiag.view.step_rows import StepQuantiles, StepRows, WallStats
 from torchdiag.view.step_sample import StepSample
@@ -64,9 +64,15 @@ class RunView:
         return _model.primary_summary(self.record)
 
     @cached_property
+    def steady_rows(self) -> SteadyRows:
+        """The step rows of the steady state: warm-up and profiled steps left out, the warm-up
+        named."""
+        return _steady.steady_rows(self.record)
+
+    @cached_property
     def steady(self) -> SteadySteps:
-        """Totals over the steady-state steps (first and profiled steps left out)."""
-        return _steady.steady_steps(self.record)
+        """Totals over the steady-state steps (warm-up and profiled steps left out)."""
+        return _steady.steady_steps(self.record, self.steady_rows)
 
     @cached_property
     def timing(self) -> StepTime | None:
@@ -76,7 +82,7 @@ class RunView:
     @cached_property
     def sample(self) -> StepSample:
         """The steady-state step times as a sample (median, bootstrap) for ``diff``."""
-        return _sample.step_sample(self.record, self.summary)
+        return _sample.step_sample(self.record, self.summary, self.steady_rows)
 
     # -- step rows ---------------------------------------------------------------------------
 
@@ -109,7 +115,8 @@ class RunView:
     def quantiles(self) -> StepQuantiles:
         """p50/p95/p99 step time: over every row of a training run, over the steady rows (no
         warm-up call, no profiled call) of an inference run."""
-        return _rows.step_quantiles(_rows.percentile_rows(self.record, self.rows))
+        rows = _rows.percentile_rows(self.record, self.rows, self.steady_rows.rows)
+        return _rows.step_quantiles(rows)
 
     @cached_property
     def profiled_range(self) -> tuple[int, int] | None:

@@ -156,22 +156,18 @@ def step_waits(record: RunRecord, summary: TraceSummary | None) -> list[float]:
     return [max(st.dataloader_ms, st.breakdown.input_wait) for st in summary.steps]
 
 
-def percentile_rows(record: RunRecord, rows: StepRows) -> StepRows:
+def percentile_rows(record: RunRecord, rows: StepRows, steady: tuple[int, ...]) -> StepRows:
     """The rows the step percentiles are taken over.
 
     Every row in a training run, as always. In an inference run (a step is one call of the
-    model) the latency percentiles describe the calls a server makes all day: the first call
-    (allocation, cuDNN autotuning, compilation) and the calls slowed by the profiler are left out
-    whenever other rows remain, as the steady-state figures leave them out.
+    model) the latency percentiles describe the calls a server makes all day: the ``steady``
+    rows (:func:`torchdiag.view.steady.steady_rows`: no warm-up call, no call slowed by the
+    profiler), as the steady-state figures take them.
     """
-    s = record.steps
-    if record.mode != "inference" or rows.source != "live" or len(s.first_step) != len(rows.walls):
+    keep = steady
+    if record.mode != "inference" or rows.source != "live" or not keep:
         return rows
-    profiled = s.profiled if len(s.profiled) == len(rows.walls) else [False] * len(rows.walls)
-    keep = [i for i, first in enumerate(s.first_step) if first > 0 and not profiled[i]]
-    if not keep:
-        keep = [i for i, first in enumerate(s.first_step) if first > 0]
-    if not keep:
+    if max(keep) >= len(rows.walls):
         return rows
     return StepRows(
         tuple(rows.walls[i] for i in keep), tuple(rows.weights[i] for i in keep), rows.source

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.numbers import finite
+from torchdiag.view.steady import SteadyRows
 
 
 @dataclass(frozen=True)
@@ -30,28 +31,16 @@ class StepSample:
         return sum(self.counts)
 
 
-def step_sample(record: RunRecord, summary: TraceSummary | None) -> StepSample:
-    """Steady-state step times of ``record``, chosen as the rules choose them.
+def step_sample(record: RunRecord, summary: TraceSummary | None, steady: SteadyRows) -> StepSample:
+    """Steady-state step times of ``record``: its ``steady`` rows, as the rules choose them.
 
-    The row selection mirrors :func:`torchdiag.view.steady.steady_steps`: the first step
-    (one-off start-up costs) and profiled steps (slowed by the profiler) are left out whenever
-    other steps remain. A record built from traces holds the trace steps in its step series
-    (all profiled, the slowest rank per step); a trace whose steps are only in its summary is read
-    from there.
+    A record built from traces holds the trace steps in its step series (all profiled, the
+    slowest rank per step); a trace whose steps are only in its summary is read from there.
     """
     s = record.steps
-    rows = [
-        i
-        for i in range(min(len(s.wall_ms), len(s.steps), len(s.first_step), len(s.profiled)))
-        if s.steps[i] > 0 and finite(s.wall_ms[i])
-    ]
-    if rows:
-        keep = [i for i in rows if not s.profiled[i] and s.first_step[i] > 0]
-        excluded = "first step and profiled steps excluded"
-        if not keep:
-            keep = [i for i in rows if s.first_step[i] > 0] or rows
-            excluded = "first step excluded" if len(keep) < len(rows) else "all steps used"
-        pairs = [(s.wall_ms[i], s.steps[i]) for i in keep]
+    if steady.rows:
+        excluded = steady.excluded
+        pairs = [(s.wall_ms[i], s.steps[i]) for i in steady.rows]
     else:
         steps = [st for st in summary.steps if finite(st.duration_ms)] if summary else []
         keep_steps = [st for st in steps if st.number > 0] or steps
