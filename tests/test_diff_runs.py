@@ -196,6 +196,31 @@ def test_renderings_over_runs() -> None:
     assert doc["regression"] is True and doc["verdict"] == "slower"
 
 
+def _forward_calls(records: list[RunRecord]) -> list[RunRecord]:
+    """The records as live inference loops whose steps are calls of the model."""
+    for record in records:
+        record.mode = "inference"
+        record.steps.detection = "forward"
+    return records
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["one-run", "runs"])
+def test_inference_loops_are_compared_per_forward_call(several: bool) -> None:
+    n = 3 if several else 1
+    base, head = runs(run_medians(n, 10.0, seed=9), 170), runs(run_medians(n, 14.0, seed=10), 180)
+    training = render_diff(quick(base, head), "text")
+    inference = quick(_forward_calls(base), _forward_calls(head))
+    text, md = render_diff(inference, "text"), render_diff(inference, "md")
+    # A call's time is its latency: the diff says calls where the report does.
+    unit = "forward call over runs" if several else "median forward call"
+    assert f"HEAD is slower: {unit}" in text and f"{unit.capitalize()} (latency)" in text
+    assert "step" not in text.split("Findings")[0]
+    assert "forward call" in md and md_cells_consistent(md)
+    assert json.loads(render_diff(inference, "json"))["head"]["step_is_forward_call"] is True
+    # Training runs keep their steps.
+    assert "forward call" not in training and "step" in training.splitlines()[1]
+
+
 # ---------------------------------------------------------------------------------------------
 # The command line
 

@@ -92,6 +92,9 @@ class Side(msgspec.Struct, kw_only=True):
     estimated: bool = False
     step_ms_range: list[float] | None = None
     runs: list[RunStep] = msgspec.field(default_factory=list)
+    # Whether a step is one call of the model (a live inference loop; headline's
+    # ``step_is_forward_call``): the rendered diff then speaks of calls and their latency.
+    step_is_forward_call: bool = False
 
 
 class RatioInterval(msgspec.Struct, kw_only=True):
@@ -342,6 +345,7 @@ def _set_side(runs: Sequence[_Run], pick: _Run) -> Side:
         samples_per_s=geometric_mean(rates) if len(rates) == len(runs) else None,
         estimated=any(r.side.estimated for r in runs),
         runs=[run for r in runs for run in r.side.runs],
+        step_is_forward_call=all(r.side.step_is_forward_call for r in runs),
     )
 
 
@@ -410,6 +414,7 @@ def _side(view: RunView) -> Side:
         median_step_ms=median,
         batch_size=batch,
         samples_per_s=numbers["samples_per_s"],
+        step_is_forward_call=numbers["step_is_forward_call"],
     )
 
 

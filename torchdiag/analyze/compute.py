@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.analyze.wording import is_inference, step_noun
 from torchdiag.record import MathStats, TraceSummary
 from torchdiag.view.run_view import RunView
 from torchdiag.view.step_model import (
@@ -153,29 +154,52 @@ def no_amp(view: RunView) -> Finding | None:
     if tensor is not None:
         evidence["gpm_tensor_active_pct"] = round(tensor, 1)
     dtype = "torch.bfloat16" if capability is None or capability >= 8.0 else "torch.float16"
+    recommendation, snippet = _amp_fix(view, dtype)
     return Finding(
         id="no-amp",
         severity=severity_for_saving(expected),
         title=f"{share_of_math * 100:.0f}% of matrix math runs in fp32 without autocast",
         evidence=evidence,
-        recommendation=(
-            "Run the forward pass and loss under torch.autocast so GEMMs, convolutions and "
-            "attention use tensor cores in reduced precision; keep the optimizer in fp32. "
-            + (
-                "bfloat16 needs no GradScaler."
-                if dtype == "torch.bfloat16"
-                else "float16 needs a GradScaler."
-            )
-        ),
-        snippet=(
-            f"with torch.autocast(device_type='cuda', dtype={dtype}):\n"
-            "    loss = loss_fn(model(inputs), targets)\n"
-            "loss.backward()\n"
-            "optimizer.step()"
-        ),
+        recommendation=recommendation,
+        snippet=snippet,
         saving_pct_max=round(bound, 1),
         saving_pct=round(expected, 1),
         saving_pct_low=round(low, 1),
+    )
+
+
+def _amp_fix(view: RunView, dtype: str) -> tuple[str, str]:
+    """(recommendation, snippet) of ``no-amp``: autocast around the loss with fp32 optimizer
+    state for training; for inference, reduced-precision weights or an autocast call, with no
+    loss, backward or GradScaler to mention but outputs that move slightly."""
+    if not is_inference(view):
+        scaler = (
+            "bfloat16 needs no GradScaler."
+            if dtype == "torch.bfloat16"
+            else "float16 needs a GradScaler."
+        )
+        return (
+            "Run the forward pass and loss under torch.autocast so GEMMs, convolutions and "
+            "attention use tensor cores in reduced precision; keep the optimizer in fp32. "
+            + scaler,
+            f"with torch.autocast(device_type='cuda', dtype={dtype}):\n"
+            "    loss = loss_fn(model(inputs), targets)\n"
+            "loss.backward()\n"
+            "optimizer.step()",
+        )
+    short = "bf16" if dtype == "torch.bfloat16" else "fp16"
+    return (
+        f"Run the model in {dtype.removeprefix('torch.')} so GEMMs, convolutions and attention "
+        "use tensor cores: convert the weights once and cast the inputs too, or keep fp32 "
+        "weights and run each forward call under torch.autocast. Reduced precision changes the "
+        f"outputs slightly: `torchdiag try --fix amp={short}` measures the speedup and compares "
+        "the outputs with the fp32 run's.",
+        f"model = model.to({dtype})  # convert the weights once\n"
+        "with torch.inference_mode():\n"
+        f"    out = model(inputs.to({dtype}))\n"
+        "# or keep fp32 weights and autocast the call:\n"
+        f"with torch.inference_mode(), torch.autocast('cuda', dtype={dtype}):\n"
+        "    out = model(inputs)",
     )
 
 
@@ -217,6 +241,12 @@ def tf32_disabled(view: RunView) -> Finding | None:
             "Where full fp32 precision is not required, let fp32 matmuls and convolutions use "
             "TF32 tensor cores (10-bit mantissa, fp32 range). Autocast (no-amp) gains more: "
             "the two fixes claim the same time."
+            + (
+                " TF32 changes the outputs slightly: `torchdiag try --fix tf32` compares them "
+                "with the fp32 run's."
+                if is_inference(view)
+                else ""
+            )
         ),
         snippet=(
             "torch.backends.cuda.matmul.allow_tf32 = True\n"
@@ -304,8 +334,14 @@ def cudnn_benchmark(view: RunView) -> Finding | None:
         },
         recommendation=(
             "With fixed input shapes, let cuDNN time its convolution algorithms once and keep "
-            "the fastest. Leave it off if input shapes change every step (each new shape is "
-            "autotuned again)."
+            f"the fastest. Leave it off if input shapes change every {step_noun(view)} (each new "
+            "shape is autotuned again)."
+            + (
+                " The first calls with each shape pay for the tuning: warm the model up with "
+                "the shapes it serves before timing or serving it."
+                if is_inference(view)
+                else ""
+            )
         ),
         snippet="torch.backends.cudnn.benchmark = True",
         saving_pct_max=round(saving, 1),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.analyze.wording import is_inference, step_noun
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.run_view import RunView
 from torchdiag.view.step_model import (
@@ -22,6 +23,14 @@ SMALL_BATCH_UTILISATION = 0.5
 # are roughly balanced and part of the idle time is kernel scheduling no host fix removes, so the
 # possible saving is still reported but only as a note (severity info).
 CPU_BOUND_BUSY = 0.5
+
+# The host-overhead fix of an inference loop (cpu-bound, launch-overhead): one CUDA graph per
+# forward call, and no autograd bookkeeping around it.
+INFERENCE_GRAPH_SNIPPET = (
+    "model = torch.compile(model, mode='reduce-overhead')  # replays a CUDA graph per call\n"
+    "with torch.inference_mode():\n"
+    "    out = model(inputs)"
+)
 
 
 def _gpu_step(view: RunView) -> StepTime:
@@ -56,18 +65,30 @@ def cpu_bound(view: RunView) -> Finding | None:
         evidence["kernels_per_step"] = round(sum(s.kernels for s in summary.steps) / n, 1)
     busy = timing.gpu_busy_share or 0.0
     severity = severity_for_saving(saving) if busy < CPU_BOUND_BUSY else "info"
-    return Finding(
-        id="cpu-bound",
-        severity=severity,
-        title=f"the GPU waits on the host for {saving:.0f}% of each step",
-        evidence=evidence,
-        recommendation=(
+    if is_inference(view):
+        recommendation = (
+            "The host cannot issue work as fast as the GPU finishes it. Cut the Python and "
+            "launch overhead of each call: run it under torch.inference_mode() (no autograd "
+            "bookkeeping), compile the model (fewer, fused kernels) and replay each forward call "
+            "as a CUDA graph (torch.compile mode='reduce-overhead', with fixed input shapes), "
+            "and keep per-call host work (.item(), .cpu(), logging) out of the loop."
+        )
+        snippet = INFERENCE_GRAPH_SNIPPET
+    else:
+        recommendation = (
             "The host cannot issue work as fast as the GPU finishes it. Cut per-step Python and "
             "launch overhead: compile the model (fewer, fused kernels), capture the step in a "
             "CUDA graph (torch.compile mode='reduce-overhead'), and move per-step host work "
             "(logging, metrics, .item()) out of the loop or to every N steps."
-        ),
-        snippet="model = torch.compile(model, mode='reduce-overhead')",
+        )
+        snippet = "model = torch.compile(model, mode='reduce-overhead')"
+    return Finding(
+        id="cpu-bound",
+        severity=severity,
+        title=f"the GPU waits on the host for {saving:.0f}% of each {step_noun(view)}",
+        evidence=evidence,
+        recommendation=recommendation,
+        snippet=snippet,
         saving_pct_max=round(saving, 1),
     )
 
@@ -111,10 +132,18 @@ def launch_overhead(view: RunView) -> Finding | None:
         },
         recommendation=(
             "Fuse the many tiny kernels: torch.compile generates fused kernels and with "
+            "mode='reduce-overhead' replays each forward call as one CUDA graph (keep input "
+            "shapes fixed, or pad them to a few sizes); fused layers (e.g. "
+            "scaled_dot_product_attention) also cut launch counts. Run the calls under "
+            "torch.inference_mode()."
+            if is_inference(view)
+            else "Fuse the many tiny kernels: torch.compile generates fused kernels and with "
             "mode='reduce-overhead' replays the step as one CUDA graph; foreach/fused optimizers "
             "and fused layers (e.g. scaled_dot_product_attention) also cut launch counts."
         ),
-        snippet="model = torch.compile(model, mode='reduce-overhead')",
+        snippet=INFERENCE_GRAPH_SNIPPET
+        if is_inference(view)
+        else "model = torch.compile(model, mode='reduce-overhead')",
         saving_pct_max=round(saving, 1),
     )
 
@@ -157,18 +186,24 @@ def small_batch(view: RunView) -> Finding | None:
         "batch_factor": factor,
         "step_ms": round(timing.step_ms, 2),
     }
+    if is_inference(view):
+        recommendation = _inference_batch_advice(view, timing, batch, factor, expected)
+        snippet = _inference_batch_snippet(batch * factor, headroom, batch_from)
+    else:
+        recommendation = (
+            "Each step leaves most of the GPU unused, and memory allows a larger batch: raise "
+            "the batch size (scale the learning rate with it, or accumulate to keep the "
+            "effective batch) so each step does more work for the same fixed overhead. "
+            f"The saving is time per sample at batch {batch * factor}, not per step."
+        )
+        snippet = _batch_snippet(batch, factor, headroom)
     return Finding(
         id="small-batch",
         severity=severity_for_saving(expected),
         title=f"batch of {batch} uses {utilisation * 100:.0f}% of the GPU",
         evidence=evidence,
-        recommendation=(
-            "Each step leaves most of the GPU unused, and memory allows a larger batch: raise "
-            "the batch size (scale the learning rate with it, or accumulate to keep the "
-            "effective batch) so each step does more work for the same fixed overhead. "
-            f"The saving is time per sample at batch {batch * factor}, not per step."
-        ),
-        snippet=_batch_snippet(batch, factor, headroom),
+        recommendation=recommendation,
+        snippet=snippet,
         saving_pct_max=round(high, 1),
         saving_pct=round(expected, 1),
         saving_pct_low=round(low, 1),
@@ -277,6 +312,50 @@ def _batch_snippet(batch: int, factor: int, headroom: float | None) -> str:
         f"loader = torch.utils.data.DataLoader(dataset, batch_size={batch * factor}, ...)\n"
         "# and scale the learning rate, e.g. lr = base_lr * new_batch / old_batch"
     )
+
+
+def _inference_batch_advice(
+    view: RunView, timing: StepTime, batch: int, factor: int, expected_pct: float
+) -> str:
+    """``small-batch`` for an inference run: a larger batch serves more samples per second, but
+    each call takes longer, so both figures are stated (from the expected saving per sample:
+    a call at the larger batch takes ``factor`` times the samples' shorter time each)."""
+    noun = step_noun(view)
+    call_ms = timing.step_ms
+    new_call_ms = call_ms * factor * (1.0 - expected_pct / 100.0)
+    throughput = batch * 1e3 / call_ms
+    new_throughput = batch * factor * 1e3 / new_call_ms if new_call_ms > 0 else float("inf")
+    return (
+        f"Each {noun} leaves most of the GPU unused, and memory allows a larger batch. At "
+        f"batch {batch * factor} throughput rises from about {throughput:,.0f} to "
+        f"{new_throughput:,.0f} samples/s, but latency rises too: each {noun} takes about "
+        f"{_ms(new_call_ms)} instead of {_ms(call_ms)}, and a request may wait for its batch to "
+        "fill. Batch up where throughput matters (offline scoring, batched serving); keep the "
+        f"batch where each request's latency is the target. `torchdiag try --fix batch=x{factor}` "
+        "measures both."
+    )
+
+
+def _inference_batch_snippet(new_batch: int, headroom: float | None, batch_from: str | None) -> str:
+    """The larger batch of an inference loop: its DataLoader's, else requests stacked per call."""
+    watch = (
+        "# memory headroom unknown: watch torch.cuda.max_memory_allocated()\n"
+        if headroom is None
+        else ""
+    )
+    if batch_from == "DataLoader batch_size":
+        return watch + (
+            f"loader = torch.utils.data.DataLoader(dataset, batch_size={new_batch}, ...)"
+        )
+    return watch + (
+        f"inputs = torch.stack(requests[:{new_batch}]).to(device)  # one call for {new_batch}\n"
+        "with torch.inference_mode():\n"
+        "    outputs = model(inputs)"
+    )
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.1f} ms" if value >= 1.0 else f"{value:.2f} ms"
 
 
 def _sm_fill(record: RunRecord, summary: TraceSummary | None) -> tuple[float | None, str | None]:

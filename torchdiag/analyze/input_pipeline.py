@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.analyze.wording import is_inference, step_noun
 from torchdiag.record import LoaderInfo, RunRecord
 from torchdiag.view.run_view import RunView
 from torchdiag.view.step_model import StepTime, step_evidence
@@ -43,7 +44,8 @@ def _slowest_loader(record: RunRecord) -> LoaderInfo | None:
 
 @rule("dataloader-stall")
 def dataloader_stall(view: RunView) -> Finding | None:
-    """The training loop blocks on the next batch for a measurable share of each step."""
+    """The training (or evaluation) loop blocks on the next batch for a measurable share of each
+    step."""
     record = view.record
     timing, share, saving = _stall(view)
     if share < NEGLIGIBLE_WAIT_SHARE:
@@ -62,14 +64,14 @@ def dataloader_stall(view: RunView) -> Finding | None:
     return Finding(
         id="dataloader-stall",
         severity=severity_for_saving(saving * 100),
-        title=f"input-bound: {share * 100:.0f}% of each step waits for data",
+        title=f"input-bound: {share * 100:.0f}% of each {step_noun(view)} waits for data",
         evidence=evidence,
         recommendation=(
-            "The training loop waits for the DataLoader. Load batches in parallel worker "
+            f"The {_loop(view)} waits for the DataLoader. Load batches in parallel worker "
             "processes, keep them alive across epochs and prefetch ahead; if workers are already "
             "busy, make __getitem__ cheaper (decode once, cache, move augmentation to the GPU)."
         ),
-        snippet=_loader_snippet(loader, record),
+        snippet=_loader_snippet(loader, record, shuffle=not is_inference(view)),
         saving_pct_max=round(saving * 100, 1),
     )
 
@@ -119,7 +121,8 @@ def dataloader_workers(view: RunView) -> Finding | None:
     if saving * 100 < NEGLIGIBLE_SAVING_PCT:
         return None
     title = (
-        "DataLoader runs in the training process (num_workers=0)"
+        f"DataLoader runs in the {'main' if is_inference(view) else 'training'} process "
+        "(num_workers=0)"
         if workers == 0
         else f"too few DataLoader workers ({workers}) for the input stall"
     )
@@ -130,10 +133,10 @@ def dataloader_workers(view: RunView) -> Finding | None:
         evidence=evidence,
         recommendation=(
             f"Use {target} loader worker process{'es' if target > 1 else ''} so batches are "
-            "prepared while the model trains; with persistent_workers the workers survive "
-            "between epochs."
+            f"prepared while the model {'runs' if is_inference(view) else 'trains'}; with "
+            "persistent_workers the workers survive between epochs."
         ),
-        snippet=_loader_snippet(loader, record, workers=target),
+        snippet=_loader_snippet(loader, record, workers=target, shuffle=not is_inference(view)),
         saving_pct_max=round(saving * 100, 1),
     )
 
@@ -184,15 +187,24 @@ def _mean_workers_cpu_share(record: RunRecord) -> float | None:
     return sum(cpu / n for cpu, n in pairs) / len(pairs) / 100.0
 
 
+def _loop(view: RunView) -> str:
+    """The loop that reads the DataLoader: an inference run's is an evaluation loop."""
+    return "evaluation loop" if is_inference(view) else "training loop"
+
+
 def _loader_snippet(
-    loader: LoaderInfo | None, record: RunRecord, workers: int | None = None
+    loader: LoaderInfo | None,
+    record: RunRecord,
+    workers: int | None = None,
+    *,
+    shuffle: bool = True,
 ) -> str:
     n = workers if workers is not None else max(_suggested_workers(_cores_per_rank(record)), 1)
     pin = "True" if _has_gpu(record) else "False"
     batch = loader.batch_size if loader is not None and loader.batch_size else "batch_size"
     return (
         "loader = torch.utils.data.DataLoader(\n"
-        f"    dataset, batch_size={batch}, shuffle=True,\n"
+        f"    dataset, batch_size={batch}, shuffle={shuffle},\n"
         f"    num_workers={n}, persistent_workers=True, prefetch_factor=4,\n"
         f"    pin_memory={pin},\n"
         ")"

@@ -34,11 +34,22 @@ def _estimated(diff: RunDiff) -> bool:
     return diff.base.estimated or diff.head.estimated
 
 
+def _unit(diff: RunDiff) -> str:
+    """What one step is called: "forward call" where both sides' steps are calls of the model
+    (two live inference loops, whose step time is the latency per call), else "step"."""
+    return (
+        "forward call"
+        if diff.base.step_is_forward_call and diff.head.step_is_forward_call
+        else "step"
+    )
+
+
 def _step_name(diff: RunDiff) -> str:
     """What the compared step figure is: over runs, a median of measured steps, or an estimate."""
+    unit = _unit(diff)
     if diff.between_runs:
-        return "step over runs"
-    return "step (un-profiled estimate)" if _estimated(diff) else "median step"
+        return f"{unit} over runs"
+    return f"{unit} (un-profiled estimate)" if _estimated(diff) else f"median {unit}"
 
 
 def _side_name(side: Side) -> str:
@@ -55,7 +66,7 @@ def diff_headline(diff: RunDiff) -> str:
     elif diff.verdict == FASTER:
         line = f"HEAD is faster: {step} {change}"
     else:
-        line = f"{NO_CHANGE} in step time ({step} {change}, within the noise)"
+        line = f"{NO_CHANGE} in {_unit(diff)} time ({step} {change}, within the noise)"
     if diff.regression:
         line += f" — a regression beyond the {format_number(diff.threshold_pct)}% threshold"
     return line
@@ -66,7 +77,7 @@ def interval_sentence(diff: RunDiff) -> str:
     iv = diff.interval
     estimated = _estimated(diff)
     if diff.between_runs:
-        ratio = f"HEAD/BASE step ratio over runs {_ratio(iv.ratio)}"
+        ratio = f"HEAD/BASE {_unit(diff)} ratio over runs {_ratio(iv.ratio)}"
         runs = f"{len(diff.base.runs):,} BASE vs {len(diff.head.runs):,} HEAD runs"
         if iv.low is None or iv.high is None or iv.df is None:
             return f"{ratio}; no interval ({runs})"
@@ -76,7 +87,7 @@ def interval_sentence(diff: RunDiff) -> str:
         )
     ratio = f"HEAD/BASE {'step' if estimated else 'median'} ratio {_ratio(iv.ratio)}"
     kind = "profiled" if estimated else "steady-state"
-    steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD {kind} steps"
+    steps = f"{diff.base.steps:,} BASE vs {diff.head.steps:,} HEAD {kind} {_unit(diff)}s"
     unaccounted = "one run a side: between-run variation not accounted for"
     if iv.low is None or iv.high is None:
         return f"{ratio}; no interval ({steps}; {unaccounted})"
@@ -118,13 +129,14 @@ def render_diff_text(diff: RunDiff) -> str:
     rows = [(label, b, h, c) for label, b, h, c in _key_rows(diff)]
     lines += _text_table(("", "BASE", "HEAD", "change"), rows)
     if diff.between_runs:
-        lines += ["", "Runs (each counted once, by its step time)"]
+        unit = _unit(diff)
+        lines += ["", f"Runs (each counted once, by its {unit} time)"]
         lines += _text_table(
-            ("side", "step", "steps", "run"),
+            ("side", unit, f"{unit}s", "run"),
             [(side, step, steps, _one_line(label)) for side, step, steps, label in _run_rows(diff)],
         )
     if diff.breakdown:
-        lines += ["", "Breakdown (mean ms per profiled step)"]
+        lines += ["", f"Breakdown (mean ms per profiled {_unit(diff)})"]
         lines += _text_table(
             ("part", "BASE", "HEAD", "change"),
             [
@@ -151,7 +163,7 @@ def render_diff_text(diff: RunDiff) -> str:
         lines.append(f"  ... and {len(changes) - MAX_FINDING_ROWS:,} more")
     for title, deltas in (("operators", diff.top_ops), ("GPU kernels", diff.top_kernels)):
         if deltas:
-            lines += ["", f"Top {title} by change (total ms per step)"]
+            lines += ["", f"Top {title} by change (total ms per {_unit(diff)})"]
             lines += _text_table(
                 ("change", "BASE", "HEAD", "name"),
                 [
@@ -194,12 +206,13 @@ def render_diff_markdown(diff: RunDiff) -> str:
         _md_table(("", "BASE", "HEAD", "Change"), _key_rows(diff)),
     ]
     if diff.between_runs:
-        out.append("### Runs (each counted once, by its step time)\n")
+        unit = _unit(diff)
+        out.append(f"### Runs (each counted once, by its {unit} time)\n")
         rows = [
             (side, step, steps, md_code(label, MAX_LABEL_CHARS))
             for side, step, steps, label in _run_rows(diff)
         ]
-        out.append(_md_table(("Side", "Step", "Steps", "Run"), rows))
+        out.append(_md_table(("Side", unit.capitalize(), f"{unit.capitalize()}s", "Run"), rows))
     if diff.breakdown:
         rows = [
             (
@@ -210,12 +223,12 @@ def render_diff_markdown(diff: RunDiff) -> str:
             )
             for p in diff.breakdown
         ]
-        out.append("### Step breakdown (mean ms per profiled step)\n")
+        out.append(f"### Step breakdown (mean ms per profiled {_unit(diff)})\n")
         out.append(_md_table(("Part", "BASE", "HEAD", "Change"), rows))
     out.append(_md_findings(diff))
     for title, deltas in (("operators", diff.top_ops), ("GPU kernels", diff.top_kernels)):
         if deltas:
-            out.append(f"### Top {title} by change (total ms per step)\n")
+            out.append(f"### Top {title} by change (total ms per {_unit(diff)})\n")
             out.append(_md_table(("Name", "BASE", "HEAD", "Change"), _md_delta_rows(deltas)))
     if diff.notes:
         out.append("".join(f"> {md_text(n, 400)}\n" for n in diff.notes))
@@ -266,7 +279,8 @@ def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def _key_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
     rows = [
         (
-            _step_name(diff).capitalize(),
+            # A call's time is what a caller waits: its latency.
+            _step_name(diff).capitalize() + (" (latency)" if _unit(diff) != "step" else ""),
             format_ms(diff.base.median_step_ms),
             format_ms(diff.head.median_step_ms),
             _signed_pct(diff.median_change_pct),
@@ -283,7 +297,7 @@ def _key_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
         )
     if diff.between_runs:
         rows.append(("Runs", f"{len(diff.base.runs):,}", f"{len(diff.head.runs):,}", ""))
-    label = "Profiled steps" if _estimated(diff) else "Steady-state steps"
+    label = f"{'Profiled' if _estimated(diff) else 'Steady-state'} {_unit(diff)}s"
     rows.append((label, f"{diff.base.steps:,}", f"{diff.head.steps:,}", ""))
     return rows
 
