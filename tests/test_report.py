@@ -378,11 +378,10 @@ def test_headline_numbers(record: RunRecord) -> None:
     empty = RunView(RunRecord()).headline
     assert empty["steps"] == 0
     assert empty["mode"] == "training"  # a record without the field reads as training
+    flags = ("step_time_measured", "step_is_forward_call", "step_is_generate_call")
+    assert not any(empty[k] for k in flags)
     assert all(
-        v is None
-        for k, v in empty.items()
-        if k
-        not in ("steps", "estimate_steps", "step_time_measured", "mode", "step_is_forward_call")
+        v is None for k, v in empty.items() if k not in ("steps", "estimate_steps", "mode", *flags)
     )
 
 

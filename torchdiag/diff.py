@@ -89,6 +89,8 @@ class Side(msgspec.Struct, kw_only=True):
     batch_size: int | None
     # One run: the report's throughput; several: the geometric mean of the runs' throughputs.
     samples_per_s: float | None
+    # Tokens model.generate() produced per second, as samples_per_s (None where none counted).
+    tokens_per_s: float | None = None
     estimated: bool = False
     step_ms_range: list[float] | None = None
     runs: list[RunStep] = msgspec.field(default_factory=list)
@@ -186,6 +188,8 @@ class RunDiff(msgspec.Struct, kw_only=True):
     notes: list[str]
     # Whether the interval is over runs (several runs on a side), so between-run variation is in it.
     between_runs: bool = False
+    # HEAD's change in generated tokens per second (None unless both sides counted tokens).
+    tokens_change_pct: float | None = None
 
     def to_jsonable(self) -> dict[str, Any]:
         """Plain JSON data (NaN and infinities as null)."""
@@ -296,6 +300,7 @@ def diff_run_sets(
         top_kernels=_name_deltas(base_sum, head_sum, "top_kernels"),
         notes=notes,
         between_runs=between,
+        tokens_change_pct=_change_pct(base_side.tokens_per_s, head_side.tokens_per_s),
     )
 
 
@@ -335,6 +340,7 @@ def _median_run(runs: Sequence[_Run]) -> _Run:
 def _set_side(runs: Sequence[_Run], pick: _Run) -> Side:
     """A side of several runs, each counted once by its step time."""
     rates = _positive([r.side.samples_per_s for r in runs])
+    token_rates = _positive([r.side.tokens_per_s for r in runs])
     return Side(
         name=pick.side.name,
         source=pick.side.source,
@@ -343,6 +349,7 @@ def _set_side(runs: Sequence[_Run], pick: _Run) -> Side:
         median_step_ms=geometric_mean(_positive([r.side.median_step_ms for r in runs])),
         batch_size=pick.side.batch_size,
         samples_per_s=geometric_mean(rates) if len(rates) == len(runs) else None,
+        tokens_per_s=geometric_mean(token_rates) if len(token_rates) == len(runs) else None,
         estimated=any(r.side.estimated for r in runs),
         runs=[run for r in runs for run in r.side.runs],
         step_is_forward_call=all(r.side.step_is_forward_call for r in runs),
@@ -402,6 +409,7 @@ def _side(view: RunView) -> Side:
             median_step_ms=numbers["step_ms_estimate"],
             batch_size=batch,
             samples_per_s=numbers["samples_per_s"],
+            tokens_per_s=numbers["tokens_per_s"],
             estimated=True,
             step_ms_range=numbers["step_ms_estimate_range"],
         )
@@ -415,6 +423,7 @@ def _side(view: RunView) -> Side:
         batch_size=batch,
         samples_per_s=numbers["samples_per_s"],
         step_is_forward_call=numbers["step_is_forward_call"],
+        tokens_per_s=numbers["tokens_per_s"],
     )
 
 

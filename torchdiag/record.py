@@ -69,6 +69,10 @@ class StepSeries(Struct):
     ``input_wait_ms`` are means over the row, ``max_wall_ms`` the slowest step in it. While a run
     has at most ``max_rows`` steps every row is one step; past that, adjacent rows are merged
     pairwise, so memory and file size stay bounded however long training runs.
+
+    ``tokens`` (added within ``/1``; empty in older records and in runs that generated nothing)
+    holds, per row, the tokens ``model.generate()`` produced in its steps (their total: a step
+    without a count adds none; ``None`` for a row without a counted ``generate()`` call).
     """
 
     detection: StepDetection = "none"
@@ -83,6 +87,7 @@ class StepSeries(Struct):
     input_wait_ms: list[float] = msgspec.field(default_factory=list)
     max_wall_ms: list[float] = msgspec.field(default_factory=list)
     profiled: list[bool] = msgspec.field(default_factory=list)
+    tokens: list[int | None] = msgspec.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +223,8 @@ class ModelCalls(Struct):
     ``grad`` counts outermost calls with grad mode on, ``no_grad`` those under ``torch.no_grad()``
     (grad mode off), ``inference_mode`` those under ``torch.inference_mode()``; ``backward``
     counts ``torch.autograd.backward`` / ``Tensor.backward`` / ``torch.autograd.grad`` calls.
-    ``parameter_bytes`` is the model's parameter memory.
+    ``generate`` counts outermost ``model.generate()`` calls (transformers; the forwards each
+    makes are counted by mode too). ``parameter_bytes`` is the model's parameter memory.
     """
 
     model: str = ""
@@ -226,6 +232,7 @@ class ModelCalls(Struct):
     no_grad: int = 0
     inference_mode: int = 0
     backward: int = 0
+    generate: int = 0
     parameter_bytes: int = 0
 
 

@@ -21,6 +21,7 @@ class Merge(enum.Enum):
     ELEMENTWISE_MEAN = "elementwise_mean"  # weighted mean per position of non-empty lists
     FIRST = "first"  # the earliest non-None value (e.g. where a row starts)
     MAX = "max"  # the largest non-None value (e.g. the slowest step in a row)
+    SUM = "sum"  # the total of the non-None values (e.g. tokens a row's steps generated)
 
 
 class _Accumulator:
@@ -53,6 +54,9 @@ class _Accumulator:
         elif self._merge is Merge.MAX:
             if self._extreme is None or value > self._extreme:
                 self._extreme = value
+        elif self._merge is Merge.SUM:
+            # A row already holds its samples' total: merged rows add up, unweighted.
+            self._extreme = value if self._extreme is None else self._extreme + value
         elif value:
             vector = self._vector
             if vector is None:
@@ -70,7 +74,7 @@ class _Accumulator:
             return self._total / self._weight if self._weight else None
         if self._merge is Merge.BIT_OR:
             return self._bits
-        if self._merge in (Merge.FIRST, Merge.MAX):
+        if self._merge in (Merge.FIRST, Merge.MAX, Merge.SUM):
             return self._extreme
         if self._vector is None:
             return []

@@ -475,6 +475,7 @@ class Run:
             self._on_forward_start,
             self._on_forward_end,
             on_output=output.keep if output is not None else None,
+            on_tokens=self._on_tokens,
         )
         watch.install()
         self._forward_watch = watch
@@ -551,6 +552,12 @@ class Run:
         if self._manual or self._trains or threading.get_ident() != self._thread_id:
             return
         self._pending_forward = self._timer.now()
+
+    def _on_tokens(self, tokens: int | None) -> None:
+        """A ``generate()`` call ended: its tokens belong to the step now open (the call's own
+        step, in an inference loop)."""
+        if threading.get_ident() == self._thread_id:
+            self._timer.add_tokens(tokens)
 
     def _close_forward_step(self) -> None:
         """The block ends: the model's last call closes the last step."""

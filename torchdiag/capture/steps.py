@@ -7,7 +7,9 @@ boundaries. Calling ``run.step()`` switches to manual marking for the rest of th
 
 A run with no optimizer step (inference, serving) counts one step per call of its model (see
 :mod:`torchdiag.capture.forward_watch`): detection ``"forward"``, until an optimizer step shows
-the run trains after all.
+the run trains after all. A ``model.generate()`` call (transformers) is one call, however many
+forwards it makes (see :mod:`torchdiag.capture.generate_watch`), and each step keeps the tokens
+generated in it.
 
 Every step is timed, not only the profiled ones, and stored in a bounded :class:`StepSeries`.
 """
@@ -30,6 +32,7 @@ _COLUMNS = {
     "input_wait_ms": Merge.MEAN,
     "max_wall_ms": Merge.MAX,
     "profiled": Merge.BIT_OR,
+    "tokens": Merge.SUM,
 }
 
 
@@ -54,6 +57,10 @@ class StepTimer:
         self._wait_in_step = 0.0
         self._total_wall = 0.0
         self._total_wait = 0.0
+        # Tokens generated in the open step (None: none counted) and whether a count was unknown.
+        self._tokens_in_step: int | None = None
+        self._tokens_unknown = False
+        self._total_tokens = 0
         self.detection: Detection = "none"
         self.completed = 0
         self.profiling = False
@@ -67,6 +74,14 @@ class StepTimer:
         """Account ``seconds`` spent blocked on the next batch in the current step."""
         self._wait_in_step += seconds
 
+    def add_tokens(self, count: int | None) -> None:
+        """Account ``count`` tokens generated in the current step (``None``: a ``generate()``
+        call whose count is unknown, which leaves the step's count unknown)."""
+        if count is None:
+            self._tokens_unknown = True
+        else:
+            self._tokens_in_step = (self._tokens_in_step or 0) + count
+
     def boundary(self, detection: Detection, at: float | None = None) -> int:
         """Close the current step (at clock reading ``at``, default now); returns the number of
         completed steps. ``at`` lets a boundary be confirmed after the moment it marks."""
@@ -77,6 +92,7 @@ class StepTimer:
         # A wait can straddle a boundary when the loader is advanced before the optimizer step;
         # never report more waiting than the step lasted.
         wait = min(self._wait_in_step, wall)
+        tokens = None if self._tokens_unknown else self._tokens_in_step
         self._rows.add(
             self._step_start - self._t0,
             {
@@ -86,12 +102,15 @@ class StepTimer:
                 "input_wait_ms": wait * 1e3,
                 "max_wall_ms": wall * 1e3,
                 "profiled": self.profiling,
+                "tokens": tokens,
             },
         )
         self._total_wall += wall
         self._total_wait += wait
+        self._total_tokens += tokens or 0
         self._step_start = now
         self._wait_in_step = 0.0
+        self._tokens_in_step, self._tokens_unknown = None, False
         self.completed += 1
         return self.completed
 
@@ -103,8 +122,11 @@ class StepTimer:
         (or the optimizer's updates) are the truth, so earlier ones must not be counted too.
         """
         self._wait_in_step += self._total_wait
+        if self._total_tokens:
+            self._tokens_in_step = (self._tokens_in_step or 0) + self._total_tokens
         self._rows = SeriesBuffer(_COLUMNS, self._max_rows)
         self._total_wall = self._total_wait = 0.0
+        self._total_tokens = 0
         self._step_start = self._t0
         self.completed = 0
         self.detection = "none"
@@ -120,6 +142,7 @@ class StepTimer:
     def series(self) -> StepSeries:
         """A snapshot of the series so far (the open step excluded)."""
         rows = self._rows
+        tokens = rows.column("tokens")
         return StepSeries(
             detection=self.detection,
             count=self.completed,
@@ -133,4 +156,6 @@ class StepTimer:
             input_wait_ms=rows.column("input_wait_ms"),
             max_wall_ms=rows.column("max_wall_ms"),
             profiled=[bool(p) for p in rows.column("profiled")],
+            # Only a run that generated keeps the column: every other record stays as it was.
+            tokens=tokens if any(t is not None for t in tokens) else [],
         )

@@ -3,24 +3,22 @@
 
 The ``Trainer`` classes are patched where they are defined (``lightning.pytorch.trainer.trainer``,
 ``pytorch_lightning.trainer.trainer``, ``transformers.trainer``): right away for a framework
-already imported, otherwise the moment its module is first imported (a ``sys.meta_path`` finder
-that lets the normal loader run, then patches). The patched ``__init__`` runs the original and
-adds one callback if the trainer has none. Under ``torchdiag run`` the script runs inside
-``torchdiag.profile()``, so these callbacks mark the trainer's steps on that capture.
+already imported, otherwise the moment its module is first imported
+(:class:`~torchdiag.capture.import_hook.PatchOnImport`). The patched ``__init__`` runs the
+original and adds one callback if the trainer has none. Under ``torchdiag run`` the script runs
+inside ``torchdiag.profile()``, so these callbacks mark the trainer's steps on that capture.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
-import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from torchdiag.capture.import_hook import PatchOnImport
 from torchdiag.capture.patching import Patches
 
 _LOCK = threading.Lock()
@@ -70,15 +68,11 @@ class _Installation:
 
     def __init__(self) -> None:
         self.patches = Patches()
-        self.finder = _PatchOnImport(self)
+        self.finder = PatchOnImport(TARGETS, self.patch)
         self.lock = threading.Lock()
 
     def start(self) -> None:
-        sys.meta_path.insert(0, self.finder)
-        for name in TARGETS:
-            module = sys.modules.get(name)
-            if module is not None:
-                self.patch(module)
+        self.finder.install()
 
     def patch(self, module: ModuleType) -> None:
         """Make ``module.Trainer`` add the callback; a failure is a warning, never an error."""
@@ -99,8 +93,7 @@ class _Installation:
         with _LOCK:
             if _installed is self:
                 _installed = None
-        if self.finder in sys.meta_path:
-            sys.meta_path.remove(self.finder)
+        self.finder.uninstall()
         with self.lock:
             self.patches.restore()
 
@@ -116,54 +109,3 @@ def _adding_init(original: Any, add: Callable[[Any], None]) -> Any:
 
     __init__.__torchdiag_adds__ = True  # type: ignore[attr-defined]
     return __init__
-
-
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for a target module it asks the finders after it for the spec and
-    wraps the loader so the module is patched once it has executed."""
-
-    def __init__(self, installation: _Installation) -> None:
-        self.installation = installation
-
-    def find_spec(
-        self,
-        fullname: str,
-        path: Sequence[str] | None,
-        target: ModuleType | None = None,
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in TARGETS:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        spec.loader = _PatchingLoader(loader, self.installation)
-        return spec
-
-
-class _PatchingLoader(importlib.abc.Loader):
-    """Runs the real loader, puts it back on the module, then patches the module."""
-
-    def __init__(self, loader: Any, installation: _Installation) -> None:
-        self.loader = loader
-        self.installation = installation
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        module: ModuleType | None = self.loader.create_module(spec)
-        return module
-
-    def exec_module(self, module: ModuleType) -> None:
-        # The real loader answers get_source, resources and reloads from here on.
-        module.__loader__ = self.loader
-        if module.__spec__ is not None:
-            module.__spec__.loader = self.loader
-        self.loader.exec_module(module)
-        if self.installation.finder in sys.meta_path:  # not undone meanwhile
-            self.installation.patch(module)

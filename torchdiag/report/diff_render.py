@@ -295,6 +295,15 @@ def _key_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
                 _signed_pct(diff.throughput_change_pct),
             )
         )
+    if diff.base.tokens_per_s is not None or diff.head.tokens_per_s is not None:
+        rows.append(
+            (
+                "Tokens/s (generated)",
+                format_number(diff.base.tokens_per_s),
+                format_number(diff.head.tokens_per_s),
+                _signed_pct(diff.tokens_change_pct),
+            )
+        )
     if diff.between_runs:
         rows.append(("Runs", f"{len(diff.base.runs):,}", f"{len(diff.head.runs):,}", ""))
     label = f"{'Profiled' if _estimated(diff) else 'Steady-state'} {_unit(diff)}s"

@@ -23,6 +23,7 @@ CLEAN_VERDICT = "no problems found at warning level"
 HEADLINE_LABELS: dict[str, str] = {
     "step_ms_estimate": "Step time",
     "samples_per_s": "Throughput",
+    "tokens_per_s": "Tokens/s",
     "gpu_busy_pct": "GPU busy",
     "input_wait_pct": "Input wait",
     "comm_pct": "Communication",
@@ -47,6 +48,15 @@ INFERENCE_LABELS: dict[str, str] = {
     "p95_step_ms": "p95 forward call",
     "p99_step_ms": "p99 forward call",
     "steps": "Steps (forward calls)",
+}
+# ... and where each call is a transformers ``model.generate()`` (one step per call, however many
+# tokens it generates).
+GENERATE_LABELS: dict[str, str] = {
+    "step_ms_estimate": "Step time (one generate call)",
+    "median_step_ms": "Median generate call",
+    "p95_step_ms": "p95 generate call",
+    "p99_step_ms": "p99 generate call",
+    "steps": "Steps (generate calls)",
 }
 
 
@@ -144,12 +154,13 @@ def headline_items(numbers: Mapping[str, Any]) -> list[tuple[str, str]]:
     profiled_rows = numbers.get("step_rows") == "profiled"
     inference = numbers.get("mode") == "inference"
     forward_calls = bool(numbers.get("step_is_forward_call"))
+    call_labels = GENERATE_LABELS if numbers.get("step_is_generate_call") else INFERENCE_LABELS
     for key, label in HEADLINE_LABELS.items():
         value = numbers.get(key)
         if value is None or (key == "p99_step_ms" and not inference):
             continue
         if forward_calls:
-            label = INFERENCE_LABELS.get(key, label)
+            label = call_labels.get(key, label)
         if key == "step_ms_estimate":
             text = format_ms(value)
             if not numbers.get("step_time_measured"):
@@ -174,6 +185,8 @@ def headline_items(numbers: Mapping[str, Any]) -> list[tuple[str, str]]:
             text = format_pct(value)
         elif key == "samples_per_s":
             text = f"{format_number(value)} samples/s (batch {numbers.get('batch_size')})"
+        elif key == "tokens_per_s":
+            text = f"{format_number(value)} tokens/s (generated)"
         elif key == "gpu_memory_peak_bytes":
             total = numbers.get("gpu_memory_total_bytes")
             text = format_bytes(value) + (f" of {format_bytes(total)}" if total else "")

@@ -28,11 +28,15 @@ def headline(view: RunView) -> dict[str, Any]:
     :func:`torchdiag.view.step_rows.percentile_rows`). ``samples_per_s`` is the batch over
     ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it. ``mode`` is
     the record's: "training" or "inference"; ``step_is_forward_call`` says whether a step is one
-    call of the model (a live inference loop that marks no steps itself). ``warmup_steps`` are
-    the numbers of the steps left out of the steady figures as warm-up (the first step, and the
-    outliers right after it: :func:`torchdiag.view.steady.steady_rows`).
+    call of the model (a live inference loop that marks no steps itself; a ``model.generate()``
+    call is one call), ``step_is_generate_call`` that every such call was a ``generate()`` call.
+    ``tokens_per_s`` is the tokens ``generate()`` produced in the steady steps
+    over their wall time (:attr:`torchdiag.view.run_view.RunView.steady`), in an inference run.
+    ``warmup_steps`` are the numbers of the steps left out of the steady figures as warm-up (the
+    first step, and the outliers right after it: :func:`torchdiag.view.steady.steady_rows`).
     """
     record = view.record
+    forward_calls = record.steps.detection == "forward"
     timing = view.timing
     rows = view.rows
     quantiles = view.quantiles
@@ -47,7 +51,9 @@ def headline(view: RunView) -> dict[str, Any]:
         "mode": record.mode,
         # A step is one call of the model only where the live capture found it so (an inference
         # loop without run.step()); a trace's steps are its ProfilerStep spans.
-        "step_is_forward_call": record.steps.detection == "forward",
+        "step_is_forward_call": forward_calls,
+        # ... and the call is model.generate() where every step was one (transformers).
+        "step_is_generate_call": forward_calls and _all_generate(record),
         "steps": _step_count(record, view.summary),
         "warmup_steps": list(view.steady_rows.warmup) or None,
         "step_rows": rows.source,
@@ -71,12 +77,21 @@ def headline(view: RunView) -> dict[str, Any]:
         else None,
         "batch_size": batch,
         "samples_per_s": rounded(batch * 1000.0 / step) if batch and step else None,
+        # Generated tokens only: in a training run the tokens that matter are those trained on,
+        # which are not counted, and generated ones would read as training throughput.
+        "tokens_per_s": rounded(view.steady.tokens_per_s) if record.mode == "inference" else None,
         "gpu_util_mean_pct": rounded(100 * util) if util is not None else None,
         "tensor_active_pct": rounded(view.tensor_active_pct),
         "gpu_memory_peak_bytes": mem_peak,
         "gpu_memory_total_bytes": view.device_memory_bytes if mem_peak else None,
         "gpu_memory_peak_from": memory.source,
     }
+
+
+def _all_generate(record: RunRecord) -> bool:
+    """Whether the live capture counted at least as many ``generate()`` calls as steps."""
+    calls = record.environment.model_calls
+    return calls is not None and calls.generate > 0 and calls.generate >= record.steps.count
 
 
 def _step_count(record: RunRecord, summary: TraceSummary | None) -> int:

@@ -7,13 +7,14 @@ compilation). So the profiled steps and the warm-up are left out whenever other 
 The warm-up is the first step and any steps right after it that are still outliers against the
 rest of the run (:func:`torchdiag.view.step_rows.outlier_limit`, the step-variance rule's test):
 a compiled model's recompiles or cuDNN's autotuning of a second input shape.
+The tokens ``model.generate()`` produced in those steps give the run's tokens per second.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torchdiag.record import RunRecord
+from torchdiag.record import RunRecord, StepSeries
 from torchdiag.view.numbers import finite
 from torchdiag.view.step_rows import outlier_limit
 
@@ -39,6 +40,8 @@ class SteadySteps:
     wall_s: float
     input_wait_s: float
     excluded: str
+    # Tokens model.generate() produced in these steps; None where no step counted any.
+    tokens: int | None = None
 
     @property
     def input_wait_share(self) -> float:
@@ -49,6 +52,12 @@ class SteadySteps:
     def mean_step_ms(self) -> float:
         """Mean wall time of a steady-state step."""
         return self.wall_s / self.steps * 1e3 if self.steps else 0.0
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Generated tokens per second of these steps' wall time (a step without a
+        ``generate()`` call adds its time and no tokens); ``None`` without token counts."""
+        return self.tokens / self.wall_s if self.tokens is not None and self.wall_s > 0 else None
 
 
 def steady_rows(record: RunRecord) -> SteadyRows:
@@ -106,4 +115,19 @@ def steady_steps(record: RunRecord, steady: SteadyRows) -> SteadySteps:
     steps = sum(s.steps[i] for i in rows)
     wall = sum(s.wall_ms[i] * s.steps[i] for i in rows) / 1e3
     wait = sum(s.input_wait_ms[i] * s.steps[i] for i in rows if i < len(s.input_wait_ms)) / 1e3
-    return SteadySteps(steps=steps, wall_s=wall, input_wait_s=wait, excluded=steady.excluded)
+    return SteadySteps(
+        steps=steps,
+        wall_s=wall,
+        input_wait_s=wait,
+        excluded=steady.excluded,
+        tokens=_tokens(s, rows),
+    )
+
+
+def _tokens(s: StepSeries, keep: tuple[int, ...]) -> int | None:
+    """Tokens generated in the rows ``keep`` (a row holds its steps' total), ``None`` where no
+    kept row counted any (or the record has no token column)."""
+    if len(s.tokens) != len(s.steps):
+        return None
+    counted = [t for i in keep if (t := s.tokens[i]) is not None]
+    return sum(counted) if counted else None
