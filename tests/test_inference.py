@@ -280,6 +280,9 @@ def test_warm_up_calls_after_the_first_are_named_and_left_out():
     assert numbers["p99_step_ms"] > 11.0  # the late slow call is tail latency, not warm-up
     assert ("Warm-up (left out of the steady figures)", "calls 0–2") in headline_items(numbers)
     assert view.sample.n == 41
+    # The warm-up is named apart, not counted again as step variance: only the late call is.
+    variance = {f.id: f for f in analyze(view).findings}["step-variance"]
+    assert variance.evidence["first_outliers"] == "43" and variance.evidence["steps"] == 41
     chart = detail_figures(view)["step_distribution"]
     marked = {note["text"] for note in chart["layout"]["annotations"]}
     assert {"p50", "p95", "p99"} <= marked

@@ -32,13 +32,12 @@ def step_variance(view: RunView) -> Finding | None:
     """Steps much slower than the median: periodic stalls or one-off pauses."""
     record = view.record
     s = record.steps
+    # The steady rows: profiled steps are slow by design and the warm-up (the first step and the
+    # outliers right after it) pays one-off costs the report names apart; single steps only.
     rows = [
-        (first, wall, worst)
-        for first, n, wall, worst, profiled in zip(
-            s.first_step, s.steps, s.wall_ms, s.max_wall_ms, s.profiled, strict=True
-        )
-        # Profiled steps are slow by design and the first step pays one-off start-up costs.
-        if not profiled and first > 0 and n == 1
+        (s.first_step[i], s.wall_ms[i], s.max_wall_ms[i])
+        for i in view.steady_rows.rows
+        if not s.profiled[i] and s.steps[i] == 1
     ]
     if len(rows) < MIN_STEPS_FOR_VARIANCE:
         raise SkipRule(
