@@ -265,8 +265,7 @@ def trace_step_time(summary: TraceSummary, cost: ProfilerCost | None = None) -> 
     if bound == "gpu" and gpu_side is not None:
         # The bound side sets the step; a host side above it is the correction's error.
         separated = gpu_side >= host_side
-        step, low = gpu_side, min(low, gpu_side)
-        high = max(high, step)
+        step, low = gpu_side, min(low, gpu_side)  # high (host at the low cost) stays above
     return StepTime(
         step_ms=step,
         gpu_busy_ms=gpu if has_gpu else None,
