@@ -522,14 +522,69 @@ class RankFigures(Struct):
     findings: list[str] = msgspec.field(default_factory=list)
 
 
+# The categories of memory, in the order they are stacked (what the batch does not change first).
+MEMORY_CATEGORIES = (
+    "parameter",
+    "gradient",
+    "optimizer_state",
+    "activation",
+    "input",
+    "temporary",
+    "autograd_detail",
+    "unknown",
+)
+
+
+class MemoryOp(Struct):
+    """An operator whose allocations were live at the window's memory peak, and their bytes."""
+
+    name: str
+    bytes: int = 0
+
+
+class MemoryCategories(Struct):
+    """What filled the device's memory in the profiler window, by category (added within /1).
+
+    Categories are torch.profiler's own memory categoriser's (``_memory_profiler``), with the
+    model's state corrected by what the live capture measured exactly: ``at_peak["parameter"]``
+    is the bytes of the model's parameter storages, ``optimizer_state`` those of the optimizers'
+    state tensors, ``gradient`` no more than the parameters' ``.grad`` bytes; what torch filed
+    under those categories beyond that is moved to ``unknown`` (``moved_to_unknown_bytes``), and
+    so is what an optimizer step allocated that is live at the peak (its intermediates, which
+    torch files as activations: they do not grow with the batch).
+    ``at_peak`` sums to ``peak_bytes``. ``timeline`` holds, per category, bytes at ``t_ms`` (ms
+    since the window's first memory event), downsampled to at most a few hundred points with
+    the peak kept, each point corrected as the peak is (``torch_at_peak``: torch's own figures
+    at the peak, uncorrected); ``exact``: the bytes measured at the window's end (parameter,
+    gradient, optimizer_state). ``top_at_peak``: the
+    operators that allocated the most memory still live at the peak.
+    """
+
+    device: str = "cpu"
+    peak_bytes: int = 0
+    peak_t_ms: float = 0.0
+    at_peak: dict[str, int] = msgspec.field(default_factory=dict)
+    torch_at_peak: dict[str, int] = msgspec.field(default_factory=dict)
+    moved_to_unknown_bytes: int = 0
+    exact: dict[str, int] = msgspec.field(default_factory=dict)
+    t_ms: list[float] = msgspec.field(default_factory=list)
+    timeline: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    top_at_peak: list[MemoryOp] = msgspec.field(default_factory=list)
+
+
 class ProfilerWindow(Struct):
-    """The torch.profiler window of a live run: which steps it covered and its summary."""
+    """The torch.profiler window of a live run: which steps it covered and its summary.
+
+    ``memory_categories`` (added within /1; None in older records, imported traces and where
+    torch's categoriser failed) says what filled memory in the window.
+    """
 
     first_step: int = 0
     steps: int = 0
     wall_s: float = 0.0
     trace_file: str | None = None
     summary: TraceSummary | None = None
+    memory_categories: MemoryCategories | None = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,6 +87,11 @@ class ForwardWatch:
         """Whether the model has been called (and is watched)."""
         return self._wrapper is not None
 
+    @property
+    def model(self) -> Any:
+        """The model once found (None before its first call and after ``uninstall``)."""
+        return self._model
+
     def install(self) -> None:
         """Watch module calls until the model is found, and count backward passes."""
         import torch

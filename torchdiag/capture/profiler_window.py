@@ -20,7 +20,7 @@ from typing import Any
 
 from torchdiag.capture.patching import Patches
 from torchdiag.files import remove_stale
-from torchdiag.record import ProfilerWindow
+from torchdiag.record import MemoryCategories, ProfilerWindow
 
 # Temporary traces are named for the process that writes them, so a later run can tell the
 # leftovers of a killed process (kill -9 mid-export) from another live run's and remove them.
@@ -53,6 +53,10 @@ class ProfilerWindowControl:
         self.window: ProfilerWindow | None = None
         self.abandon_reason: str | None = None
         self._patches = Patches()
+        # The model and optimizers as the live capture knows them, read when the window ends to
+        # correct torch's memory categories (set by the session; None: no correction).
+        self.model_state: Callable[[], tuple[Any, list[Any]]] | None = None
+        self.memory_error: str | None = None
         # True while torchdiag itself drives torch.profiler (its own start and steps).
         self._driving = False
 
@@ -178,7 +182,22 @@ class ProfilerWindowControl:
             with self._driven():
                 prof.stop()
         self.window = self._summarise(prof, wall)
+        self.window.memory_categories = self._memory_categories(prof)
         return time.perf_counter() - t0
+
+    def _memory_categories(self, prof: Any) -> MemoryCategories | None:
+        """What filled memory in the window (torch's private categoriser, corrected with the
+        model's exact state); None, with ``memory_error`` set, where that fails."""
+        from torchdiag.capture import memory_categories as mc
+
+        try:
+            model, optimizers = self.model_state() if self.model_state else (None, [])
+            device = mc.training_device(model)
+            exact = mc.exact_state(model, optimizers, device) if model or optimizers else None
+            return mc.categorise(prof, device, exact)
+        except Exception as err:  # private API: never let it break the run
+            self.memory_error = f"{type(err).__name__}: {err}"
+            return None
 
     def abandon(self, reason: str) -> None:
         """Stop without summarising (used when the profiler itself failed)."""

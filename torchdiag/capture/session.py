@@ -358,6 +358,10 @@ class Run:
                 if window.running:
                     _safe(lambda: window.abandon("the window could not be finished"))
             _safe(window.uninstall)
+            if window.memory_error:
+                self.collectors["memory_categories"] = CollectorStatus(
+                    available=False, reason=window.memory_error
+                )
             if window.abandon_reason:
                 self.collectors["profiler"] = CollectorStatus(
                     available=False, reason=window.abandon_reason
@@ -525,9 +529,17 @@ class Run:
             with_stack=self.options.with_stack,
             trace_path=trace_path,
         )
+        self._window.model_state = self._model_state
         self._window.install()
         self._window.start_now_if_due()
         self._timer.profiling = self._window.covers_step(0)
+
+    def _model_state(self) -> tuple[Any, list[Any]]:
+        """The model (None until found) and the optimizers still alive."""
+        forward = self._forward_watch
+        model = forward.model if forward is not None else None
+        optimizers = [ref() for ref, _ in self._optimizers.values()]
+        return model, [opt for opt in optimizers if opt is not None]
 
     def _finish_window(self) -> None:
         assert self._window is not None
