@@ -694,8 +694,10 @@ def test_json_report(record: RunRecord) -> None:
         "record",
         "ranks",
         "missing_ranks",
+        "memory",
     }
     assert doc["ranks"] == [] and doc["missing_ranks"] == []  # a single-process run
+    assert doc["memory"]["at_peak"] is None  # no memory categories in this record
     assert doc["schema"] == "torchdiag.findings/1"
     assert [f["id"] for f in doc["findings"]] == [
         "input-bound",

@@ -24,6 +24,7 @@ from torchdiag.traces.load import record_from_traces
 from torchdiag.view import (
     headline,
     memory,
+    memory_breakdown,
     ranks,
     samples,
     steady,
@@ -44,6 +45,7 @@ DERIVATIONS = [
     (headline, "headline"),
     (memory, "memory_peaks"),
     (memory, "run_memory_peak"),
+    (memory_breakdown, "memory_breakdown"),
     (ranks, "rank_figures"),
     (step_rows, "step_rows"),
     (step_rows, "wall_stats"),

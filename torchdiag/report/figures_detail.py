@@ -22,6 +22,7 @@ from torchdiag.report.figures_base import (
     num,
     plotly_text,
 )
+from torchdiag.view.memory_breakdown import MemoryBreakdown
 from torchdiag.view.run_view import RunView
 
 TOP_BARS = 15
@@ -42,6 +43,7 @@ def detail_figures(view: RunView) -> dict[str, dict[str, Any]]:
         figs["top_ops"] = _top_ops(summary)
         figs["top_kernels"] = _top_kernels(summary)
         figs["memory"] = _memory(summary)
+    figs["memory_categories"] = memory_categories_figure(view.memory_breakdown)
     return {k: v for k, v in figs.items() if v is not None}
 
 
@@ -234,6 +236,55 @@ def _memory(summary: TraceSummary) -> dict[str, Any] | None:
         "layout": layout(
             300,
             xaxis=axis("ms since first memory event"),
+            yaxis=axis("GiB", rangemode="tozero"),
+        ),
+    }
+
+
+# Category labels and colours of the stacked memory timeline, bottom to top: what the batch does
+# not change first (torch's own export uses the same hues for the same categories).
+MEMORY_CATEGORY_STYLE = {
+    "parameter": ("parameters", "#2f6b2f"),
+    "gradient": ("gradients", "#4c78a8"),
+    "optimizer_state": ("optimizer state", "#d4a017"),
+    "unknown": ("unknown", "#9e9e9e"),
+    "input": ("inputs", "#3b3b3b"),
+    "activation": ("activations", "#e45756"),
+    "temporary": ("temporaries", "#b279a2"),
+    "autograd_detail": ("autograd buffers", "#72b7b2"),
+}
+
+
+def memory_categories_figure(breakdown: MemoryBreakdown) -> dict[str, Any] | None:
+    """Stacked areas of the profiler window's memory by category (None without categories)."""
+    if not breakdown.t_ms or not breakdown.timeline:
+        return None
+    x = [num(t, 3) for t in breakdown.t_ms]
+    traces = []
+    for name, (label, color) in MEMORY_CATEGORY_STYLE.items():
+        values = breakdown.timeline.get(name, [])
+        if not any(values):
+            continue
+        traces.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "name": label,
+                "x": x,
+                "y": [num(v / GIB, 4) for v in values],
+                "stackgroup": "memory",
+                "line": {"width": 0.5, "color": color, "shape": "hv"},
+                "fillcolor": color,
+                "hovertemplate": "%{y:.3f} GiB",
+            }
+        )
+    if not traces:
+        return None
+    return {
+        "data": traces,
+        "layout": layout(
+            320,
+            xaxis=axis("ms since the window's first memory event"),
             yaxis=axis("GiB", rangemode="tozero"),
         ),
     }

@@ -68,6 +68,7 @@ def findings_document(view: RunView, analysis: Analysis) -> dict[str, Any]:
         "skipped": msgspec.to_builtins(analysis.skipped),
         "verdict": verdict(view, analysis),
         "headline": dict(view.headline),
+        "memory": view.memory_breakdown.document(),
         "ranks": msgspec.to_builtins(view.ranks),
         "missing_ranks": list(record.missing_ranks),
         "record": {

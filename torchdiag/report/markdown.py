@@ -26,6 +26,7 @@ from torchdiag.report.markdown_text import (
     md_text,
     md_url,
 )
+from torchdiag.report.page_sections import memory_categories_view
 from torchdiag.report.ranks import RANK_HEAD, rank_rows, ranks_note
 from torchdiag.report.renderer import Renderer, RenderOptions
 from torchdiag.report.trial_render import (
@@ -156,6 +157,9 @@ def _breakdown_section(view: RunView, out: _Budget, *, pie: bool) -> str:
 def _tail_sections(view: RunView, analysis: Analysis, out: _Budget) -> str:
     """Top ops and kernels, skipped rules: each table capped in rows."""
     summary = view.summary
+    memory = _memory_section(view, out)
+    if memory:
+        out.add(memory)
     if summary is not None and summary.top_ops:
         rows = [
             (
@@ -195,6 +199,24 @@ def _tail_sections(view: RunView, analysis: Analysis, out: _Budget) -> str:
             "\n\n" + _table(["Rule", "Why"], skipped, out, MAX_SKIPPED_ROWS) + "\n</details>\n\n"
         )
     return out.text()
+
+
+def _memory_section(view: RunView, out: _Budget) -> str:
+    """Bytes by category at the profiler window's peak and the largest batch ("" without
+    categories)."""
+    view_model = memory_categories_view(view.memory_breakdown)
+    if not view_model["rows"]:
+        return ""
+    text = "## What fills memory\n\n" + _table(
+        ["At the peak", "Bytes", "Share"], view_model["rows"], out
+    )
+    if view_model["batch"]:
+        rows = [(label, md_text(value, MAX_CELL_CHARS)) for label, value in view_model["batch"]]
+        text += "\n" + _table(["Batch estimate", "Value"], rows, out)
+    if view_model["ops"]:
+        rows = [(md_code(name, MAX_NAME_CHARS), size) for name, size in view_model["ops"]]
+        text += "\n" + _table(["Operator holding memory at the peak", "Bytes"], rows, out)
+    return text + "\n"
 
 
 def _mermaid_pie(parts: Sequence[tuple[str, float]]) -> str:

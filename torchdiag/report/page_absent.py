@@ -104,6 +104,9 @@ def page_parts(context: dict[str, Any]) -> tuple[dict[str, bool], list[tuple[str
     # without sampler series, no allocator timeline without a trace), but not shown either.
     shown["cpu_heatmap"] = "cpu_heatmap" in figures
     shown["memory_timeline"] = "memory" in figures
+    # Only a live capture's profiler window has categories: shown where present, never listed
+    # as absent (every imported trace would list it).
+    shown["memory_categories"] = bool(context["memory_categories"]["rows"])
     absent = [(title, _sentence(why)) for key, title in PARTS if (why := reasons[key]) is not None]
     return shown, absent
 

@@ -22,6 +22,7 @@ from torchdiag.report.verdict import (
     format_seconds,
     format_value,
 )
+from torchdiag.view.memory_breakdown import MemoryBreakdown
 from torchdiag.view.numbers import weighted_quantile
 from torchdiag.view.run_view import RunView
 from torchdiag.view.step_rows import WallStats
@@ -200,6 +201,47 @@ def memory_view(record: RunRecord, summary: TraceSummary | None) -> dict[str, An
         else "No allocator timeline: the trace has no "
         "memory events (torch.profiler(profile_memory=True) records them).",
     }
+
+
+# Rows of the table of bytes by category at the peak, in this order.
+MEMORY_CATEGORY_LABELS = (
+    ("parameter", "Parameters"),
+    ("gradient", "Gradients"),
+    ("optimizer_state", "Optimizer state"),
+    ("activation", "Activations"),
+    ("input", "Inputs"),
+    ("temporary", "Temporaries"),
+    ("autograd_detail", "Autograd buffers"),
+    ("unknown", "Unknown"),
+)
+
+
+def memory_categories_view(breakdown: MemoryBreakdown) -> dict[str, Any]:
+    """The table of bytes by category at the window's peak, the largest-batch estimate and the
+    operators holding most at the peak (empty rows: no categories in the record)."""
+    at_peak, peak = breakdown.at_peak, breakdown.peak_bytes
+    if not at_peak or not peak:
+        return {"rows": [], "batch": [], "ops": []}
+    rows = [
+        (label, format_bytes(at_peak.get(key, 0)), format_pct(100 * at_peak.get(key, 0) / peak))
+        for key, label in MEMORY_CATEGORY_LABELS
+    ]
+    rows.append(("Peak", format_bytes(peak), format_pct(100.0)))
+    batch: list[tuple[str, str]] = []
+    if breakdown.fixed_bytes is not None:
+        batch.append(("Fixed (does not grow with the batch)", format_bytes(breakdown.fixed_bytes)))
+    if breakdown.per_sample_bytes is not None:
+        batch.append(("Per sample", format_bytes(breakdown.per_sample_bytes)))
+    if breakdown.batch_size:
+        batch.append(("Batch size", str(breakdown.batch_size)))
+    if breakdown.capacity_bytes:
+        batch.append(("Capacity", format_bytes(breakdown.capacity_bytes)))
+    if breakdown.largest_batch is not None:
+        batch.append(("Largest batch that fits (estimate)", str(breakdown.largest_batch)))
+    if breakdown.largest_batch_rests_on:
+        batch.append(("The estimate rests on", breakdown.largest_batch_rests_on))
+    ops = [(str(op["name"]), format_bytes(op["bytes"])) for op in breakdown.top_at_peak]
+    return {"rows": rows, "batch": batch, "ops": ops}
 
 
 def _of(used: float, total: int | None) -> str:

@@ -20,6 +20,7 @@ from torchdiag.record import RankFigures, RunRecord, TraceSummary
 # count its calls (tests/test_view.py).
 from torchdiag.view import headline as _headline
 from torchdiag.view import memory as _memory
+from torchdiag.view import memory_breakdown as _breakdown
 from torchdiag.view import ranks as _ranks
 from torchdiag.view import samples as _samples
 from torchdiag.view import steady as _steady
@@ -171,6 +172,11 @@ class RunView:
     def run_memory_peak(self) -> tuple[int | None, str]:
         """The memory the run needed at its peak, and of what (GPU, else host and workers)."""
         return _memory.run_memory_peak(self.memory, _memory.host_peak_bytes(self.record))
+
+    @cached_property
+    def memory_breakdown(self) -> _breakdown.MemoryBreakdown:
+        """The memory peak of the profiler window by category, and the largest batch estimate."""
+        return _breakdown.memory_breakdown(self.record, self.batch[0], self.device_memory_bytes)
 
     # -- what every output shows -------------------------------------------------------------
 
