@@ -31,6 +31,7 @@ from torchdiag.record import (
     LaunchStats,
     LoaderInfo,
     MathStats,
+    MemoryCategories,
     MemoryTimeline,
     OccupancyStats,
     OpStat,
@@ -930,6 +931,57 @@ def test_memory_near_capacity_from_nvml():
     )
     f = _finding(_live(samples=_samples(gpu)), "memory-pressure")
     assert f.evidence["peak_used_pct_of_capacity"] == pytest.approx(96.2, abs=0.1)
+
+
+def _categorised(at_peak: dict[str, float], *, device: str = "cuda:0", **env) -> RunRecord:
+    """A live record whose profiler window categorised its peak (``at_peak`` in GiB)."""
+    sizes = {k: int(v * GIB) for k, v in at_peak.items()}
+    cats = MemoryCategories(device=device, peak_bytes=sum(sizes.values()), at_peak=sizes)
+    gib = sum(at_peak.values())
+    summary = _summary(has_gpu=False) if device == "cpu" else _summary(memory=_memory(gib, gib + 1))
+    record = _live(
+        summary=summary, env=Environment(devices=[_device()] if device != "cpu" else [], **env)
+    )
+    assert record.profiler is not None
+    record.profiler.memory_categories = cats
+    return record
+
+
+@pytest.mark.parametrize(
+    ("at_peak", "group", "snippet"),
+    [
+        (
+            {"activation": 50.0, "parameter": 8.0, "optimizer_state": 16.0},
+            "activations",
+            "checkpoint(",
+        ),
+        (
+            {"activation": 10.0, "parameter": 16.0, "optimizer_state": 48.0},
+            "optimizer state",
+            "ZeroRedundancyOptimizer",
+        ),
+    ],
+)
+def test_memory_pressure_names_what_fills_the_peak_and_its_fix(at_peak, group, snippet):
+    f = _finding(_categorised(at_peak), "memory-pressure")
+    total = sum(at_peak.values())
+    share = max(at_peak.get("activation", 0.0), at_peak.get("optimizer_state", 0.0)) / total * 100
+    assert f.evidence["largest_at_peak"] == group
+    assert f.evidence["largest_at_peak_pct"] == pytest.approx(share, abs=0.1)
+    assert f"{group} fill {share:.0f}%" in f.title
+    assert snippet in f.snippet
+
+
+def test_memory_pressure_on_a_cpu_run_reads_the_host_memory():
+    # 30 GiB categorised on a 32 GiB host: 94% of the host's memory, activations dominant.
+    record = _categorised(
+        {"activation": 24.0, "parameter": 2.0, "gradient": 2.0, "optimizer_state": 2.0},
+        device="cpu",
+        memory_total_bytes=32 * GIB,
+    )
+    f = _finding(record, "memory-pressure")
+    assert "host memory" in f.title and "activations" in f.title
+    assert f.evidence["capacity_gib"] == pytest.approx(32.0)
 
 
 def test_memory_silent_with_headroom():
