@@ -19,8 +19,19 @@ from viewing import render_try
 
 import torchdiag
 from torchdiag.capture.fixes import parse_fix
-from torchdiag.record import MeasuredFix, RunRecord, load_record
-from torchdiag.trials.compare import compare_losses
+from torchdiag.record import (
+    AppliedFix,
+    Environment,
+    LoaderInfo,
+    MeasuredFix,
+    MemoryCategories,
+    ProfilerWindow,
+    RunRecord,
+    StepSeries,
+    load_record,
+)
+from torchdiag.trials.compare import Baseline, TryResult, compare_losses, measure_fix
+from torchdiag.view.run_view import RunView
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -253,3 +264,50 @@ def test_the_command_line_defaults_are_the_runners():
         runner.AUTO,
     )
     assert torchdiag.try_fixes is runner.try_fixes
+
+
+def _categorised_run(batch: int, activation: int, fix: str | None = None) -> RunRecord:
+    """A live record at ``batch`` whose window peak is 100 bytes of parameters plus
+    ``activation`` bytes, with 30 steady steps of 10 ms."""
+    walls = [50.0] + [10.0] * 30
+    n = len(walls)
+    steps = StepSeries(
+        detection="optimizer",
+        count=n,
+        total_wall_s=sum(walls) / 1e3,
+        first_step=list(range(n)),
+        steps=[1] * n,
+        start_s=[i * 0.01 for i in range(n)],
+        wall_ms=walls,
+        input_wait_ms=[0.0] * n,
+        max_wall_ms=walls,
+        profiled=[False] * n,
+    )
+    at_peak = {"parameter": 100, "activation": activation}
+    window = ProfilerWindow(
+        memory_categories=MemoryCategories(peak_bytes=sum(at_peak.values()), at_peak=at_peak)
+    )
+    return RunRecord(
+        source="live",
+        steps=steps,
+        profiler=window,
+        environment=Environment(loaders=[LoaderInfo(loader_id=0, batch_size=batch, batches=n)]),
+        fixes=[AppliedFix(fix=fix, applied=True, detail="batch")] if fix else [],
+    )
+
+
+def test_a_batch_change_reports_the_predicted_against_the_measured_window_peak():
+    baseline = RunView(_categorised_run(4, 400))
+    doubled = RunView(_categorised_run(8, 780, fix="batch=x2"))
+    measured = measure_fix("batch=x2", [baseline], [doubled])
+    # Predicted from the baseline: 100 fixed + 100 per sample x 8 = 900; measured 880.
+    assert measured.predicted_window_peak_bytes == 900
+    assert measured.window_peak_bytes == 880
+    held = {k: v for k, v in (measured.memory_at_peak or {}).items() if v}
+    assert held == {"parameter": 100, "activation": 780}
+    baseline_figures = Baseline(
+        step_ms=10.0, memory_peak_bytes=None, memory_of="", findings=[], runs=1, records=[]
+    )
+    result = TryResult(script="train.py", steps=30, baseline=baseline_figures, fixes=[measured])
+    row = render_try(result, "text")
+    assert "window memory peak predicted" in row and "(-2%)" in row

@@ -644,6 +644,11 @@ class MeasuredFix(Struct, kw_only=True):
     numerics: str = ""
     compile_s: float | None = None
     inference: bool = False
+    # The fix run's profiler-window peak by memory category (MemoryCategories.at_peak) and that
+    # peak's total; for a batch change, the window peak the baseline's breakdown predicted.
+    memory_at_peak: dict[str, int] | None = None
+    window_peak_bytes: int | None = None
+    predicted_window_peak_bytes: int | None = None
     error: str | None = None  # the script failed with the fix applied
     runs: int = 0
     records: list[str] = msgspec.field(default_factory=list)

@@ -76,6 +76,12 @@ def _row(fix: MeasuredFix) -> MeasuredRow:
         notes.append(f"latency per call {_latency(fix)}, each call {factor} times the samples")
     elif fix.per_sample:
         notes.append("the learning rate may need scaling with the batch")
+    if fix.predicted_window_peak_bytes and fix.window_peak_bytes:
+        error = fix.window_peak_bytes / fix.predicted_window_peak_bytes - 1
+        notes.append(
+            f"window memory peak predicted {_mib(fix.predicted_window_peak_bytes)}, measured "
+            f"{_mib(fix.window_peak_bytes)} ({error:+.0%})"
+        )
     return MeasuredRow(fix.fix, step, speedup, verdict, memory, numerics, "; ".join(notes))
 
 

@@ -107,6 +107,11 @@ def measure_fix(
     numerics_ok, numerics = compare_numerics(spec, baseline, run)
     memory = max((v.run_memory_peak[0] or 0 for v in runs), default=0) or None
     base_memory = max((v.run_memory_peak[0] or 0 for v in baselines), default=0) or None
+    window = runs[0].memory_breakdown
+    base_window = baselines[0].memory_breakdown
+    predicted = None
+    if factor != 1 and base_window.batch_size:
+        predicted = base_window.predicted_peak(base_window.batch_size * factor)
     return MeasuredFix(
         fix=spec,
         applicable=True,
@@ -119,6 +124,9 @@ def measure_fix(
         per_sample=factor != 1,
         memory_peak_bytes=memory,
         baseline_memory_peak_bytes=base_memory,
+        memory_at_peak=dict(window.at_peak) if window.at_peak is not None else None,
+        window_peak_bytes=window.peak_bytes,
+        predicted_window_peak_bytes=predicted,
         numerics_ok=numerics_ok,
         numerics=numerics,
         compile_s=(

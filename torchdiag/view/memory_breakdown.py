@@ -54,6 +54,13 @@ class MemoryBreakdown:
     t_ms: list[float] = field(default_factory=list)
     timeline: dict[str, list[int]] = field(default_factory=dict)
 
+    def predicted_peak(self, batch: int) -> int | None:
+        """The peak this breakdown predicts at ``batch`` (``fixed + per_sample × batch``), or
+        None where either part is unknown."""
+        if self.fixed_bytes is None or self.per_sample_bytes is None:
+            return None
+        return round(self.fixed_bytes + self.per_sample_bytes * batch)
+
     def document(self) -> dict[str, Any]:
         """The ``memory`` block of the JSON report (every key present; nulls where unknown)."""
         return {
