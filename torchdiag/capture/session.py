@@ -321,7 +321,7 @@ class Run:
         self._guard("sampler", self._start_sampler)
         self._guard("profiler", self._prepare_profiler)
         self._guard("signals", self._install_sigterm)
-        self._guard("oom_observer", self._install_oom_observer)
+        self._install_oom_observer()
 
     def _end(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
         """Tear everything down and write the record; runs once, whatever fails on the way."""
@@ -502,9 +502,16 @@ class Run:
             fix.install()
 
     def _install_oom_observer(self) -> None:
+        """Collector ``oom_observer``, named only when CUDA is here and it failed: without
+        CUDA there is nothing to observe and nothing to say."""
         observer = OomObserver()
-        if observer.install():  # False: no CUDA here, nothing to observe (and nothing to say)
-            self._oom_observer = observer
+        try:
+            if observer.install():
+                self._oom_observer = observer
+        except Exception as err:
+            self.collectors["oom_observer"] = CollectorStatus(
+                available=False, reason=f"{type(err).__name__}: {err}"
+            )
 
     def _out_of_memory(self, exc: BaseException) -> OutOfMemory | None:
         """The record's account of an allocation failure that ended the block, else None."""
