@@ -714,6 +714,7 @@ def test_json_report(record: RunRecord) -> None:
         "saving_pct",
         "saving_pct_low",
         "alternative_to",
+        "blocking",
         "snippet",
         "docs",
     }
@@ -721,7 +722,12 @@ def test_json_report(record: RunRecord) -> None:
     assert doc["record"] == {
         "name": "resnet-demo",
         "source": "live",
-        "status": {"state": "completed", "exception_type": None, "message": None},
+        "status": {
+            "state": "completed",
+            "exception_type": None,
+            "message": None,
+            "out_of_memory": None,
+        },
     }
     assert doc["headline"]["steps"] == 40
     assert doc["verdict"] == verdict(RunView(record), make_analysis())

@@ -43,12 +43,49 @@ class Struct(msgspec.Struct, kw_only=True, omit_defaults=False, forbid_unknown_f
 # Status and collectors
 
 
+class SourceLine(Struct):
+    """A line of Python source: where on the failing path the user's code was."""
+
+    file: str
+    line: int
+    function: str = ""
+    code: str = ""
+
+
+class OutOfMemory(Struct):
+    """An allocation that failed and ended the block (``torch.OutOfMemoryError``, the CPU
+    allocator's "can't allocate memory", ``MemoryError``).
+
+    ``requested_bytes`` is the request that failed, from the allocator's message. The in-use
+    figures were read by the CUDA allocator's out-of-memory observer before the stack unwound
+    (``observed="allocator"``), or when the exception reached the end of the block
+    (``"block-end"``: the failing call's temporaries are freed by then). ``None``: not known.
+    """
+
+    device: str = "cpu"  # "cpu", "cuda:N", or "cuda" when the index is not known
+    requested_bytes: int | None = None
+    # The innermost PyTorch Python function on the failing path (``torch.nn.functional.linear``);
+    # the C++ operator below it is not visible from Python. None when torch was called directly.
+    operator: str | None = None
+    source: SourceLine | None = None  # the innermost frame of the user's own code
+    step: int | None = None  # the step in progress (1-based) when the allocation failed
+    in_profiler_window: bool = False  # the torch.profiler window was recording at the failure
+    observed: Literal["allocator", "block-end"] = "block-end"
+    capacity_bytes: int | None = None  # the device's memory; the host's on the CPU
+    free_bytes: int | None = None  # free on the device; available on the host (CPU)
+    allocated_bytes: int | None = None  # held by tensors (CUDA caching allocator)
+    reserved_bytes: int | None = None  # held by the caching allocator (allocated + cached)
+    inactive_split_bytes: int | None = None  # cached blocks split and unusable: fragmentation
+    process_bytes: int | None = None  # the process's memory: resident (CPU) / on the device
+
+
 class RunStatus(Struct):
-    """How the profiled block ended."""
+    """How the profiled block ended; ``out_of_memory`` when an allocation failure ended it."""
 
     state: RunState = "running"
     exception_type: str | None = None
     message: str | None = None
+    out_of_memory: OutOfMemory | None = None
 
 
 class CollectorStatus(Struct):

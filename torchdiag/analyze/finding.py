@@ -36,7 +36,8 @@ class Finding(msgspec.Struct, kw_only=True):
     ``saving_pct_max`` is an upper bound on the share of step time (percent) the fix could remove;
     ``saving_pct``, where the rule can model the fix, the expected share (between a low estimate
     and the bound). ``alternative_to`` names a finding that claims the same time: fix one or the
-    other, the two savings do not add up.
+    other, the two savings do not add up. ``blocking``: the run failed because of this (it ran
+    out of memory, say): no step-time saving measures it, and it leads every ranking.
     """
 
     id: str
@@ -49,6 +50,7 @@ class Finding(msgspec.Struct, kw_only=True):
     saving_pct: float | None = None
     saving_pct_low: float | None = None
     alternative_to: str | None = None
+    blocking: bool = False
     docs: str = ""
 
 
@@ -60,8 +62,14 @@ class Skipped(msgspec.Struct, kw_only=True):
 
 
 def rank_findings(findings: list[Finding]) -> list[Finding]:
-    """Most valuable first: by possible saving, then severity, then id (stable output)."""
+    """Most valuable first: what stopped the run (``blocking``), then by possible saving, then
+    severity, then id (stable output)."""
     return sorted(
         findings,
-        key=lambda f: (-round(f.saving_pct_max, 3), SEVERITY_ORDER[f.severity], f.id),
+        key=lambda f: (
+            not f.blocking,
+            -round(f.saving_pct_max, 3),
+            SEVERITY_ORDER[f.severity],
+            f.id,
+        ),
     )

@@ -104,6 +104,7 @@ def _load_rule_modules() -> None:
         inference,
         input_pipeline,
         memory,
+        out_of_memory,
         parallelism,
         stability,
         straggler,

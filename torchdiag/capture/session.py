@@ -38,6 +38,7 @@ from torchdiag.capture.environment import (
 )
 from torchdiag.capture.forward_watch import ForwardWatch
 from torchdiag.capture.loss_watch import LossWatch
+from torchdiag.capture.out_of_memory import OomObserver, describe, is_out_of_memory
 from torchdiag.capture.output_watch import OutputWatch
 from torchdiag.capture.profiler_window import ProfilerWindowControl
 from torchdiag.capture.record_path import (
@@ -53,6 +54,7 @@ from torchdiag.record import (
     CollectorStatus,
     DistributedInfo,
     Environment,
+    OutOfMemory,
     RunMode,
     RunRecord,
     RunStatus,
@@ -259,6 +261,7 @@ class Run:
         self._loss_watch: LossWatch | None = None
         self._output_watch = OutputWatch() if options.record_outputs else None
         self._forward_watch: ForwardWatch | None = None
+        self._oom_observer: OomObserver | None = None
         # The end of the model's last call, a step boundary once the next call (or the block's
         # end) shows no optimizer step came between: a training step is not cut at its forward.
         self._pending_forward: float | None = None
@@ -318,6 +321,7 @@ class Run:
         self._guard("sampler", self._start_sampler)
         self._guard("profiler", self._prepare_profiler)
         self._guard("signals", self._install_sigterm)
+        self._install_oom_observer()
 
     def _end(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
         """Tear everything down and write the record; runs once, whatever fails on the way."""
@@ -325,6 +329,10 @@ class Run:
             return
         self._ended = True
         status = _safe(lambda: status_for(exc_type, exc)) or unprintable_status(exc_type)
+        if status.state == "failed" and exc is not None:
+            # Before the teardown: whether the profiler window was recording, and the
+            # observer's figures, are read while they still stand.
+            status.out_of_memory = _safe(lambda: self._out_of_memory(exc))
         self._guard("steps", self._close_forward_step)
         ended = dt.datetime.now(dt.timezone.utc)
         samples = self._teardown(restore_signals=False)
@@ -380,7 +388,7 @@ class Run:
             _safe(forward.uninstall)
             if forward.error is not None:
                 self.collectors["model"] = CollectorStatus(available=False, reason=forward.error)
-        for watch in (self._loss_watch, self._loader_watch, self._amp_watch):
+        for watch in (self._loss_watch, self._loader_watch, self._amp_watch, self._oom_observer):
             if watch is not None:
                 _safe(watch.uninstall)
         if restore_signals:
@@ -496,6 +504,31 @@ class Run:
     def _install_fixes(self) -> None:
         for fix in self.options.fixes:
             fix.install()
+
+    def _install_oom_observer(self) -> None:
+        """Collector ``oom_observer``, named only when CUDA is here and it failed: without
+        CUDA there is nothing to observe and nothing to say."""
+        observer = OomObserver()
+        try:
+            if observer.install():
+                self._oom_observer = observer
+        except Exception as err:
+            self.collectors["oom_observer"] = CollectorStatus(
+                available=False, reason=f"{type(err).__name__}: {err}"
+            )
+
+    def _out_of_memory(self, exc: BaseException) -> OutOfMemory | None:
+        """The record's account of an allocation failure that ended the block, else None."""
+        if not is_out_of_memory(type(exc), str(exc)):
+            return None
+        observer, window = self._oom_observer, self._window
+        return describe(
+            exc,
+            observation=observer.observation if observer is not None else None,
+            redact=self.options.redact,
+            step=self._timer.completed + 1,
+            in_window=window is not None and window.running,
+        )
 
     def _install_amp_watch(self) -> None:
         watch = AmpWatch()

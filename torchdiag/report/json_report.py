@@ -35,6 +35,7 @@ FINDING_KEYS = (
     "saving_pct",
     "saving_pct_low",
     "alternative_to",
+    "blocking",
     "snippet",
     "docs",
 )

@@ -100,9 +100,11 @@ def verdict(view: RunView, analysis: Analysis) -> str:
     The finding's title is used as is (rules write it as a verdict, e.g. "input-bound: 62% of
     each step waits for data"); the possible saving is appended when the title has no number.
     """
+    top = top_finding(analysis)
+    if top is not None and top.blocking:
+        return top.title.strip() or top.id  # what stopped the run, steps or none
     if not has_steps(view):
         return EMPTY_VERDICT
-    top = top_finding(analysis)
     thin = thin_trace_reason(view.record)
     if top is None and thin is not None:
         return f"too little in this trace to diagnose: {thin}"
