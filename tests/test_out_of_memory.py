@@ -330,3 +330,30 @@ def test_torchdiag_run_on_a_script_that_runs_out_of_memory(tmp_path: Path) -> No
     doc = json.loads(report.stdout)
     assert doc["findings"][0]["id"] == "out-of-memory"
     assert doc["findings"][0]["title"] == title
+
+
+def test_a_failure_inside_the_profiler_window_shows_what_was_in_use_by_category(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)
+    )
+    optimizer = torch.optim.AdamW(model.parameters())
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        with torchdiag.profile(tmp_path / "run.json", skip_first=1, profile_steps=3) as run:
+            for step in range(10):
+                model(torch.randn(64, 256)).sum().backward()
+                if step == 2:  # inside the window: steps 1-3
+                    torch.empty(2**45, dtype=torch.uint8)
+                optimizer.step()
+                optimizer.zero_grad()
+    record = run.record
+    assert record is not None and record.status.out_of_memory is not None
+    assert record.status.out_of_memory.in_profiler_window
+    finding = analyze(RunView(record)).findings[0]
+    assert finding.id == "out-of-memory"
+    # The window's categories at the failure: the model's state exactly (AdamW: twice it).
+    assert finding.evidence["in_use_gib:parameter"] == pytest.approx(params / GIB, abs=1e-3)
+    assert finding.evidence["in_use_gib:optimizer_state"] == pytest.approx(
+        2 * params / GIB, abs=1e-3
+    )

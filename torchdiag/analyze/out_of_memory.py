@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from torchdiag.analyze.finding import Finding
 from torchdiag.analyze.registry import rule
 from torchdiag.record import OutOfMemory, RunRecord
+from torchdiag.view.memory_breakdown import PER_SAMPLE_CATEGORIES
 from torchdiag.view.run_view import RunView
 
 GIB = 2**30
@@ -58,19 +59,15 @@ def _gib(n: int | None) -> float | None:
 
 
 def window_categories(view: RunView, oom: OutOfMemory) -> Mapping[str, int] | None:
-    """What was in use by category (name → bytes) at the failure, where the profiler window
-    recorded it.
-
-    The hook for the memory-categories view: a run view that carries ``memory_categories`` (a
-    mapping of category → bytes at the window's peak) gives them here when the window covered
-    the failure; without one, the allocator's statistics in the record stand alone.
-    """
-    if not oom.in_profiler_window:
+    """What was in use by category (name → bytes) where the profiler window covered the
+    failure: its categories at the window's peak (:attr:`RunView.memory_breakdown`), with
+    ``activations`` the categories that grow with the batch. None otherwise: the allocator's
+    statistics in the record then stand alone."""
+    at_peak = view.memory_breakdown.at_peak
+    if not oom.in_profiler_window or not at_peak:
         return None
-    categories = getattr(view, "memory_categories", None)
-    if not isinstance(categories, Mapping):
-        return None
-    return {str(k): int(v) for k, v in categories.items() if isinstance(v, (int, float))}
+    activations = sum(at_peak.get(name, 0) for name in PER_SAMPLE_CATEGORIES)
+    return {**at_peak, "activations": activations}
 
 
 def where(oom: OutOfMemory) -> str:
