@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
+from torchdiag.capture.fixes.allocator import ExpandableSegments
 from torchdiag.capture.fixes.base import Fix
+from torchdiag.capture.fixes.checkpointing import Checkpointing
 from torchdiag.capture.fixes.flags import CudnnBenchmark, Tf32
 from torchdiag.capture.fixes.inference import InferenceMode
 from torchdiag.capture.fixes.kind import Always, FixKind, FromEvidence
@@ -117,6 +119,21 @@ FIX_KINDS: tuple[FixKind, ...] = (
         "the outermost module's calls under `torch.inference_mode()` (not applicable when the "
         "run calls backward or its calls already run without grad); judged on its outputs",
         answers=("inference-mode",),
+    ),
+    FixKind(
+        "checkpointing",
+        Checkpointing,
+        "the outermost module's children with parameters under activation checkpointing: "
+        "activations recomputed in backward, not kept (typically about 30% more step time)",
+        answers=("memory-pressure",),
+    ),
+    FixKind(
+        "expandable-segments",
+        ExpandableSegments,
+        "`PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` (added to the options already set): "
+        "the CUDA allocator grows segments in place, against fragmentation",
+        answers=("memory-pressure",),
+        needs_gpu=True,
     ),
 )
 # For --help and for error messages: "input-ceiling, workers=N, pin-memory, ...".
