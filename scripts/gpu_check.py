@@ -4,8 +4,10 @@
 
 Runs the quickstart sample under ``torchdiag.profile()`` on the GPU and checks the record:
 NVML series present, GPM metrics where the GPU supports them, CUDA kernels in the profiler
-window summary, and that ``torchdiag report`` renders every format. Prints one PASS/FAIL line
-per check and exits non-zero if any failed. Results land in ``DIR/gpu_check.json``.
+window summary, the window's memory categories on the GPU, and that ``torchdiag report`` renders
+every format. Then a CUDA out-of-memory inside a block: the allocator's observer must have read
+the allocator's state before the stack unwound, and the report must lead with it. Prints one
+PASS/FAIL line per check and exits non-zero if any failed. Results land in ``DIR/gpu_check.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,9 +143,52 @@ def main() -> int:
             rc.returncode == 0 and out.stat().st_size > 0,
             rc.stderr[-300:],
         )
+    categories = record.profiler.memory_categories if record.profiler else None
+    check(
+        "memory categories on the GPU",
+        categories is not None
+        and categories.device.startswith("cuda")
+        and categories.peak_bytes > 0,
+        f"{categories.device}: {categories.at_peak}" if categories is not None else "none",
+    )
+    out_of_memory_check(args.out, check)
     results["checks"] = [{"name": n, "ok": ok, "detail": d} for n, ok, d in checks]
     (args.out / "gpu_check.json").write_text(json.dumps(results, indent=2, sort_keys=True))
     return 0 if all(ok for _, ok, _ in checks) else 1
+
+
+def out_of_memory_check(out: Path, check: Callable[[str, bool, str], None]) -> None:
+    """A request twice the device's memory inside a block: the exception passes through, the
+    record is failed with the observer's reading, and the analysis leads with out-of-memory."""
+    import torch
+
+    import torchdiag
+    from torchdiag.analyze.registry import analyze
+    from torchdiag.view.run_view import RunView
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    raised = None
+    run = None
+    try:
+        with torchdiag.profile(out / "oom" / "run.json", profile_steps=0) as run:
+            keep = torch.empty(2**28, dtype=torch.uint8, device="cuda")  # 256 MiB in use
+            torch.empty(2 * total, dtype=torch.uint8, device="cuda")
+            del keep
+    except torch.OutOfMemoryError as err:
+        raised = err
+    check("CUDA out-of-memory passed through", raised is not None, type(raised).__name__)
+    record = run.record if run is not None else None
+    oom = record.status.out_of_memory if record is not None else None
+    check(
+        "out-of-memory recorded by the allocator's observer",
+        oom is not None and oom.observed == "allocator" and (oom.allocated_bytes or 0) >= 2**28,
+        repr(oom),
+    )
+    if record is not None:
+        findings = analyze(RunView(record)).findings
+        lead = findings[0].id if findings else None
+        check("report leads with out-of-memory", lead == "out-of-memory", str(lead))
+    torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":
