@@ -172,7 +172,8 @@ def test_the_peak_at_twice_the_batch_is_predicted(tmp_path: Path) -> None:
     big = RunView(_wide_record(tmp_path, 2 * batch)).memory_breakdown
     assert small.fixed_bytes is not None and small.per_sample_bytes is not None
     assert big.peak_bytes is not None and small.batch_size == batch
-    predicted = small.fixed_bytes + small.per_sample_bytes * 2 * batch
+    predicted = small.predicted_peak(2 * batch)
+    assert predicted == round(small.fixed_bytes + small.per_sample_bytes * 2 * batch)
     assert abs(predicted - big.peak_bytes) <= 0.15 * big.peak_bytes, (predicted, big.peak_bytes)
 
 
@@ -245,3 +246,30 @@ def test_the_correction_keeps_the_sum_and_bounds() -> None:
     out, _ = correct(early, exact)
     assert out["parameter"] == 32 and out["optimizer_state"] == 0 and out["gradient"] == 0
     assert sum(out.values()) == 82
+
+
+def test_a_window_too_large_to_categorise_is_said_so_and_costs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchdiag.capture import profiler_window
+
+    monkeypatch.setattr(profiler_window, "MAX_CATEGORISED_EVENTS", 10)
+    model = torch.nn.Linear(8, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with torchdiag.profile(tmp_path / "run.json", skip_first=1, profile_steps=2) as run:
+        for _ in range(5):
+            model(torch.randn(4, 8)).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    record = run.record
+    assert record is not None and record.profiler is not None
+    assert record.profiler.memory_categories is None
+    status = record.collectors["memory_categories"]
+    assert not status.available and "host events" in (status.reason or "")
+    assert "memory_categories_s" not in record.overhead
+    assert RunView(record).memory_breakdown.at_peak is None
+
+
+def test_the_categories_cost_is_recorded_apart(mlp_record: RunRecord) -> None:
+    spent = mlp_record.overhead["memory_categories_s"]
+    assert 0 < spent <= mlp_record.overhead["profiler_export_s"]

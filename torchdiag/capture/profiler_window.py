@@ -28,6 +28,13 @@ TEMP_PREFIX = "torchdiag-"
 USER_PROFILER = "the user opened torch.profiler inside torchdiag's window, which was stopped"
 
 
+# torch's memory categoriser builds a data-flow graph of the whole window: about 0.18 ms per
+# recorded host event on a 2-core CI machine (docs/performance.md), some 90% of the window's
+# export. Above this many events (some 20 s) the run is not paused for it.
+CATEGORISE_S_PER_EVENT = 0.18e-3
+MAX_CATEGORISED_EVENTS = 100_000
+
+
 class ProfilerUnavailable(RuntimeError):
     """torch.profiler cannot be used now (another profiler is active, or it failed to start)."""
 
@@ -57,6 +64,7 @@ class ProfilerWindowControl:
         # correct torch's memory categories (set by the session; None: no correction).
         self.model_state: Callable[[], tuple[Any, list[Any]]] | None = None
         self.memory_error: str | None = None
+        self.categories_s = 0.0  # time spent categorising the window's memory
         # True while torchdiag itself drives torch.profiler (its own start and steps).
         self._driving = False
 
@@ -182,7 +190,10 @@ class ProfilerWindowControl:
             with self._driven():
                 prof.stop()
         self.window = self._summarise(prof, wall)
+        t1 = time.perf_counter()
         self.window.memory_categories = self._memory_categories(prof)
+        if self.window.memory_categories is not None:
+            self.categories_s = time.perf_counter() - t1
         return time.perf_counter() - t0
 
     def _memory_categories(self, prof: Any) -> MemoryCategories | None:
@@ -190,6 +201,15 @@ class ProfilerWindowControl:
         model's exact state); None, with ``memory_error`` set, where that fails."""
         from torchdiag.capture import memory_categories as mc
 
+        summary = self.window.summary if self.window is not None else None
+        events = summary.host_events if summary is not None else 0
+        if events > MAX_CATEGORISED_EVENTS:
+            self.memory_error = (
+                f"the window recorded {events:,} host events: categorising its memory would "
+                f"pause the run for about {events * CATEGORISE_S_PER_EVENT:.0f} s (profile fewer "
+                "steps to get it)"
+            )
+            return None
         try:
             model, optimizers = self.model_state() if self.model_state else (None, [])
             device = mc.training_device(model)

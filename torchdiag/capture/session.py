@@ -730,6 +730,9 @@ class Run:
             overhead["sampler_cpu_s"] = samples.sampler_cpu_s
         if window is not None:
             overhead["profiler_window_s"] = window.wall_s
+        if self._window is not None and self._window.categories_s:
+            # Part of the export's pause: what the memory categories cost, said apart.
+            overhead["memory_categories_s"] = self._window.categories_s
         return msgspec.structs.replace(
             self._outcome(status, ended),
             mode=self._mode(),
