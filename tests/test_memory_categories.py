@@ -19,6 +19,7 @@ from torchdiag.analyze.registry import analyze
 from torchdiag.capture.memory_categories import correct
 from torchdiag.record import (
     MEMORY_CATEGORIES,
+    Environment,
     LoaderInfo,
     MeasuredFix,
     MemoryCategories,
@@ -273,3 +274,23 @@ def test_a_window_too_large_to_categorise_is_said_so_and_costs_nothing(
 def test_the_categories_cost_is_recorded_apart(mlp_record: RunRecord) -> None:
     spent = mlp_record.overhead["memory_categories_s"]
     assert 0 < spent <= mlp_record.overhead["profiler_export_s"]
+
+
+def test_an_inference_peak_beyond_the_weights_grows_with_the_batch() -> None:
+    # Without a backward, torch files the data flowing through the model as unknown.
+    at_peak = dict.fromkeys(MEMORY_CATEGORIES, 0) | {"parameter": 1_000, "unknown": 16_000}
+    cats = MemoryCategories(device="cpu", peak_bytes=17_000, at_peak=at_peak)
+    record = RunRecord(
+        mode="inference",
+        profiler=ProfilerWindow(memory_categories=cats),
+        environment=Environment(
+            loaders=[LoaderInfo(loader_id=0, batch_size=16, batches=10)],
+            memory_total_bytes=1_000_000,
+        ),
+    )
+    breakdown = RunView(record).memory_breakdown
+    assert breakdown.fixed_bytes == 1_000 and breakdown.per_sample_bytes == 1_000
+    assert breakdown.largest_batch == (900_000 - 1_000) // 1_000
+    assert "unknown memory as growing" in breakdown.largest_batch_rests_on
+    training = RunView(msgspec.structs.replace(record, mode="training")).memory_breakdown
+    assert training.fixed_bytes == 17_000 and training.per_sample_bytes == 0

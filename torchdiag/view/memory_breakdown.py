@@ -132,14 +132,25 @@ def memory_breakdown(
         if cap is None:
             cap = capacity(record, device or "cuda", device_memory)
     elif cats is not None:
-        fixed = sum(cats.at_peak.get(n, 0) for n in FIXED_CATEGORIES)
+        fixed_names: tuple[str, ...] = FIXED_CATEGORIES
+        growing_names: tuple[str, ...] = PER_SAMPLE_CATEGORIES
+        unknown_is = "fixed"
+        if record.mode == "inference":
+            # Without a backward torch's categoriser cannot tell activations (it knows them by
+            # the autograd graph): beside the weights, an inference peak is the data flowing
+            # through the model, which grows with the batch.
+            fixed_names = tuple(n for n in FIXED_CATEGORIES if n != "unknown")
+            growing_names = (*PER_SAMPLE_CATEGORIES, "unknown")
+            unknown_is = "growing"
+        fixed = sum(cats.at_peak.get(n, 0) for n in fixed_names)
         if batch:
-            growing = sum(cats.at_peak.get(n, 0) for n in PER_SAMPLE_CATEGORIES)
+            growing = sum(cats.at_peak.get(n, 0) for n in growing_names)
             per_sample = growing / batch
             rests_on = (
-                f"one profiled batch of {batch}: parameters, gradients, optimizer state and "
-                "unknown memory at the peak taken as fixed, activations, inputs, temporaries and "
-                "autograd buffers as growing in proportion to the batch"
+                f"one profiled batch of {batch}: parameters, gradients and optimizer state at "
+                "the peak taken as fixed, activations, inputs, temporaries and autograd buffers "
+                f"as growing in proportion to the batch, unknown memory as {unknown_is} "
+                f"({record.mode} run)"
             )
     largest = None
     if cap and fixed is not None and per_sample and per_sample > 0:
