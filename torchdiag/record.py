@@ -497,6 +497,9 @@ class TraceSummary(Struct):
     # GPU-bound steps.
     window_ms: float = 0.0
     window_gpu_busy_ms: float = 0.0
+    # From the first kernel the steps launched to the window's end: the GPU's time for the steps'
+    # work, idle gaps between their kernels included (an upper bound on a GPU-bound window).
+    window_gpu_span_ms: float = 0.0
     # Communication (collective) kernel time in that window, and the part of it that ran while
     # compute kernels ran on other streams (hidden behind compute).
     window_comm_ms: float = 0.0

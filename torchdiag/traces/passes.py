@@ -173,7 +173,7 @@ class SummaryPasses:
         self.syncs.find_profiler_stop(main_pid, after)
         main_syncs = self.syncs.main_calls(main_pid)
 
-        window_ms = window_busy_ms = window_comm_ms = window_overlap_ms = 0.0
+        window_ms = window_busy_ms = window_comm_ms = window_overlap_ms = window_span_ms = 0.0
         window = None
         if span is not None:
             start, end = span[0], max(span[1], launched[1])
@@ -181,6 +181,7 @@ class SummaryPasses:
             # GPU work of the steps: from the first kernel they launched to the last. Before the
             # first one starts, a full launch queue still runs kernels of earlier steps.
             window = (launched[0] if launched[0] < end else start, end)
+            window_span_ms = (window[1] - window[0]) / 1000
         # Every time layer folded into unions in one pass (sweep.py): per step, the union of
         # each prefix of the layers (partition); over the window, the GPU's busy, communication
         # and compute time; the GPU idle gap after each synchronisation; all GPU time.
@@ -298,6 +299,7 @@ class SummaryPasses:
             steps=steps,
             window_ms=window_ms,
             window_gpu_busy_ms=window_busy_ms,
+            window_gpu_span_ms=window_span_ms,
             window_comm_ms=window_comm_ms,
             window_comm_overlap_ms=window_overlap_ms,
             host_events=host_events,

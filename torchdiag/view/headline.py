@@ -21,15 +21,16 @@ def headline(view: RunView) -> dict[str, Any]:
     """The key numbers of a run; a value is ``None`` when the record does not have it.
 
     ``step_ms_estimate`` is the un-profiled step (measured on a live run, estimated from a trace)
-    with ``step_ms_estimate_range`` [low, high]; ``step_ms_profiled`` the mean step inside the
-    profiler window; ``median_step_ms``/``p95_step_ms``/``p99_step_ms`` are over the live step
-    rows, or over the profiled steps of a trace (``step_rows``: "live" or "profiled"); in an
-    inference run the warm-up call and the profiled calls are left out of them (see
-    :func:`torchdiag.view.step_rows.percentile_rows`). ``samples_per_s`` is the batch over
-    ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it. ``mode`` is
-    the record's: "training" or "inference"; ``step_is_forward_call`` says whether a step is one
-    call of the model (a live inference loop that marks no steps itself; a ``model.generate()``
-    call is one call), ``step_is_generate_call`` that every such call was a ``generate()`` call.
+    with ``step_ms_estimate_range`` [low, high], which aims to hold it with probability
+    ``step_ms_estimate_coverage`` (0.9: :mod:`torchdiag.view.step_model`); ``step_ms_profiled`` the
+    mean step inside the profiler window; ``median_step_ms``/``p95_step_ms``/``p99_step_ms`` are
+    over the live step rows, or over the profiled steps of a trace (``step_rows``: "live" or
+    "profiled"); in an inference run the warm-up call and the profiled calls are left out of them
+    (see :func:`torchdiag.view.step_rows.percentile_rows`). ``samples_per_s`` is the batch over
+    ``step_ms_estimate``; ``gpu_busy_pct`` and ``input_wait_pct`` are shares of it. ``mode`` is the
+    record's: "training" or "inference"; ``step_is_forward_call`` says whether a step is one call of
+    the model (a live inference loop that marks no steps itself; a ``model.generate()`` call is one
+    call), ``step_is_generate_call`` that every such call was a ``generate()`` call.
     ``tokens_per_s`` is the tokens ``generate()`` produced in the steady steps
     over their wall time (:attr:`torchdiag.view.run_view.RunView.steady`), in an inference run.
     ``warmup_steps`` are the numbers of the steps left out of the steady figures as warm-up (the
@@ -60,6 +61,8 @@ def headline(view: RunView) -> dict[str, Any]:
         "duration_s": rounded(record.duration_s) if record.duration_s > 0 else None,
         "step_ms_estimate": rounded(step),
         "step_ms_estimate_range": [rounded(low), rounded(high)] if step is not None else None,
+        # The probability the range aims to hold the un-profiled step with.
+        "step_ms_estimate_coverage": timing.coverage if timing is not None and step else None,
         "step_time_measured": bool(timing is not None and timing.measured),
         "step_ms_profiled": rounded(timing.profiled_ms) if timing is not None else None,
         "estimate_steps": timing.steps if timing is not None else 0,

@@ -51,20 +51,28 @@ class ProfilerCost:
     reading_us: float | None
 
 
-def profiler_cost(reading_us: float | None) -> ProfilerCost:
-    """The cost per event to use, given the trace's own view-operator reading (or None)."""
-    ref_low, ref_high = REFERENCE_RANGE_US
+def profiler_cost(
+    reading_us: float | None,
+    reference_us: float = REFERENCE_US,
+    reference_range_us: tuple[float, float] = REFERENCE_RANGE_US,
+) -> ProfilerCost:
+    """The cost per event to use, given the trace's own view-operator reading (or None).
+
+    ``reference_us`` and ``reference_range_us`` replace the reference (the calibration tests
+    refit it without the trace they check).
+    """
+    ref_low, ref_high = reference_range_us
     if reading_us is None or reading_us <= 0:
         return ProfilerCost(
-            us=REFERENCE_US,
+            us=reference_us,
             low_us=0.0,
             high_us=2 * ref_high,
             source="reference cost (the trace has no view operators to read it from)",
             reading_us=None,
         )
-    if REFERENCE_US / AGREEMENT_FACTOR <= reading_us <= REFERENCE_US * AGREEMENT_FACTOR:
+    if reference_us / AGREEMENT_FACTOR <= reading_us <= reference_us * AGREEMENT_FACTOR:
         return ProfilerCost(
-            us=REFERENCE_US,
+            us=reference_us,
             low_us=min(ref_low, reading_us),
             high_us=max(ref_high, reading_us),
             source=f"reference cost (the trace's views read {reading_us:.2f} µs: within range)",

@@ -42,6 +42,8 @@ class SteadySteps:
     excluded: str
     # Tokens model.generate() produced in these steps; None where no step counted any.
     tokens: int | None = None
+    # Mean step (ms) of each steady row: their spread gives the mean step's interval.
+    row_step_ms: tuple[float, ...] = ()
 
     @property
     def input_wait_share(self) -> float:
@@ -121,6 +123,7 @@ def steady_steps(record: RunRecord, steady: SteadyRows) -> SteadySteps:
         input_wait_s=wait,
         excluded=steady.excluded,
         tokens=_tokens(s, rows),
+        row_step_ms=tuple(s.wall_ms[i] for i in rows),
     )
 
 

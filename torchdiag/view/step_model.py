@@ -26,20 +26,42 @@ This module derives them from whatever the record holds:
 
   The bound side sets the step: a GPU-bound step is the GPU side.
 
-  The profiler's cost per event is uncertain, so the estimate comes with a range
-  (``low_ms``–``high_ms``) from the low and high ends of that cost.
+  The estimate comes with a range (``low_ms``–``high_ms``) that aims to hold the un-profiled
+  step with probability :data:`COVERAGE`. Each source of its error is read off the trace itself
+  (no constant is fitted to the reference traces beyond the profiler's cost per event):
+
+  - the profiler's cost per event: the step at the low and high ends of that cost;
+  - the spread of the profiled steps: the standard error of their mean duration, times
+    Student's t at :data:`COVERAGE` (n - 1 degrees of freedom): a mean of four steps is not the
+    run's mean step;
+  - the launch queue: where it is deep (:data:`DEEP_QUEUE_US`), the host's time blocked in
+    launches is taken out of its side, and might have been host work: that time per step;
+  - the GPU window's edges: a GPU-bound step lies between the steps' GPU busy time per step and
+    the GPU's span over their kernels per step (``window_gpu_span_ms``: from the first kernel the
+    steps launched to the end of the last, idle gaps between kernels included).
+
+  The first three are independent errors of the host side, each stated at about the coverage:
+  they combine in quadrature. The window's edges are a bound, not a spread: the GPU side's range
+  is that bound. A GPU-bound step keeps the host side's high end where the host came out above
+  the GPU (the host might then set the step).
+
+A live record measures its step: the range is the t-interval of the steady rows' mean at
+:data:`COVERAGE`, from the spread of the rows (zero width only when every row is the same).
 
 Measured error against un-profiled step times: docs/rules.md, "Step model".
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from torchdiag.record import RunRecord, TraceSummary
 from torchdiag.view.profiler_cost import ProfilerCost, profiler_cost
 from torchdiag.view.steady import SteadySteps
+from torchdiag.view.student_t import t_quantile
 
 Bound = Literal["gpu", "host", "input"]
 
@@ -55,6 +77,9 @@ DEEP_QUEUE_US = 1000.0
 # the host. The host-bound reference runs keep their GPU busy for 15–78% of their step, clear of
 # it. On a live run the same share of the measured step names the GPU.
 GPU_BOUND_SHARE = 0.85
+# The probability a step's range aims to hold the un-profiled step with (its t-intervals' level).
+# Checked on the reference traces, leave-one-out: tests/test_calibration.py.
+COVERAGE = 0.9
 
 
 @dataclass(frozen=True)
@@ -62,8 +87,8 @@ class StepTime:
     """One step's time and what occupied it (milliseconds per step).
 
     ``step_ms`` is the un-profiled step: measured (live steps) or estimated (a trace), with
-    ``low_ms``–``high_ms`` its range (equal to it when measured). ``profiled_ms`` is the mean step
-    inside the profiler window, as the trace shows it.
+    ``low_ms``–``high_ms`` its range at ``coverage`` (a t-interval of the mean when measured).
+    ``profiled_ms`` is the mean step inside the profiler window, as the trace shows it.
     """
 
     step_ms: float
@@ -83,6 +108,8 @@ class StepTime:
     cost: ProfilerCost | None = None
     # Whether ``step_ms`` was measured without the profiler (live steps), not estimated.
     measured: bool = False
+    # The probability ``low_ms``–``high_ms`` aims to hold the step with (:data:`COVERAGE`).
+    coverage: float = COVERAGE
     # False where the GPU was named the bound although the host estimate came out above it (within
     # GPU_BOUND_SHARE): ``host_ms`` is then an upper bound on host work, not a floor under the step.
     host_separated: bool = True
@@ -184,6 +211,30 @@ def profiled_step_ms(summary: TraceSummary | None) -> float | None:
     return sum(s.duration_ms for s in summary.steps) / len(summary.steps)
 
 
+def mean_half_width(values: Sequence[float], coverage: float = COVERAGE) -> float:
+    """Half the width of the t-interval at ``coverage`` for the mean of ``values`` (0 for
+    fewer than two values: one step says nothing of the spread)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return t_quantile(0.5 + coverage / 2, n - 1) * sd / math.sqrt(n)
+
+
+def _blocked_ms(summary: TraceSummary) -> float:
+    """Host time per step blocked beyond a typical launch (a full launch queue) and in
+    synchronising calls."""
+    steps = summary.steps
+    blocked_ms = sum(s.sync_ms for s in steps)
+    launch = summary.launch
+    if launch is not None and launch.launches:
+        typical_ms = launch.launches * launch.median_launch_us / 1e3
+        in_steps = sum(s.launches for s in steps) / launch.launches
+        blocked_ms += max(0.0, launch.launch_ms - typical_ms) * min(1.0, in_steps)
+    return blocked_ms / len(steps) if steps else 0.0
+
+
 def _host_and_wait(summary: TraceSummary, cost_us: float) -> tuple[float, float]:
     """(host work, DataLoader wait) per step without the profiler's cost at ``cost_us``.
 
@@ -197,12 +248,7 @@ def _host_and_wait(summary: TraceSummary, cost_us: float) -> tuple[float, float]
     n = len(steps)
     cpu_ms = sum(s.duration_ms for s in steps)
     loader_ms = sum(s.dataloader_ms for s in steps)
-    blocked_ms = sum(s.sync_ms for s in steps)
-    launch = summary.launch
-    if launch is not None and launch.launches:
-        typical_ms = launch.launches * launch.median_launch_us / 1e3
-        in_steps = sum(s.launches for s in steps) / launch.launches
-        blocked_ms += max(0.0, launch.launch_ms - typical_ms) * min(1.0, in_steps)
+    blocked_ms = _blocked_ms(summary) * n
     inside = min(summary.loader_events, summary.host_events)
     outside = summary.host_events - inside
     host = max(0.0, cpu_ms - loader_ms - blocked_ms - outside * cost_us / 1e3) / n
@@ -263,9 +309,21 @@ def trace_step_time(summary: TraceSummary, cost: ProfilerCost | None = None) -> 
         bound = "gpu"
     separated = True
     if bound == "gpu" and gpu_side is not None:
-        # The bound side sets the step; a host side above it is the correction's error.
+        # The bound side sets the step; a host side above it is the correction's error. The
+        # window's edges bound the GPU side: from its busy time to its span per step.
         separated = gpu_side >= host_side
-        step, low = gpu_side, min(low, gpu_side)  # high (host at the low cost) stays above
+        # A record from before the span was kept: the GPU work outside the window (a step's
+        # worth of queued kernels, at most) stands for the edges instead.
+        outer = summary.window_gpu_span_ms or summary.gpu_busy_ms
+        span = max(0.0, outer - summary.window_gpu_busy_ms) / n
+        # High: the GPU's span, or the host at the low cost where it came out above the GPU.
+        step, low, high = gpu_side, gpu_side, max(high, gpu_side + span)
+    else:
+        # Independent errors of the host side, each at about the coverage: in quadrature.
+        spread = mean_half_width([s.duration_ms for s in summary.steps])
+        queue_ms = _blocked_ms(summary) if deep else 0.0
+        low = step - math.hypot(step - low, spread, queue_ms)
+        high = step + math.hypot(high - step, spread, queue_ms)
     return StepTime(
         step_ms=step,
         gpu_busy_ms=gpu if has_gpu else None,
@@ -273,7 +331,7 @@ def trace_step_time(summary: TraceSummary, cost: ProfilerCost | None = None) -> 
         sync_idle_ms=sync_idle,
         source="profiled trace, host time corrected for profiler overhead",
         host_ms=host,
-        low_ms=low,
+        low_ms=max(0.0, low),
         high_ms=high,
         profiled_ms=profiled_step_ms(summary),
         steps=n,
@@ -298,6 +356,8 @@ def step_time(
         if steady.steps == 0 or steady.wall_s <= 0:
             return None
         step_ms = steady.mean_step_ms
+        # Rows of unequal step counts are weighed alike here: the interval is approximate.
+        half = mean_half_width(steady.row_step_ms)
         wait_ms = steady.input_wait_s / steady.steps * 1e3
         busy_ms: float | None = None
         sync_idle = 0.0
@@ -327,8 +387,8 @@ def step_time(
             sync_idle_ms=sync_idle,
             source=source,
             host_ms=host_ms,
-            low_ms=step_ms,
-            high_ms=step_ms,
+            low_ms=max(0.0, step_ms - half),
+            high_ms=step_ms + half,
             profiled_ms=profiled_step_ms(summary),
             steps=steady.steps,
             bound=bound,
