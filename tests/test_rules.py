@@ -14,6 +14,7 @@ corrected host time is exactly ``host_ms`` and a trace's step is ``max(host + wa
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 from viewing import analyze_record, analyzed
@@ -46,6 +47,8 @@ from torchdiag.record import (
     TraceSummary,
 )
 from torchdiag.view.profiler_cost import REFERENCE_US
+from torchdiag.view.step_model import COVERAGE
+from torchdiag.view.student_t import t_quantile
 
 GIB = 2**30
 N = 10  # steps in every constructed trace window
@@ -355,6 +358,37 @@ def test_a_live_gpu_busy_for_nearly_all_of_the_step_is_the_bound():
     view, _ = analyzed(_live(summary=summary))
     assert view.timing.bound == "gpu" and not view.timing.host_separated
     assert view.timing.step_ms == pytest.approx(100.0)  # measured: the bound does not move it
+
+
+def test_a_measured_step_has_the_t_interval_of_its_steady_rows():
+    # Identical steps: a measured mean with no spread.
+    assert analyzed(_live())[0].timing.range_ms == pytest.approx((100.0, 100.0))
+    walls = [1000.0] + [96.0, 104.0] * 5  # the first step is start-up, left out
+    view, _ = analyzed(_live(walls=walls))
+    timing = view.timing
+    assert timing.measured and timing.step_ms == pytest.approx(100.0)
+    sd = statistics.stdev(walls[1:])
+    half = t_quantile(0.5 + COVERAGE / 2, 9) * sd / math.sqrt(10)
+    assert timing.range_ms == pytest.approx((100.0 - half, 100.0 + half))
+    assert view.headline["step_ms_estimate_coverage"] == COVERAGE
+
+
+def test_an_estimated_range_is_never_zero_width():
+    # A GPU-bound window whose kernels leave gaps: the step lies between busy and span.
+    summary = _summary(host_ms=40.0, gpu_busy_ms=95.0, math=_fp32_math(60.0))
+    summary.window_gpu_span_ms = summary.window_gpu_busy_ms * 1.02
+    timing = analyzed(_trace(summary))[0].timing
+    assert timing.bound == "gpu"
+    assert timing.range_ms == pytest.approx((95.0, 95.0 * 1.02))
+    # A host-bound window of steps of different lengths: their spread widens the cost's range.
+    steady = analyzed(_trace(_summary(host_ms=90.0, gpu_busy_ms=30.0)))[0].timing
+    spread = _summary(host_ms=90.0, gpu_busy_ms=30.0)
+    for i, step in enumerate(spread.steps):
+        step.duration_ms += 8.0 if i % 2 else -8.0
+    varied = analyzed(_trace(spread))[0].timing
+    assert varied.step_ms == pytest.approx(steady.step_ms)
+    (low, high), (s_low, s_high) = varied.range_ms, steady.range_ms
+    assert low < s_low <= s_high < high  # the constructed steps record no events: no cost
 
 
 def test_no_amp_live_saving_counts_only_modelled_gpu_time():
