@@ -659,6 +659,30 @@ class OutputDigest(Struct):
     argmax: list[int] | None = None
 
 
+# How a measured saving compares with the finding's stated range [low, bound]: inside it, above the
+# bound (the bound was not one), below the low end, or no interval to judge by.
+EstimateVerdict = Literal["within", "above", "below", "not measured"]
+
+
+class EstimatePairing(Struct, kw_only=True):
+    """A finding's stated saving beside the saving ``torchdiag try`` measured for a fix that
+    answers it (percent of step time, or of time per sample for a fix that changes the batch).
+
+    ``stated_low`` / ``stated`` / ``stated_max`` are the finding's ``saving_pct_low`` /
+    ``saving_pct`` / ``saving_pct_max``; ``measured`` is ``100 * (1 - 1/speedup)`` and
+    ``measured_low`` / ``measured_high`` the same of the speedup's 95% interval.
+    """
+
+    finding: str
+    stated_low: float | None = None
+    stated: float | None = None
+    stated_max: float = 0.0
+    measured: float | None = None
+    measured_low: float | None = None
+    measured_high: float | None = None
+    verdict: EstimateVerdict = "not measured"
+
+
 class MeasuredFix(Struct, kw_only=True):
     """One fix tried by ``torchdiag try``: the same script and steps rerun with the fix applied.
 
@@ -692,6 +716,8 @@ class MeasuredFix(Struct, kw_only=True):
     error: str | None = None  # the script failed with the fix applied
     runs: int = 0
     records: list[str] = msgspec.field(default_factory=list)
+    # The baseline's findings this fix answers, each stated saving against the measured one.
+    estimates: list[EstimatePairing] = msgspec.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,13 +3,21 @@ report shares (:func:`measured_rows`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import msgspec
 
 from torchdiag.capture.fixes import kinds_answering, parse_fix
-from torchdiag.record import MeasuredFix
+from torchdiag.record import EstimatePairing, MeasuredFix
 from torchdiag.trials.compare import TryResult
+
+# How each verdict of a pairing reads after its numbers.
+_VERDICT_TEXT = {
+    "within": "within the estimate",
+    "above": "above the bound",
+    "below": "below the estimate",
+    "not measured": "no interval to judge by",
+}
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,9 @@ class MeasuredRow:
     memory: str
     numerics: str
     note: str
+    # (finding, "dataloader-stall: estimated up to 8.1%; measured 20% (7–31%): above the bound")
+    # for each of the baseline's findings this fix answers.
+    estimates: tuple[tuple[str, str], ...] = ()
 
 
 def measured_rows(fixes: list[MeasuredFix]) -> list[MeasuredRow]:
@@ -33,14 +44,48 @@ def measured_rows(fixes: list[MeasuredFix]) -> list[MeasuredRow]:
 def measured_for_finding(finding_id: str, fixes: list[MeasuredFix]) -> list[MeasuredRow]:
     """The measured fixes that address the rule ``finding_id`` (shown beside its estimate)."""
     names = {kind.name for kind in kinds_answering(finding_id)}
-    return [_row(f) for f in fixes if f.fix.partition("=")[0] in names]
+    rows = [_row(f) for f in fixes if f.fix.partition("=")[0] in names]
+    # Beside a finding, only its own estimate against the measurement.
+    return [replace(r, estimates=tuple(e for e in r.estimates if e[0] == finding_id)) for r in rows]
 
 
 def measured_summary(row: MeasuredRow) -> str:
-    """One line: ``workers=2: faster, 3.12x (1.92-3.79)``."""
+    """One line: ``workers=2: faster, 3.12x (1.92-3.79)``, then how each estimate of the
+    row's findings fared (``; dataloader-stall: estimated up to 8.1%; measured ...``)."""
     if row.speedup == "-":
-        return f"{row.fix}: {row.verdict}"
-    return f"{row.fix}: {row.verdict}, {row.speedup}"
+        head = f"{row.fix}: {row.verdict}"
+    else:
+        head = f"{row.fix}: {row.verdict}, {row.speedup}"
+    return "; ".join([head, *(text for _, text in row.estimates)])
+
+
+def estimate_text(pairing: EstimatePairing, *, per_sample: bool = False) -> str:
+    """``dataloader-stall: estimated up to 8.1%; measured 20% (7–31%): above the bound``."""
+    if pairing.stated is not None:
+        low = pairing.stated_low if pairing.stated_low is not None else 0.0
+        stated = f"about {_pct(pairing.stated)} ({_num(low)}–{_pct(pairing.stated_max)})"
+    else:
+        stated = f"up to {_pct(pairing.stated_max)}"
+    if pairing.measured is None or pairing.measured_low is None or pairing.measured_high is None:
+        return f"{pairing.finding}: estimated {stated}; not measured"
+    unit = " per sample" if per_sample else ""
+    measured = (
+        f"{_pct(pairing.measured)}{unit} "
+        f"({_num(pairing.measured_low)}–{_pct(pairing.measured_high)})"
+    )
+    return (
+        f"{pairing.finding}: estimated {stated}; measured {measured}: "
+        f"{_VERDICT_TEXT[pairing.verdict]}"
+    )
+
+
+def _pct(value: float) -> str:
+    return _num(value) + "%"
+
+
+def _num(value: float) -> str:
+    # One decimal, as the rules state their savings: "8.1", "20", "-3.5".
+    return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
 def _row(fix: MeasuredFix) -> MeasuredRow:
@@ -82,7 +127,12 @@ def _row(fix: MeasuredFix) -> MeasuredRow:
             f"window memory peak predicted {_mib(fix.predicted_window_peak_bytes)}, measured "
             f"{_mib(fix.window_peak_bytes)} ({error:+.0%})"
         )
-    return MeasuredRow(fix.fix, step, speedup, verdict, memory, numerics, "; ".join(notes))
+    estimates = tuple(
+        (p.finding, estimate_text(p, per_sample=fix.per_sample)) for p in fix.estimates
+    )
+    return MeasuredRow(
+        fix.fix, step, speedup, verdict, memory, numerics, "; ".join(notes), estimates
+    )
 
 
 def _latency(fix: MeasuredFix) -> str:
@@ -110,7 +160,16 @@ def render_try_markdown(result: TryResult) -> str:
     """The result as a Markdown section: the baseline, then a table of the fixes."""
     rows = measured_rows(result.fixes)
     out = f"### Measured fixes\n\n{_md(_head(result))}\n\n"
-    return out + (markdown_table(rows) if rows else "No fix to try.\n")
+    out += markdown_table(rows) if rows else "No fix to try.\n"
+    return out + markdown_estimates(rows)
+
+
+def markdown_estimates(rows: list[MeasuredRow]) -> str:
+    """The findings' estimates against the measurements, one bullet each ('' when none)."""
+    items = [f"- `{_md(r.fix)}`: {_md(text)}" for r in rows for _, text in r.estimates]
+    if not items:
+        return ""
+    return "\nEstimates against measurements:\n\n" + "\n".join(items) + "\n"
 
 
 def _head(result: TryResult) -> str:
@@ -158,4 +217,7 @@ def render_try_text(result: TryResult) -> str:
     for r in rows:
         if r.note:
             console.print(Text(f"  {r.fix}: {r.note}"))
+    for r in rows:
+        for _, text in r.estimates:
+            console.print(Text(f"  {r.fix}: {text}"))
     return out.getvalue()

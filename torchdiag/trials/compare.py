@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 import msgspec
 
+from torchdiag.analyze.finding import Finding
 from torchdiag.capture.fixes import kind_of, parse_fix
 from torchdiag.diff import NO_CHANGE, diff_run_sets
 from torchdiag.record import AppliedFix, MeasuredFix, RunRecord
+from torchdiag.trials.estimates import pair_estimates
 from torchdiag.trials.outputs import compare_outputs
 from torchdiag.view.run_view import RunView
 from torchdiag.view.step_sample import sample_median
@@ -67,13 +69,23 @@ def measure_fix(
     runs: Sequence[RunView],
     *,
     records: Sequence[str] = (),
+    findings: Sequence[Finding] = (),
 ) -> MeasuredFix:
     """The fix ``spec`` (a valid spelling) measured from its ``runs`` against the ``baselines``
     (views of their records).
 
     What the fix's kind says decides how: a fix that multiplies the batch is compared per sample,
     and one whose first step holds a one-off cost (compilation) has that cost reported apart.
+    ``findings`` (the baseline's) that the fix answers are paired with the saving it measured.
     """
+    measured = _measure(spec, baselines, runs, records)
+    measured.estimates = pair_estimates(measured, findings)
+    return measured
+
+
+def _measure(
+    spec: str, baselines: Sequence[RunView], runs: Sequence[RunView], records: Sequence[str]
+) -> MeasuredFix:
     if not runs or not baselines:
         return MeasuredFix(fix=spec, applicable=False, detail="not run", records=list(records))
     run = next((v.record for v in runs if v.record.status.state == "failed"), runs[0].record)

@@ -125,7 +125,13 @@ class _Trial:
                     paths.setdefault(name, []).append(str(self._path(name, round_)))
         baselines = [v for v in runs[BASELINE] if v.record.status.state != "failed"]
         measured = [
-            measure_fix(spec, baselines, runs.get(spec, []), records=paths.get(spec, []))
+            measure_fix(
+                spec,
+                baselines,
+                runs.get(spec, []),
+                records=paths.get(spec, []),
+                findings=analysis.findings,
+            )
             for spec in specs
         ]
         memory, memory_of = first_view.run_memory_peak
