@@ -47,3 +47,10 @@ def test_a_negative_step_in_the_cli_report_exits_0_with_positive_steps(
     code, out, err = run_cli("report", str(path), "--format", "json", "--no-progress")
     assert code == 0, err
     assert json.loads(out)["headline"]["median_step_ms"] == 0.9
+
+
+def test_an_absurdly_long_step_is_skipped(tmp_path: Path) -> None:
+    # As a run record refuses a duration above MAX_DURATION_MS, the trace reader skips it.
+    summary = record_from_traces(_with_step_durations(tmp_path, {0: 2.0**63})).traces[0]
+    assert [s.number for s in summary.steps] == [1, 2, 3]
+    assert "ProfilerStep#0" in summary.skipped_steps[0] and "days" in summary.skipped_steps[0]

@@ -363,7 +363,7 @@ class SummaryPasses:
                 # would present a guess where the trace claims exact steps.
                 raise TraceError(
                     f"no ProfilerStep span with a possible duration (all {len(self._steps)} "
-                    f"negative or not finite, e.g. {self._skipped_steps[0]})"
+                    f"negative, not finite or absurdly long, e.g. {self._skipped_steps[0]})"
                 )
             return windows
         host_starts = [min(chain.from_iterable(_starts_of(self.ops, main)), default=math.inf)]

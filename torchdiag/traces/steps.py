@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, compress, groupby
 from operator import itemgetter
 
-from torchdiag.record import BreakdownMs, TraceStep
+from torchdiag.record import MAX_DURATION_MS, BreakdownMs, TraceStep
 from torchdiag.traces.events import Interner
 from torchdiag.traces.intervals import Intervals, length_in
 from torchdiag.traces.spill import ColumnLog, SpillDir, sort_rows
@@ -213,18 +213,22 @@ def profiler_windows(
 ) -> tuple[list[StepWindow], list[str]]:
     """``ProfilerStep#N`` windows by step number, and the steps left out, each named with why.
 
-    ``found`` maps N to (start, duration, pid). A span with a negative or non-finite duration
-    (or start) cannot be true, and a step built on it would report a negative or NaN step time
+    ``found`` maps N to (start, duration, pid). A span with a negative, non-finite or absurdly
+    long (:data:`~torchdiag.record.MAX_DURATION_MS`) duration, or a non-finite start, cannot be
+    true, and a step built on it would report a negative or NaN step time
     as if it were measured: such steps are skipped and named instead, as a run record with such
     a duration is rejected (:func:`torchdiag.record.decode_record`).
     """
     windows: list[StepWindow] = []
     skipped: list[str] = []
+    days = MAX_DURATION_MS / 86_400_000
     for n, (ts, dur, _) in sorted(found.items()):
         if not math.isfinite(ts) or not math.isfinite(dur):
             skipped.append(f"ProfilerStep#{n} (start {ts!r} µs, duration {dur!r} µs: not finite)")
         elif dur < 0:
             skipped.append(f"ProfilerStep#{n} (duration {dur:g} µs: negative)")
+        elif dur > MAX_DURATION_MS * 1000:
+            skipped.append(f"ProfilerStep#{n} (duration {dur:g} µs: longer than {days:.1f} days)")
         else:
             windows.append((n, ts, ts + dur))
     return windows, skipped
