@@ -22,6 +22,7 @@ from torchdiag.report.formats import FORMATS
 from torchdiag.report.renderer import RenderOptions
 from torchdiag.traces.load import record_from_traces
 from torchdiag.view import (
+    counters,
     headline,
     memory,
     memory_breakdown,
@@ -43,6 +44,7 @@ DERIVATIONS = [
     (step_model, "device_capability"),
     (step_model, "device_memory_bytes"),
     (headline, "headline"),
+    (counters, "run_counters"),
     (memory, "memory_peaks"),
     (memory, "run_memory_peak"),
     (memory_breakdown, "memory_breakdown"),

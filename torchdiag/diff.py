@@ -36,6 +36,14 @@ import msgspec
 
 from torchdiag.analyze.finding import SEVERITY_ORDER
 from torchdiag.analyze.registry import Analysis, analyze
+from torchdiag.diff_counters import (
+    CounterChange,
+    CounterGate,
+    CounterRule,
+    counter_changes,
+    disagreeing_runs,
+    judge,
+)
 from torchdiag.record import BreakdownMs, TraceSummary
 from torchdiag.traces.launches import quantile
 from torchdiag.view.numbers import finite, to_jsonable
@@ -190,10 +198,21 @@ class RunDiff(msgspec.Struct, kw_only=True):
     between_runs: bool = False
     # HEAD's change in generated tokens per second (None unless both sides counted tokens).
     tokens_change_pct: float | None = None
+    # The exact counters (torchdiag.view.counters), every one, None where a side cannot tell it.
+    counters: list[CounterChange] = msgspec.field(default_factory=list)
+    # The --fail-on rules and their outcomes; any failed one fails the comparison (``failed``)
+    # whatever the step-time verdict.
+    counter_gates: list[CounterGate] = msgspec.field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the comparison fails: a step-time regression or a failed counter rule."""
+        return self.regression or any(g.failed for g in self.counter_gates)
 
     def to_jsonable(self) -> dict[str, Any]:
         """Plain JSON data (NaN and infinities as null)."""
         doc: dict[str, Any] = to_jsonable(msgspec.to_builtins(self))
+        doc["failed"] = self.failed
         return doc
 
 
@@ -212,6 +231,7 @@ def diff_runs(
     head_analysis: Analysis | None = None,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    fail_on: Sequence[CounterRule] = (),
 ) -> RunDiff:
     """Compare one run of ``head`` against one of ``base``: the interval is over their steps, so
     between-run variation is not in it (a note says so). Pure and deterministic."""
@@ -223,6 +243,7 @@ def diff_runs(
         head_analysis=head_analysis,
         resamples=resamples,
         seed=seed,
+        fail_on=fail_on,
     )
 
 
@@ -237,6 +258,7 @@ def diff_run_sets(
     head_analysis: Analysis | None = None,
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    fail_on: Sequence[CounterRule] = (),
 ) -> RunDiff:
     """Compare the runs in ``heads`` against those in ``bases``; pure and deterministic.
 
@@ -245,7 +267,9 @@ def diff_run_sets(
     side it is the single-run comparison. Breakdown, findings and operators compare each side's
     median run (the run whose step time is the side's median); ``base_analysis`` and
     ``head_analysis``, when given, are those runs' analyses. ``*_labels`` name the runs (e.g.
-    their files); by default their record names.
+    their files); by default their record names. The exact counters are the median runs' too
+    (a note names any on which a side's runs differ); ``fail_on`` rules judge them
+    (:mod:`torchdiag.diff_counters`).
     """
     if not math.isfinite(threshold_pct) or threshold_pct < 0:
         raise ValueError(f"threshold must be a non-negative percentage, not {threshold_pct}")
@@ -283,6 +307,18 @@ def diff_run_sets(
         notes.append("merged step rows expanded at their mean: the interval is a little narrow")
     base, head = base_pick.view, head_pick.view
     base_sum, head_sum = base.summary, head.summary
+    counters = counter_changes(base, head)
+    if between:
+        notes += disagreeing_runs("BASE", [r.view for r in base_runs])
+        notes += disagreeing_runs("HEAD", [r.view for r in head_runs])
+    for side, view in (("BASE", base), ("HEAD", head)):
+        if view.summary is not None and view.summary.skipped_steps:
+            notes.append(
+                f"{side}: {len(view.summary.skipped_steps)} profiler step(s) with an impossible "
+                f"duration skipped ({view.summary.skipped_steps[0]}"
+                + (", ..." if len(view.summary.skipped_steps) > 1 else "")
+                + ")"
+            )
     base_analysis = base_analysis if base_analysis is not None else analyze(base)
     head_analysis = head_analysis if head_analysis is not None else analyze(head)
     return RunDiff(
@@ -301,6 +337,8 @@ def diff_run_sets(
         notes=notes,
         between_runs=between,
         tokens_change_pct=_change_pct(base_side.tokens_per_s, head_side.tokens_per_s),
+        counters=counters,
+        counter_gates=judge(fail_on, counters),
     )
 
 

@@ -356,6 +356,9 @@ class TraceStep(Struct):
     # ``breakdown.input_wait`` is the part of it the GPU spent idle.
     dataloader_ms: float = 0.0
     launches: int = 0
+    # CPU operators the training process started in this step (nested ones included); None in
+    # records written before it was counted.
+    ops: int | None = None
     syncs: int = 0
     sync_ms: float = 0.0
     # GPU idle time from the end of each synchronisation in the step to the next GPU activity:
@@ -533,6 +536,9 @@ class TraceSummary(Struct):
     # "DistributedDataParallel", "FullyShardedDataParallel", "nccl_kernels", "compiled_regions".
     markers: dict[str, int] = msgspec.field(default_factory=dict)
     notes: list[str] = msgspec.field(default_factory=list)
+    # ProfilerStep spans left out because their duration cannot be true (negative, not
+    # finite), each named with its figure: the trace's other steps are still reported.
+    skipped_steps: list[str] = msgspec.field(default_factory=list)
 
 
 class RankFigures(Struct):

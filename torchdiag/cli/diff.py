@@ -32,11 +32,13 @@ class DiffCommand(Command):
         "runs, so the variation between runs is in it; with one run a side it is a bootstrap "
         "over that run's steps, which is not. Exit status: 1 when HEAD is slower beyond "
         "--threshold with confidence (the lower bound of the 95% interval of the HEAD/BASE "
-        "step-time ratio is above 1 + PCT/100), 0 otherwise, 2 on bad input or usage."
+        "step-time ratio is above 1 + PCT/100) or a --fail-on counter rose, 0 otherwise, 2 on "
+        "bad input or usage."
     )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         from torchdiag.diff import DEFAULT_THRESHOLD_PCT
+        from torchdiag.view.counters import COUNTER_NAMES
 
         parser.add_argument("base", nargs="?", help="the baseline: a run, or a directory of runs")
         parser.add_argument(
@@ -73,14 +75,29 @@ class DiffCommand(Command):
             help="slowdown in percent that fails the comparison "
             f"(default {DEFAULT_THRESHOLD_PCT:g})",
         )
+        parser.add_argument(
+            "--fail-on",
+            dest="fail_on",
+            action="append",
+            default=[],
+            metavar="COUNTER",
+            help="also fail (exit 1) when this exact counter increased, whatever the timing "
+            "noise: NAME (any increase), NAME>PCT%% or NAME>N (beyond that much); repeatable "
+            "or a comma list. Counters: " + ", ".join(COUNTER_NAMES),
+        )
         add_no_progress(parser)
         add_jobs(parser)
 
     def run(self, args: argparse.Namespace) -> int:
         """Compare and write the comparison; the exit status is the verdict."""
         from torchdiag.diff import diff_run_sets
+        from torchdiag.diff_counters import parse_counter_rules
         from torchdiag.view.run_view import RunView
 
+        try:
+            rules = parse_counter_rules(args.fail_on)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         base_inputs, head_inputs = _diff_sides(args)
         wanted = not args.no_progress and not (args.format == "json" and args.output == "-")
         sources = [check_input(text) for text in (*base_inputs, *head_inputs)]
@@ -96,11 +113,12 @@ class DiffCommand(Command):
             threshold_pct=args.threshold,
             base_labels=[label for label, _ in base],
             head_labels=[label for label, _ in head],
+            fail_on=rules,
         )
         rendered = output_format(args.format).renderer().render_diff(result, RenderOptions())
         write_output(rendered, args.output)
         say_written("Comparison", args.output)
-        return EXIT_REGRESSION if result.regression else EXIT_OK
+        return EXIT_REGRESSION if result.failed else EXIT_OK
 
 
 def _diff_sides(args: argparse.Namespace) -> tuple[list[str], list[str]]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from torchdiag.diff import FASTER, NO_CHANGE, SLOWER, FindingRef, NameDelta, RunDiff, Side
 from torchdiag.report.markdown_text import MAX_NAME_CHARS, md_code, md_text
 from torchdiag.report.verdict import BREAKDOWN_LABELS, format_ms, format_number, format_pct
+from torchdiag.view.counters import COUNTER_LABELS
 
 # Findings come from a fixed set of rules, but a record could be crafted with thousands.
 MAX_FINDING_ROWS = 40
@@ -69,6 +70,9 @@ def diff_headline(diff: RunDiff) -> str:
         line = f"{NO_CHANGE} in {_unit(diff)} time ({step} {change}, within the noise)"
     if diff.regression:
         line += f" — a regression beyond the {format_number(diff.threshold_pct)}% threshold"
+    failing = [g.rule for g in diff.counter_gates if g.failed]
+    if failing:
+        line += f" — fails --fail-on {', '.join(failing)}"
     return line
 
 
@@ -113,6 +117,40 @@ def gate_sentence(diff: RunDiff) -> str:
     return f"Threshold {pct}%: passes (slower beyond {pct}% is not shown with confidence)"
 
 
+COUNTERS_TITLE = "Exact counters (identical runs repeat them: any change is real)"
+
+
+def counter_gate_lines(diff: RunDiff) -> list[str]:
+    """One line per ``--fail-on`` rule: whether it fails, and the counts it was judged on."""
+    return [
+        f"--fail-on {g.rule}: {'fails' if g.failed else 'passes'} ({g.reason})"
+        for g in diff.counter_gates
+    ]
+
+
+def _counter_rows(diff: RunDiff) -> list[tuple[str, str, str, str]]:
+    """(label, BASE, HEAD, change) of each counter either side knows, exactly."""
+    return [
+        (
+            COUNTER_LABELS.get(c.name, c.name),
+            _count(c.base),
+            _count(c.head),
+            "n/a" if c.change is None else ("+" if c.change > 0 else "") + _count(c.change),
+        )
+        for c in diff.counters
+        if c.base is not None or c.head is not None
+    ]
+
+
+def _count(value: float | None) -> str:
+    """A count in full (no rounding to significant digits: the point is that it is exact)."""
+    if value is None:
+        return "n/a"
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.3f}".rstrip("0")
+
+
 # ---------------------------------------------------------------------------------------------
 # Text
 
@@ -126,8 +164,13 @@ def render_diff_text(diff: RunDiff) -> str:
         "  " + gate_sentence(diff),
         "",
     ]
+    lines[4:4] = [f"  {line}" for line in counter_gate_lines(diff)]
     rows = [(label, b, h, c) for label, b, h, c in _key_rows(diff)]
     lines += _text_table(("", "BASE", "HEAD", "change"), rows)
+    counters = _counter_rows(diff)
+    if counters:
+        lines += ["", COUNTERS_TITLE]
+        lines += _text_table(("counter", "BASE", "HEAD", "change"), counters)
     if diff.between_runs:
         unit = _unit(diff)
         lines += ["", f"Runs (each counted once, by its {unit} time)"]
@@ -198,13 +241,20 @@ def _text_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
 def render_diff_markdown(diff: RunDiff) -> str:
     """GitHub-flavoured Markdown for a pull-request comment."""
     icon = {SLOWER: "🔴" if diff.regression else "🟠", FASTER: "🟢"}.get(diff.verdict, "⚪")
+    if diff.failed:
+        icon = "🔴"
     out = [
         f"## torchdiag diff: {md_text(_side_name(diff.base), 120)} → "
         f"{md_text(_side_name(diff.head), 120)}\n",
         f"{icon} **{md_text(diff_headline(diff), 400)}**\n",
         f"{md_text(interval_sentence(diff), 400)}. {md_text(gate_sentence(diff), 300)}.\n",
+        *(f"{md_text(line, 300)}.\n" for line in counter_gate_lines(diff)),
         _md_table(("", "BASE", "HEAD", "Change"), _key_rows(diff)),
     ]
+    counters = _counter_rows(diff)
+    if counters:
+        out.append(f"### {COUNTERS_TITLE}\n")
+        out.append(_md_table(("Counter", "BASE", "HEAD", "Change"), counters))
     if diff.between_runs:
         unit = _unit(diff)
         out.append(f"### Runs (each counted once, by its {unit} time)\n")

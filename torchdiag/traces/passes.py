@@ -32,6 +32,7 @@ from torchdiag.record import TraceSummary
 from torchdiag.traces.batch import BatchSizes
 from torchdiag.traces.copies import CopyStats
 from torchdiag.traces.coverage import coverage_notes, step_notes
+from torchdiag.traces.decode import TraceError
 from torchdiag.traces.formats import (
     DurationPairs,
     device_kind,
@@ -107,6 +108,7 @@ class SummaryPasses:
     _runtime_kinds: dict[str, int]
     _streams: set[tuple[int | str, int | str]]
     _steps: dict[int, tuple[float, float, int | str]]
+    _skipped_steps: list[str]
     _loader_s: array[float]
     _loader_e: array[float]
     _loader_pid: list[int | str]
@@ -220,6 +222,9 @@ class SummaryPasses:
         kernels_below = counts_below(
             (compress(b[0], map(COMPUTE.__ge__, b[2])) for b in self.gpu.blocks()), bounds
         )
+        # Operators the training process started in each step: an exact count (identical runs
+        # give identical counts), unlike any time.
+        ops_below = counts_below(_starts_of(self.ops, main), bounds)
         main_launch = frozenset((t, KERNEL_LAUNCH) for t in main)
         launches_below = counts_below(
             (
@@ -234,6 +239,7 @@ class SummaryPasses:
             has_gpu_activity,
             kernels=[kernels_below[b] - kernels_below[a] for a, b in step_windows],
             launches=[launches_below[b] - launches_below[a] for a, b in step_windows],
+            ops=[ops_below[b] - ops_below[a] for a, b in step_windows],
             loader=loader,
             syncs=lambda a, b: self.syncs.step_figures(main_syncs, a, b, gaps.found),
         )
@@ -244,6 +250,13 @@ class SummaryPasses:
             "profiler-step" if self.step_source == "profiler" else "fallback" if steps else "none"
         )
         all_notes.extend(step_notes(self.step_source))
+        skipped = self._skipped_steps
+        if skipped:
+            all_notes.append(
+                f"{len(skipped)} ProfilerStep span(s) with an impossible duration skipped: "
+                + "; ".join(skipped[:5])
+                + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+            )
         if unattributed_us >= 1.0:
             # Typically kernels launched before the window opened, still running in it.
             all_notes.append(
@@ -337,6 +350,7 @@ class SummaryPasses:
                 launch_stats.cuda_graph_launches,
             ),
             notes=all_notes,
+            skipped_steps=skipped,
         )
 
     def _windows(
@@ -345,7 +359,15 @@ class SummaryPasses:
         """The step windows; sets :attr:`step_source`."""
         if self._steps:
             self.step_source = "profiler"
-            return profiler_windows(self._steps)
+            windows, self._skipped_steps = profiler_windows(self._steps)
+            if not windows:
+                # Every step marker is impossible: no step time can be told, and a fallback
+                # would present a guess where the trace claims exact steps.
+                raise TraceError(
+                    f"no ProfilerStep span with a possible duration (all {len(self._steps)} "
+                    f"negative, not finite or absurdly long, e.g. {self._skipped_steps[0]})"
+                )
+            return windows
         host_starts = [min(chain.from_iterable(_starts_of(self.ops, main)), default=math.inf)]
         first_annotation = self.annotations.first_start(main_pid)
         if first_annotation is not None:

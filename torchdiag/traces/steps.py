@@ -17,12 +17,13 @@ same window: kernels (by GPU start), kernel-launch calls, DataLoader time, synch
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain, compress, groupby
 from operator import itemgetter
 
-from torchdiag.record import BreakdownMs, TraceStep
+from torchdiag.record import MAX_DURATION_MS, BreakdownMs, TraceStep
 from torchdiag.traces.events import Interner
 from torchdiag.traces.intervals import Intervals, length_in
 from torchdiag.traces.spill import ColumnLog, SpillDir, sort_rows
@@ -144,6 +145,7 @@ def build_steps(
     *,
     kernels: Sequence[int],
     launches: Sequence[int],
+    ops: Sequence[int],
     loader: Intervals,
     syncs: SyncFigures,
 ) -> list[TraceStep]:
@@ -152,12 +154,13 @@ def build_steps(
     ``parts_us`` is each window's :func:`~torchdiag.traces.intervals.partition` (as
     :func:`~torchdiag.traces.sweep.partitions` computes it) among, with GPU activity:
     communication, compute, memcpy, memset, DataLoader, host runtime, host operators; without:
-    DataLoader, host operators. ``kernels`` and ``launches`` are the kernels started and the
-    kernel-launch calls made in each window; ``loader`` is the training process's DataLoader time.
+    DataLoader, host operators. ``kernels``, ``launches`` and ``ops`` are the kernels started, the
+    kernel-launch calls made and the operators started in each window; ``loader`` is the
+    training process's DataLoader time.
     """
     steps = []
-    for (number, start, end), window_parts, n_kernels, n_launches in zip(
-        windows, parts_us, kernels, launches, strict=True
+    for (number, start, end), window_parts, n_kernels, n_launches, n_ops in zip(
+        windows, parts_us, kernels, launches, ops, strict=True
     ):
         parts = [p / 1000 for p in window_parts]
         wall = (end - start) / 1000
@@ -196,6 +199,7 @@ def build_steps(
                 gpu_busy_ms=busy,
                 dataloader_ms=length_in(loader, start, end) / 1000,
                 launches=n_launches,
+                ops=n_ops,
                 syncs=n_syncs,
                 sync_ms=sync_ms,
                 idle_after_sync_ms=idle_after,
@@ -204,6 +208,27 @@ def build_steps(
     return steps
 
 
-def profiler_windows(found: Mapping[int, tuple[float, float, int | str]]) -> list[StepWindow]:
-    """``ProfilerStep#N`` windows by step number; ``found`` maps N to (start, duration, pid)."""
-    return [(n, ts, ts + dur) for n, (ts, dur, _) in sorted(found.items())]
+def profiler_windows(
+    found: Mapping[int, tuple[float, float, int | str]],
+) -> tuple[list[StepWindow], list[str]]:
+    """``ProfilerStep#N`` windows by step number, and the steps left out, each named with why.
+
+    ``found`` maps N to (start, duration, pid). A span with a negative, non-finite or absurdly
+    long (:data:`~torchdiag.record.MAX_DURATION_MS`) duration, or a non-finite start, cannot be
+    true, and a step built on it would report a negative or NaN step time
+    as if it were measured: such steps are skipped and named instead, as a run record with such
+    a duration is rejected (:func:`torchdiag.record.decode_record`).
+    """
+    windows: list[StepWindow] = []
+    skipped: list[str] = []
+    days = MAX_DURATION_MS / 86_400_000
+    for n, (ts, dur, _) in sorted(found.items()):
+        if not math.isfinite(ts) or not math.isfinite(dur):
+            skipped.append(f"ProfilerStep#{n} (start {ts!r} µs, duration {dur!r} µs: not finite)")
+        elif dur < 0:
+            skipped.append(f"ProfilerStep#{n} (duration {dur:g} µs: negative)")
+        elif dur > MAX_DURATION_MS * 1000:
+            skipped.append(f"ProfilerStep#{n} (duration {dur:g} µs: longer than {days:.1f} days)")
+        else:
+            windows.append((n, ts, ts + dur))
+    return windows, skipped

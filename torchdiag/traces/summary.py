@@ -146,6 +146,7 @@ class SummaryBuilder(SummaryPasses):
         self.batch = BatchSizes()
         self._streams: set[tuple[int | str, int | str]] = set()
         self._steps: dict[int, tuple[float, float, int | str]] = {}
+        self._skipped_steps: list[str] = []
         self._loader_s = array("d")
         self._loader_e = array("d")
         self.collectives = ColumnLog("dd", self._spill, rows)  # start, end

@@ -18,6 +18,7 @@ from torchdiag.record import RankFigures, RunRecord, TraceSummary
 
 # Modules, not their functions: a derivation is looked up where it is defined, so a test can
 # count its calls (tests/test_view.py).
+from torchdiag.view import counters as _counters
 from torchdiag.view import headline as _headline
 from torchdiag.view import memory as _memory
 from torchdiag.view import memory_breakdown as _breakdown
@@ -185,6 +186,14 @@ class RunView:
         """The key numbers every output shows (read-only; see
         :func:`torchdiag.view.headline.headline`)."""
         return MappingProxyType(_headline.headline(self))
+
+    @cached_property
+    def counters(self) -> MappingProxyType[str, float | None]:
+        """The exact counters (kernels, operators, syncs, bytes per step, allocator peak ...),
+        ``None`` where the record cannot tell one (see :mod:`torchdiag.view.counters`)."""
+        return MappingProxyType(
+            _counters.run_counters(self.record, self.summary, self.memory.allocated)
+        )
 
     @cached_property
     def ranks(self) -> list[RankFigures]:
