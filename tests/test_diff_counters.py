@@ -11,7 +11,7 @@ from markdown_checks import md_cells_consistent
 from viewing import render_diff
 
 from torchdiag.diff import diff_run_sets, diff_runs
-from torchdiag.diff_counters import parse_counter_rules
+from torchdiag.diff.counters import parse_counter_rules
 from torchdiag.record import (
     CopyStat,
     Environment,

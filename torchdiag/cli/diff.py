@@ -91,7 +91,7 @@ class DiffCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         """Compare and write the comparison; the exit status is the verdict."""
         from torchdiag.diff import diff_run_sets
-        from torchdiag.diff_counters import parse_counter_rules
+        from torchdiag.diff.counters import parse_counter_rules
         from torchdiag.view.run_view import RunView
 
         try:

@@ -36,7 +36,7 @@ import msgspec
 
 from torchdiag.analyze.finding import SEVERITY_ORDER
 from torchdiag.analyze.registry import Analysis, analyze
-from torchdiag.diff_counters import (
+from torchdiag.diff.counters import (
     CounterChange,
     CounterGate,
     CounterRule,
@@ -269,7 +269,7 @@ def diff_run_sets(
     ``head_analysis``, when given, are those runs' analyses. ``*_labels`` name the runs (e.g.
     their files); by default their record names. The exact counters are the median runs' too
     (a note names any on which a side's runs differ); ``fail_on`` rules judge them
-    (:mod:`torchdiag.diff_counters`).
+    (:mod:`torchdiag.diff.counters`).
     """
     if not math.isfinite(threshold_pct) or threshold_pct < 0:
         raise ValueError(f"threshold must be a non-negative percentage, not {threshold_pct}")
