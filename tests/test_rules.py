@@ -1006,6 +1006,14 @@ def test_memory_pressure_names_what_fills_the_peak_and_its_fix(at_peak, group, s
     assert snippet in f.snippet
 
 
+def test_memory_pressure_of_an_inference_run_gives_inference_advice():
+    record = _categorised({"activation": 64.0, "parameter": 10.0})
+    record.mode = "inference"
+    f = _finding(record, "memory-pressure")
+    assert f.evidence["largest_at_peak"] == "activations"
+    assert "inference_mode" in f.snippet and "checkpoint" not in f.snippet
+
+
 def test_memory_pressure_on_a_cpu_run_reads_the_host_memory():
     # 30 GiB categorised on a 32 GiB host: 94% of the host's memory, activations dominant.
     record = _categorised(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
+from torchdiag.analyze.wording import is_inference
 from torchdiag.record import TraceSummary
 from torchdiag.view.run_view import RunView
 
@@ -72,6 +73,15 @@ _ADVICE = {
         "optimizer.zero_grad(set_to_none=True)",
     ),
 }
+# An inference run has no backward to checkpoint for or gradients to accumulate.
+_INFERENCE_ACTIVATIONS = _Advice(
+    "Activations fill the peak, and they grow with the batch: run the calls under "
+    "torch.inference_mode() (each layer's output is freed once the next has read it), keep the "
+    "weights and inputs in bf16/fp16 (half the bytes), or serve smaller batches.",
+    "model = model.to(torch.bfloat16)\n"
+    "with torch.inference_mode():\n"
+    "    out = model(inputs.to(torch.bfloat16))",
+)
 _GENERIC = _Advice(
     "Leave headroom or cut activation memory: activation checkpointing, a smaller micro-batch "
     "with gradient accumulation, mixed precision, or expandable segments to reduce "
@@ -146,6 +156,8 @@ def memory_pressure(view: RunView) -> Finding | None:
             evidence["largest_batch_estimate"] = breakdown.largest_batch
         if not fragmented or near >= NEAR_CAPACITY:
             advice = _ADVICE[group]
+            if group == "activations" and is_inference(view):
+                advice = _INFERENCE_ACTIVATIONS
     return Finding(
         id="memory-pressure",
         severity=severity_for_saving(saving),
