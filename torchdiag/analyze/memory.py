@@ -9,6 +9,7 @@ from torchdiag.analyze.finding import Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.analyze.wording import is_inference
 from torchdiag.record import TraceSummary
+from torchdiag.view.memory_breakdown import PER_SAMPLE_CATEGORIES
 from torchdiag.view.run_view import RunView
 
 # Peers flag memory at 90% of capacity (TensorBoard plugin, gpuprof): past that a longer
@@ -23,9 +24,10 @@ FRAGMENTATION_MATTERS = 0.5
 _ALLOCATOR_CALLS = ("cudaMalloc", "cudaFree", "hipMalloc", "hipFree")
 
 
-# What fills memory at the peak, grouped by the fix that targets it: (name, categories).
+# What fills memory at the peak, grouped by the fix that targets it: (name, categories). The
+# activations are the categories that grow with the batch, as the memory breakdown counts them.
 MEMORY_GROUPS = (
-    ("activations", ("activation", "input", "temporary", "autograd_detail")),
+    ("activations", PER_SAMPLE_CATEGORIES),
     ("optimizer state", ("optimizer_state",)),
     ("parameters", ("parameter",)),
     ("gradients", ("gradient",)),
@@ -38,11 +40,20 @@ class _Advice:
     snippet: str
 
 
+# The two snippets the memory findings (here and out-of-memory) lead with.
+EXPANDABLE_SEGMENTS_SNIPPET = (
+    "# before the first CUDA allocation (or in the environment):\n"
+    "os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'expandable_segments:True'"
+)
+CHECKPOINT_SNIPPET = (
+    "from torch.utils.checkpoint import checkpoint\n"
+    "x = checkpoint(block, x, use_reentrant=False)  # per block of the model"
+)
+
 _FRAGMENTATION = _Advice(
     "The allocator holds far more than is in use: freed blocks it cannot reuse for larger "
     "requests. Expandable segments let it grow and reuse segments instead of stranding them.",
-    "# before the first CUDA allocation (or in the environment):\n"
-    "os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'expandable_segments:True'",
+    EXPANDABLE_SEGMENTS_SNIPPET,
 )
 _ADVICE = {
     "activations": _Advice(
@@ -50,9 +61,7 @@ _ADVICE = {
         "(recompute them in the backward: torchdiag try --fix checkpointing measures it), run "
         "the forward under bf16/fp16 autocast (half the bytes per activation), or halve the "
         "micro-batch and accumulate gradients over two of them.",
-        "from torch.utils.checkpoint import checkpoint\n"
-        "x = checkpoint(block, x, use_reentrant=False)  # per block of the model\n"
-        "# or: half the micro-batch, optimizer.step() every 2 micro-batches",
+        CHECKPOINT_SNIPPET + "\n# or: half the micro-batch, optimizer.step() every 2 micro-batches",
     ),
     "optimizer state": _Advice(
         "The optimizer's state fills the peak (Adam keeps two values per parameter): use a "
@@ -86,8 +95,7 @@ _GENERIC = _Advice(
     "Leave headroom or cut activation memory: activation checkpointing, a smaller micro-batch "
     "with gradient accumulation, mixed precision, or expandable segments to reduce "
     "fragmentation.",
-    "# before the first CUDA allocation (or in the environment):\n"
-    "os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'expandable_segments:True'",
+    EXPANDABLE_SEGMENTS_SNIPPET,
 )
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torchdiag.analyze.finding import Finding
+from torchdiag.analyze.memory import CHECKPOINT_SNIPPET, EXPANDABLE_SEGMENTS_SNIPPET
 from torchdiag.analyze.registry import rule
 from torchdiag.record import OutOfMemory, RunRecord
 from torchdiag.view.memory_breakdown import PER_SAMPLE_CATEGORIES
@@ -206,13 +207,8 @@ def out_of_memory(view: RunView) -> Finding | None:
     recommendation = "Ranked by what each would free: " + "; ".join(
         f"({i}) {text}" for i, text in enumerate(steps, 1)
     )
-    snippet = (
-        "# before the first CUDA allocation (or in the environment):\n"
-        "os.environ['PYTORCH_CUDA_ALLOC_CONF'] = 'expandable_segments:True'"
-        if ranked and ranked[0].text.startswith("set PYTORCH_CUDA_ALLOC_CONF")
-        else "from torch.utils.checkpoint import checkpoint\n"
-        "x = checkpoint(block, x, use_reentrant=False)  # inside the model's forward"
-    )
+    fragmented_first = ranked and ranked[0].text.startswith("set PYTORCH_CUDA_ALLOC_CONF")
+    snippet = EXPANDABLE_SEGMENTS_SNIPPET if fragmented_first else CHECKPOINT_SNIPPET
     return Finding(
         id="out-of-memory",
         severity="critical",
