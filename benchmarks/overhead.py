@@ -6,12 +6,17 @@ the background sampler), so machine noise hits both sides alike, and reports the
 median step times. The torch.profiler window is measured separately: how much slower its recorded
 steps are, and the pause to export and summarise the trace.
 
-    python benchmarks/overhead.py [--blocks 12] [--steps 40] [--json out.json]
+The live view (``profile(live=True)``, ``torchdiag watch``) is measured by the CPU time of its
+work per second of training: a panel drawn about once a second and the rules re-run every few
+seconds, on a record of the largest size a capture keeps (2048 step rows, 1024 sample rows).
+
+    python benchmarks/overhead.py [--blocks 12] [--steps 40] [--json out.json] [--live-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import statistics
@@ -21,11 +26,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import torch
 import torch.nn as nn
 
 import torchdiag
-from torchdiag.record import RunRecord
+from torchdiag.record import (
+    GpuSeries,
+    HostSeries,
+    RunRecord,
+    RunStatus,
+    Samples,
+)
 
 
 def make_step(width: int, batch: int) -> Callable[[], None]:
@@ -80,6 +92,9 @@ def main() -> None:
     )
     parser.add_argument("--target-ms", type=float, default=15.0)
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument(
+        "--live-only", action="store_true", help="measure the live view's cost alone (quick)"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -87,6 +102,13 @@ def main() -> None:
     step = make_step(width, batch)
     timed_steps(step, 20)  # warm-up
     out_dir = Path(tempfile.mkdtemp(prefix="torchdiag-bench-"))
+    if args.live_only:
+        live = live_costs(step, out_dir)
+        print(json.dumps(live, indent=2))
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(live, indent=2) + "\n")
+        return
 
     plain: list[float] = []
     monitored: list[float] = []
@@ -157,10 +179,138 @@ def main() -> None:
         results["profiler_window_cost_s"] = round(
             extra + results["profiler_export_and_summary_s"], 3
         )
+    results.update(live_costs(step, out_dir))
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def live_costs(step: Callable[[], None], out_dir: Path) -> dict[str, Any]:
+    """The live view's cost: the display's work per second of training, measured on a record
+    of a real capture grown to the largest size a capture keeps; and, where this build has
+    ``Run.snapshot()``, the live thread's own CPU time in a monitored block (snapshot included)."""
+    with torchdiag.profile(out_dir / "live-base.json", skip_first=5, profile_steps=5) as run:
+        timed_steps(step, 40)
+    assert run.record is not None  # written when the block ends
+    frame_ms, analysis_ms, pct = display_cost(full_size(run.record))
+    results: dict[str, Any] = {
+        "live_frame_ms_median": round(frame_ms, 2),
+        "live_frame_with_rules_ms_median": round(analysis_ms, 2),
+        "live_display_cpu_pct_of_one_core": round(pct, 3),
+    }
+    results["live_thread_cpu_pct_of_wall"] = live_thread_cost(step, out_dir)
+    return results
+
+
+def full_size(record: RunRecord, rows: int = 2048, sample_rows: int = 1024) -> RunRecord:
+    """``record`` (a real capture, with its profiler window) as a running record of the largest
+    size a capture keeps: its step rows repeated to ``rows``, and a host and a GPU sampled for
+    ``sample_rows`` rows over the same time."""
+    s = record.steps
+    walls = [s.wall_ms[i % len(s.wall_ms)] for i in range(rows)]
+    waits = [s.input_wait_ms[i % len(s.input_wait_ms)] for i in range(rows)]
+    starts = [0.0]
+    for w in walls[:-1]:
+        starts.append(starts[-1] + w / 1e3)
+    steps = msgspec.structs.replace(
+        s,
+        count=rows,
+        total_wall_s=sum(walls) / 1e3,
+        total_input_wait_s=sum(waits) / 1e3,
+        first_step=list(range(rows)),
+        steps=[1] * rows,
+        start_s=starts,
+        wall_ms=walls,
+        input_wait_ms=waits,
+        max_wall_ms=walls,
+        profiled=[False] * rows,
+        tokens=[],
+    )
+    span = starts[-1] + walls[-1] / 1e3
+    t = [span * i / sample_rows for i in range(sample_rows)]
+    host = HostSeries(
+        cpu_count=2,
+        cpu_pct_per_core=[[50.0 + i % 7, 40.0] for i in range(sample_rows)],
+        process_cpu_pct=[100.0] * sample_rows,
+        process_rss_bytes=[1e9] * sample_rows,
+        memory_used_bytes=[4e9] * sample_rows,
+    )
+    gpu = GpuSeries(
+        index=0,
+        name="GPU",
+        memory_total_bytes=80 * 2**30,
+        utilization_pct=[float(50 + i % 40) for i in range(sample_rows)],
+        memory_used_bytes=[1e10] * sample_rows,
+    )
+    samples = Samples(
+        sample_count=sample_rows, t_s=t, rows_merged=[1] * sample_rows, host=host, gpus=[gpu]
+    )
+    return msgspec.structs.replace(
+        record, status=RunStatus(state="running"), steps=steps, samples=samples, duration_s=span
+    )
+
+
+def display_cost(record: RunRecord, seconds: int = 60) -> tuple[float, float, float]:
+    """The live panel drawn on a terminal once a second for ``seconds`` simulated seconds, each
+    frame from a new snapshot of ``record``: the median CPU ms of a frame without and with the
+    rules, and the CPU it all used as a percentage of one core over those seconds."""
+    from rich.console import Console
+
+    from torchdiag.report.live_display import ANALYSIS_INTERVAL_S, REFRESH_S, PanelDisplay
+
+    every = round(ANALYSIS_INTERVAL_S / REFRESH_S)  # the frames the rules run in: 0, 5, 10 ...
+    now = [0.0]
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    display = PanelDisplay(console, terminal=True, log_interval_s=30.0, clock=lambda: now[0])
+    plain: list[float] = []
+    with_rules: list[float] = []
+    for i in range(int(seconds / REFRESH_S)):
+        now[0] = i * REFRESH_S
+        snapshot = msgspec.structs.replace(record)  # a new record every frame, as in a run
+        ran_rules = i % every == 0
+        t0 = time.thread_time()
+        display.update(snapshot)
+        (with_rules if ran_rules else plain).append(time.thread_time() - t0)
+    display.close(None)
+    total = sum(plain) + sum(with_rules)
+    return (
+        statistics.median(plain) * 1e3,
+        statistics.median(with_rules) * 1e3,
+        total / seconds * 100,
+    )
+
+
+def live_thread_cost(step: Callable[[], None], out_dir: Path, seconds: float = 20.0) -> Any:
+    """The ``torchdiag-live`` thread's CPU time over a monitored block, as a percentage of the
+    block's wall time, with the panel drawn as on a terminal; None where this build has no
+    ``Run.snapshot()`` (the live view needs it)."""
+    from rich.console import Console
+
+    from torchdiag.capture import live
+    from torchdiag.capture.session import Run
+    from torchdiag.report.live_display import PanelDisplay
+
+    if not hasattr(Run, "snapshot"):
+        return None
+    installed = live._factory
+
+    def terminal(log_interval_s: float) -> PanelDisplay:
+        console = Console(file=io.StringIO(), force_terminal=True, width=120)
+        return PanelDisplay(console, terminal=True, log_interval_s=log_interval_s)
+
+    live.install_display(terminal)
+    try:
+        t0 = time.perf_counter()
+        with torchdiag.profile(out_dir / "live.json", profile_steps=5, live=True) as run:
+            while time.perf_counter() - t0 < seconds:
+                step()
+        wall = time.perf_counter() - t0
+    finally:
+        if installed is not None:
+            live.install_display(installed)
+    assert run.record is not None  # written when the block ends
+    return round(run.record.overhead.get("live_cpu_s", 0.0) / wall * 100, 3)
 
 
 def hook_cost_us(out_dir: Path, n: int = 20000) -> float:

@@ -77,6 +77,6 @@ def test_the_command_list_drives_help_and_usage_errors(run_cli, capsys) -> None:
     for command in COMMANDS:
         assert command.name in out and command.help.split()[0] in out
     code, _, err = run_cli()
-    assert code == 2 and "a command is required: report, diff, run or try" in err
+    assert code == 2 and "a command is required: report, diff, run, try or watch" in err
     code, _, err = run_cli("bogus")
     assert code == 2 and len(err.strip().splitlines()) == 1

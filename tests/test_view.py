@@ -26,6 +26,7 @@ from torchdiag.view import (
     headline,
     memory,
     memory_breakdown,
+    progress,
     ranks,
     samples,
     steady,
@@ -59,6 +60,9 @@ DERIVATIONS = [
     (steady, "steady_steps"),
     (samples, "mean_gpu_busy_share"),
     (samples, "mean_gpm_tensor_pct"),
+    (samples, "gpu_use"),
+    (samples, "host_cpu"),
+    (progress, "run_progress"),
 ]
 
 

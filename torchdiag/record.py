@@ -110,6 +110,8 @@ class StepSeries(Struct):
     ``tokens`` (added within ``/1``; empty in older records and in runs that generated nothing)
     holds, per row, the tokens ``model.generate()`` produced in its steps (their total: a step
     without a count adds none; ``None`` for a row without a counted ``generate()`` call).
+    ``limit`` (added within ``/1``) is the step limit the run was given (``max_steps``), if any:
+    a running record's progress and ETA are told against it.
     """
 
     detection: StepDetection = "none"
@@ -125,6 +127,7 @@ class StepSeries(Struct):
     max_wall_ms: list[float] = msgspec.field(default_factory=list)
     profiled: list[bool] = msgspec.field(default_factory=list)
     tokens: list[int | None] = msgspec.field(default_factory=list)
+    limit: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +225,12 @@ class LoaderInfo(Struct):
     iterator: str = ""
     batches: int = 0
     wait_s: float = 0.0
+    # Added within /1 (for the live view's progress): batches in one epoch (``len(loader)``;
+    # None when the loader has no length, an IterableDataset say), the epochs begun (iterators
+    # made from it) and the batches the latest epoch has given so far.
+    length: int | None = None
+    epochs: int = 0
+    epoch_batches: int = 0
 
 
 class OptimizerInfo(Struct):

@@ -92,6 +92,10 @@ class DataLoaderWatch:
             )
             self._loaders[key] = info
         info.iterator = type(it).__name__
+        # A new iterator is a new epoch: the live view tells progress through it.
+        info.epochs += 1
+        info.epoch_batches = 0
+        info.length = _length(loader)
         self._iter_owner[id(it)] = key
 
     def _note_wait(self, it: Any, seconds: float, *, got_batch: bool) -> None:
@@ -115,4 +119,18 @@ class DataLoaderWatch:
             )
         info = self._loaders[key]
         info.batches += int(got_batch)
+        info.epoch_batches += int(got_batch)
         info.wait_s += seconds
+
+
+def _length(loader: Any) -> int | None:
+    """Batches in one epoch of ``loader`` (``len(loader)``), or None when it has no length.
+
+    An IterableDataset without ``__len__`` raises TypeError; a user's ``__len__`` may raise
+    anything, and must not stop the epoch from starting.
+    """
+    try:
+        length = len(loader)
+    except Exception:
+        return None
+    return length if length > 0 else None

@@ -37,6 +37,7 @@ from torchdiag.capture.environment import (
     snapshot_environment,
 )
 from torchdiag.capture.forward_watch import ForwardWatch
+from torchdiag.capture.live import LiveThread, make_display
 from torchdiag.capture.loss_watch import LossWatch
 from torchdiag.capture.out_of_memory import OomObserver, describe, is_out_of_memory
 from torchdiag.capture.output_watch import OutputWatch
@@ -105,6 +106,11 @@ class profile(contextlib.ContextDecorator):
         shared: A ``torchdiag.profile()`` entered inside this one (in the profiled script, say)
             joins this run instead of failing: it returns this run, and its own options are not
             used. ``torchdiag run`` profiles scripts this way.
+        live: Show a live panel while the block runs (steps, step time, throughput, input wait,
+            GPUs, host CPU and the findings so far), refreshed about once a second from a
+            background thread; rank 0 only under torch.distributed. Where stdout is not a
+            terminal, one summary line every ``live_log_interval`` seconds instead.
+        live_log_interval: Seconds between those summary lines (default 30).
     """
 
     def __init__(
@@ -124,6 +130,8 @@ class profile(contextlib.ContextDecorator):
         record_loss: bool = False,
         record_outputs: bool = False,
         shared: bool = False,
+        live: bool = False,
+        live_log_interval: float = 30.0,
     ) -> None:
         if max_steps is not None and max_steps < 1:
             raise ValueError("max_steps must be >= 1")
@@ -134,6 +142,8 @@ class profile(contextlib.ContextDecorator):
             raise ValueError("profile_steps and skip_first must be >= 0")
         if not sample_interval > 0:
             raise ValueError("sample_interval must be > 0 seconds")
+        if not live_log_interval > 0:
+            raise ValueError("live_log_interval must be > 0 seconds")
         if sample_interval < MIN_SAMPLE_INTERVAL_S:
             if os.environ.get("RANK", "0") == "0":  # every rank gets the same: say it once
                 warnings.warn(
@@ -155,6 +165,8 @@ class profile(contextlib.ContextDecorator):
         self.max_steps = max_steps
         self.record_loss = record_loss
         self.record_outputs = record_outputs
+        self.live = live
+        self.live_log_interval = live_log_interval
         self._run: Run | None = None
         self._joined = False
 
@@ -182,6 +194,7 @@ class profile(contextlib.ContextDecorator):
         except BaseException:
             # Interrupted while setting up (Ctrl-C): nothing installed may stay behind.
             run._teardown()
+            run._finish_live(None)
             _release(run)
             raise
         return run
@@ -250,7 +263,7 @@ class Run:
         self._dist = _safe(distributed_info) or DistributedInfo()
         self.started = dt.datetime.now(dt.timezone.utc)
         self.path = resolve_output(options.output, self._dist, self.started)
-        self._timer = StepTimer()
+        self._timer = StepTimer(limit=options.max_steps)
         self._thread_id = threading.get_ident()
         self._manual = False
         self._boundary_optimizer: int | None = None
@@ -274,6 +287,7 @@ class Run:
         self._sigterm_previous: Any = None
         self._pending_sigterm: tuple[int, Any, Any] | None = None
         self._other_thread_steps = 0
+        self._live: LiveThread | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -322,6 +336,8 @@ class Run:
         self._guard("profiler", self._prepare_profiler)
         self._guard("signals", self._install_sigterm)
         self._install_oom_observer()
+        if self.options.live:
+            self._guard("live", self._start_live)  # last: its first frame sees the rest set up
 
     def _end(self, exc_type: type[BaseException] | None, exc: BaseException | None) -> None:
         """Tear everything down and write the record; runs once, whatever fails on the way."""
@@ -343,6 +359,7 @@ class Run:
                 available=False, reason="building the record failed"
             )
         self.record = record
+        self._finish_live(record)
         self._save(record)
         # Only now: a SIGTERM that came while the record was being written waited for it.
         _safe(self._restore_sigterm)
@@ -374,6 +391,7 @@ class Run:
                 self.collectors["profiler"] = CollectorStatus(
                     available=False, reason=window.abandon_reason
                 )
+        self._stop_live()
         samples = None
         if self._sampler is not None:
             samples = _safe(self._sampler.stop)
@@ -516,6 +534,55 @@ class Run:
             self.collectors["oom_observer"] = CollectorStatus(
                 available=False, reason=f"{type(err).__name__}: {err}"
             )
+
+    def _start_live(self) -> None:
+        """The live view's thread (``profile(live=True)``), on rank 0 only: every rank drawing
+        its own panel on one terminal would garble it."""
+        if self._dist.rank != 0:
+            self.collectors["live"] = CollectorStatus(
+                available=False, reason=f"shown by rank 0 only (this is rank {self._dist.rank})"
+            )
+            return
+        display = make_display(self.options.live_log_interval)
+        self._live = LiveThread(self._live_snapshot, display)
+        self._live.start()
+
+    def _live_snapshot(self) -> RunRecord:
+        """The record so far, for the live view: ``Run.snapshot()`` (no file written).
+
+        MERGE(ckpt): ``Run.snapshot()`` comes with the checkpointed record (branch ``ckpt``);
+        once it is merged, call ``self.snapshot()`` here directly. Until then a build without it
+        records the live view as unavailable, with this reason.
+        """
+        snapshot = getattr(self, "snapshot", None)
+        if snapshot is None:
+            raise RuntimeError("this build has no Run.snapshot(): the live view needs it")
+        record: RunRecord = snapshot()
+        return record
+
+    def _stop_live(self) -> None:
+        """Stop the live view's thread (its last frame waits for the final record), and note
+        what it cost and why it stopped, if it failed."""
+        live = self._live
+        if live is None:
+            return
+        live.stop()
+        self._overhead["live_cpu_s"] = live.cpu_s
+        if live.error is not None:
+            self.collectors["live"] = CollectorStatus(available=False, reason=live.error)
+
+    def _finish_live(self, record: RunRecord | None) -> None:
+        """The live view's final frame (the record as written), then the terminal released."""
+        live, self._live = self._live, None
+        if live is None:
+            return
+        try:
+            live.finish(record)
+        except Exception as err:
+            status = CollectorStatus(available=False, reason=f"{type(err).__name__}: {err}")
+            self.collectors["live"] = status
+            if record is not None:
+                record.collectors["live"] = status
 
     def _out_of_memory(self, exc: BaseException) -> OutOfMemory | None:
         """The record's account of an allocation failure that ended the block, else None."""

@@ -40,7 +40,8 @@ class StepTimer:
     """Times steps and the input wait inside each, keeping at most ``max_rows`` rows.
 
     Not thread-safe by design: boundaries and waits are reported from the training thread.
-    ``clock`` is injectable for tests.
+    ``clock`` is injectable for tests; ``limit`` is the run's step limit, if it has one (the
+    series carries it).
     """
 
     def __init__(
@@ -48,8 +49,11 @@ class StepTimer:
         *,
         max_rows: int = 2048,
         clock: Callable[[], float] = time.perf_counter,
+        limit: int | None = None,
     ) -> None:
         self._clock = clock
+        # The run's step limit (max_steps), kept in the series so progress can be told from it.
+        self._limit = limit
         self._t0 = clock()
         self._max_rows = max_rows
         self._rows = SeriesBuffer(_COLUMNS, max_rows)
@@ -158,4 +162,5 @@ class StepTimer:
             profiled=[bool(p) for p in rows.column("profiled")],
             # Only a run that generated keeps the column: every other record stays as it was.
             tokens=tokens if any(t is not None for t in tokens) else [],
+            limit=self._limit,
         )

@@ -6,8 +6,9 @@ torch.profiler trace(s) and writes a report (:mod:`~torchdiag.cli.report`). ``to
 HEAD`` compares two of them and exits 1 when HEAD is slower beyond a threshold with confidence
 (:mod:`~torchdiag.cli.diff`). ``torchdiag run SCRIPT`` profiles an unmodified script and reports
 on it (:mod:`~torchdiag.cli.run`); ``torchdiag try SCRIPT`` reruns it with fixes and measures
-what each changed (:mod:`~torchdiag.cli.trial`). Bad input or usage gives one line on stderr
-and exit status 2, never a traceback.
+what each changed (:mod:`~torchdiag.cli.trial`); ``torchdiag watch PATH`` follows a running
+job's record in a live panel (:mod:`~torchdiag.cli.watch`). Bad input or usage gives one line on
+stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations

@@ -10,8 +10,15 @@ from torchdiag.cli.diff import DiffCommand
 from torchdiag.cli.report import ReportCommand
 from torchdiag.cli.run import RunCommand
 from torchdiag.cli.trial import TryCommand
+from torchdiag.cli.watch import WatchCommand
 
-COMMANDS: tuple[Command, ...] = (ReportCommand(), DiffCommand(), RunCommand(), TryCommand())
+COMMANDS: tuple[Command, ...] = (
+    ReportCommand(),
+    DiffCommand(),
+    RunCommand(),
+    TryCommand(),
+    WatchCommand(),
+)
 
 
 def command_named(name: str) -> Command | None:
@@ -20,6 +27,6 @@ def command_named(name: str) -> Command | None:
 
 
 def command_names() -> str:
-    """The commands' names as a sentence lists them: "report, diff, run or try"."""
+    """The commands' names as a sentence lists them: "report, diff, run, try or watch"."""
     names = [c.name for c in COMMANDS]
     return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]

@@ -150,6 +150,20 @@ class RunCommand(Command):
             help="seed random, torch and numpy before the script starts (same data every run)",
         )
         parser.add_argument(
+            "--live",
+            action="store_true",
+            help="a live panel while the script runs (rank 0; summary lines when stdout is "
+            "not a terminal)",
+        )
+        parser.add_argument(
+            "--live-log-interval",
+            type=positive_seconds,
+            default=30.0,
+            metavar="S",
+            help="with --live where stdout is not a terminal: seconds between summary lines "
+            "(default 30)",
+        )
+        parser.add_argument(
             "--no-report", action="store_true", help="write the record only, no summary or HTML"
         )
 
@@ -203,6 +217,8 @@ def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
         fixes=args.fix,
         record_loss=args.record_loss,
         record_outputs=args.record_outputs,
+        live=args.live,
+        live_log_interval=args.live_log_interval,
         shared=True,  # the script's own torchdiag.profile(), if any, joins this run
     )
     status, error, run = 0, None, None

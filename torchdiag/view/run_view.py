@@ -22,12 +22,15 @@ from torchdiag.view import counters as _counters
 from torchdiag.view import headline as _headline
 from torchdiag.view import memory as _memory
 from torchdiag.view import memory_breakdown as _breakdown
+from torchdiag.view import progress as _progress
 from torchdiag.view import ranks as _ranks
 from torchdiag.view import samples as _samples
 from torchdiag.view import steady as _steady
 from torchdiag.view import step_model as _model
 from torchdiag.view import step_rows as _rows
 from torchdiag.view import step_sample as _sample
+from torchdiag.view.progress import Progress
+from torchdiag.view.samples import GpuUse, HostCpu
 from torchdiag.view.steady import SteadyRows, SteadySteps
 from torchdiag.view.step_model import StepTime
 from torchdiag.view.step_rows import StepQuantiles, StepRows, WallStats
@@ -160,6 +163,16 @@ class RunView:
         return _samples.mean_gpu_busy_share(self.record)
 
     @cached_property
+    def gpus(self) -> list[GpuUse]:
+        """Each sampled GPU's mean utilisation and memory peak."""
+        return _samples.gpu_use(self.record)
+
+    @cached_property
+    def host_cpu(self) -> HostCpu | None:
+        """The host's mean CPU use (all cores, and this process), from the samples."""
+        return _samples.host_cpu(self.record)
+
+    @cached_property
     def tensor_active_pct(self) -> float | None:
         """Mean GPM tensor-core activity over sampled GPUs (percent)."""
         return _samples.mean_gpm_tensor_pct(self.record)
@@ -194,6 +207,13 @@ class RunView:
         return MappingProxyType(
             _counters.run_counters(self.record, self.summary, self.memory.allocated)
         )
+
+    @cached_property
+    def progress(self) -> Progress:
+        """Steps done, and the total and time left where the run's step limit or its training
+        DataLoader's length tells them (at the un-profiled step time)."""
+        timing = self.timing
+        return _progress.run_progress(self.record, timing.step_ms if timing is not None else None)
 
     @cached_property
     def ranks(self) -> list[RankFigures]:
