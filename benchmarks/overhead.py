@@ -103,7 +103,7 @@ def main() -> None:
     timed_steps(step, 20)  # warm-up
     out_dir = Path(tempfile.mkdtemp(prefix="torchdiag-bench-"))
     if args.live_only:
-        live = live_costs(step, out_dir)
+        live = {"machine": machine(), **live_costs(step, out_dir)}
         print(json.dumps(live, indent=2))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -148,8 +148,7 @@ def main() -> None:
     median_plain = statistics.median(plain)
     median_monitored = statistics.median(monitored)
     results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"{platform.python_version()}, torch {torch.__version__}",
+        "machine": machine(),
         "step": f"MLP width {width}, batch {batch}",
         "steps_per_side": len(plain),
         "median_step_ms_plain": round(median_plain * 1e3, 3),
@@ -184,6 +183,14 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def machine() -> str:
+    """What the figures were measured on."""
+    return (
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def live_costs(step: Callable[[], None], out_dir: Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from torchdiag.report.verdict import (
     format_pct,
     format_seconds,
 )
-from torchdiag.view.recent import RECENT_S, recent_record
+from torchdiag.view.recent import MAX_ROWS, RECENT_S, recent_record
 from torchdiag.view.run_view import RunView
 
 
@@ -39,7 +39,7 @@ def _frame(record: RunRecord, width: int = 120) -> tuple[str, RunView, RunView, 
 
 
 def test_the_panel_shows_the_views_figures() -> None:
-    text, whole, recent, analysis = _frame(running_record())
+    text, whole, recent, analysis = _frame(running_record(gpus=2))
     numbers = recent.headline
     assert "torchdiag · train.py · running" in text
     assert f"step {whole.progress.steps:,}" in text
@@ -48,7 +48,9 @@ def test_the_panel_shows_the_views_figures() -> None:
     assert f"p95 {format_ms(numbers['p95_step_ms'])}" in text
     assert f"{format_number(numbers['samples_per_s'])} samples/s (batch 32)" in text
     assert f"{format_pct(numbers['input_wait_pct'])} of the step" in text
+    assert [gpu.index for gpu in recent.gpus] == [0, 1]
     for gpu in recent.gpus:
+        assert f"GPU {gpu.index}" in text
         assert f"utilisation {format_pct(gpu.utilization_pct)}" in text
         assert f"memory peak {format_bytes(gpu.memory_peak_bytes)} of 80 GiB" in text
     host = recent.host_cpu
@@ -62,7 +64,7 @@ def test_the_panel_shows_the_views_figures() -> None:
 
 
 def test_the_figures_are_those_of_the_last_minute() -> None:
-    record = running_record(n_steps=2000)  # ~110 s of steps
+    record = running_record(n_steps=2000, step_ms=200.0)  # ~7 min of steps, 300 a minute
     views = live_views(record)
     recent = views.recent.record
     assert views.recent is not views.whole
@@ -70,6 +72,8 @@ def test_the_figures_are_those_of_the_last_minute() -> None:
     assert recent.duration_s == pytest.approx(RECENT_S, abs=0.2)
     # The window is a record like any other: its own view gives the panel's figures.
     assert views.recent.headline["median_step_ms"] == RunView(recent).headline["median_step_ms"]
+    # ... and it keeps the run's step numbering: the steps done are the run's.
+    assert views.recent.progress.steps == record.steps.count == 2000
     text = panel_text(live_panel(views, None), width=120)
     assert (
         f"(last {format_seconds(round(recent.duration_s))}: {recent.steps.count:,} steps)" in text
@@ -99,6 +103,9 @@ def test_recent_record_cuts_steps_and_samples_alike() -> None:
     assert len(record.steps.wall_ms) == 2000
     short = running_record(n_steps=10)
     assert recent_record(short) is short
+    # Fast steps: at most MAX_ROWS rows, however many a minute holds.
+    fast = recent_record(running_record(n_steps=2000, step_ms=10.0))
+    assert len(fast.steps.wall_ms) == MAX_ROWS
 
 
 def test_progress_against_the_step_limit_and_the_epoch() -> None:
@@ -198,6 +205,15 @@ def test_sparkline() -> None:
     assert sparkline([1.0, math.nan, 2.0]) == "▁ █"
     assert sparkline([]) == ""
     assert len(sparkline([float(i) for i in range(200)], width=10)) == 10
+    # Capped at the outlier limit: a slow first step does not flatten the rest.
+    assert sparkline([100.0, 1.0, 2.0, 3.0], top=3.0) == "█▁▅█"
+
+
+def test_an_ended_run_has_no_time_left() -> None:
+    record = running_record(n_steps=400, limit=1000, state="completed")
+    assert RunView(record).progress.eta_s is not None
+    text = panel_text(live_panel(live_views(record), None), width=120)
+    assert "step 400 of 1,000 · epoch" in text and "ETA" not in text
 
 
 class _Clock:
@@ -212,7 +228,7 @@ def _count_analyses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
 
     def counted(view: RunView) -> Analysis:
-        calls.append(view.record.steps.count)
+        calls.append(view.progress.steps)  # the run's steps, not the window's
         return analyze(view)
 
     monkeypatch.setattr(live_display, "analyze", counted)

@@ -46,7 +46,8 @@ def test_watch_follows_a_run_until_it_ends(tmp_path, run_cli) -> None:
     assert all("· running ·" in line for line in lines[:-1])
 
 
-def test_watch_a_run_folder_of_ranks(tmp_path, run_cli) -> None:
+def test_watch_a_run_folder_of_ranks(tmp_path, run_cli, monkeypatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)  # --once to a pipe: 120 columns
     paths = {rank: tmp_path / f"run.rank{rank}.json" for rank in (0, 1)}
     for rank, path in paths.items():
         save_record(running_record(n_steps=100, rank=rank, world_size=2), path)

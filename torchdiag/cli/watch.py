@@ -13,6 +13,7 @@ input (one line on stderr); 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from torchdiag.record import RecordError, RunRecord, load_record
 EXIT_ENDED = 0
 EXIT_TIMEOUT = 1
 EXIT_INTERRUPTED = 130
-# Columns of ``--once`` written to a file or a pipe.
+# Columns of ``--once`` written to a file or a pipe (unless COLUMNS is set).
 ONCE_WIDTH = 120
 
 # A file's identity between polls: its name, its modification time (ns) and its size.
@@ -202,6 +203,7 @@ def _show_once(follower: RecordFollower, record: RunRecord | None) -> int:
     console = Console(file=sys.stdout)
     if console.is_terminal:
         console.print(panel)
-    else:  # a file or a pipe: plain text, wide enough for the rank table
-        sys.stdout.write(panel_text(panel, width=ONCE_WIDTH))
+    else:  # a file or a pipe: plain text, wide enough for the rank table unless COLUMNS says
+        width = console.width if os.environ.get("COLUMNS") else ONCE_WIDTH
+        sys.stdout.write(panel_text(panel, width=width))
     return EXIT_ENDED

@@ -3,10 +3,10 @@
 A pure function of the record so far and its findings, drawn every second or so by
 :mod:`torchdiag.report.live_display` (``profile(live=True)``, ``torchdiag run --live``,
 ``torchdiag watch``). Every figure comes from a :class:`~torchdiag.view.run_view.RunView`, as in
-every report: the steps, the progress and the ranks from the view of the whole record so far; the
-step time, throughput, input wait, GPUs, host CPU and the findings from the view of its last
-minute (:func:`~torchdiag.view.recent.recent_record`), so the panel says how the run is doing now,
-not on average since it started.
+every report: the state and the ranks from the view of the whole record so far; the progress (its
+time left at the recent step time), the step time, throughput, input wait, GPUs, host CPU and the
+findings from the view of its last minute (:func:`~torchdiag.view.recent.recent_record`), so the
+panel says how the run is doing now, not on average since it started.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def live_panel(
     parts: list[RenderableType] = [grid]
     ranks = _rank_table(whole)
     if ranks is not None:
-        parts += [Text(), ranks]
+        parts.append(ranks)  # its box's blank top edge sets it apart
     if record.steps.count:
         parts += [Text(), _findings(recent, analysis, analysis_age_s)]
     subtitle = None
@@ -101,7 +101,7 @@ def live_line(views: LiveViews, analysis: Analysis | None) -> str:
     """One line saying the same, for a log: where stdout is not a terminal."""
     whole, recent = views.whole, views.recent
     parts = [_title(whole.record)]
-    parts.append(_progress_text(whole))
+    parts.append(_progress_text(recent))
     if whole.record.steps.count:
         numbers = recent.headline
         parts.append(
@@ -138,21 +138,27 @@ def panel_text(renderable: RenderableType, *, width: int = 100) -> str:
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
 
 
-def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
-    """The last ``width`` values as bars from the lowest to the highest (NaN as a space)."""
+def sparkline(values: Sequence[float], width: int = SPARK_WIDTH, top: float | None = None) -> str:
+    """The last ``width`` values as bars from the lowest to the highest (NaN as a space).
+
+    ``top`` caps the scale: values above it are drawn as full bars. Given the outlier limit, a
+    slow first step or a checkpoint save stands out without flattening every other bar.
+    """
     shown = list(values)[-width:]
     finite = [v for v in shown if math.isfinite(v)]
     if not finite:
         return ""
     low, high = min(finite), max(finite)
+    if top is not None and low < top < high:
+        high = top
     span = high - low
     out = []
     for v in shown:
         if not math.isfinite(v):
             out.append(" ")
         else:
-            level = 0 if span <= 0 else round((v - low) / span * (len(_BARS) - 1))
-            out.append(_BARS[level])
+            share = min(1.0, (v - low) / span) if span > 0 else 0.0
+            out.append(_BARS[round(share * (len(_BARS) - 1))])
     return "".join(out)
 
 
@@ -171,7 +177,7 @@ def _title(record: RunRecord) -> str:
 def _rows(views: LiveViews) -> list[tuple[str, Text]]:
     whole, recent = views.whole, views.recent
     record = whole.record
-    rows = [("Progress", Text(_progress_text(whole)))]
+    rows = [("Progress", Text(_progress_text(recent)))]
     status = record.status
     if status.state == "failed":
         message = terminal_safe(f"{status.exception_type or 'exception'}: {status.message or ''}")
@@ -179,7 +185,7 @@ def _rows(views: LiveViews) -> list[tuple[str, Text]]:
     if not record.steps.count:
         return rows
     numbers = recent.headline
-    walls = whole.step_walls
+    walls = recent.step_walls  # the recent rows end with the run's last one
     last = walls[-1] if walls and math.isfinite(walls[-1]) else None
     rows.append(
         (
@@ -190,7 +196,8 @@ def _rows(views: LiveViews) -> list[tuple[str, Text]]:
             ),
         )
     )
-    spark = sparkline(recent.step_walls)
+    stats = recent.wall_stats
+    spark = sparkline(recent.step_walls, top=stats.outlier_ms if stats is not None else None)
     if spark:
         rows.append(("", Text(spark)))
     throughput = _throughput(recent)
@@ -217,17 +224,20 @@ def _rows(views: LiveViews) -> list[tuple[str, Text]]:
 
 
 def _progress_text(view: RunView) -> str:
-    """Steps done, of how many, and the time left; where the epoch is."""
+    """Steps done, of how many, and the time left (at the step time of ``view``, the recent
+    steps); where the epoch is."""
     p = view.progress
     if not p.steps:
         return "waiting for the first step"
+    # Time left means something only while the run goes on.
+    eta = p.eta_s if view.record.status.state == "running" else None
     parts = [f"step {p.steps:,}" + (f" of {p.total_steps:,}" if p.total_steps else "")]
-    if p.eta_to == "limit" and p.eta_s is not None:
-        parts.append(f"ETA {format_seconds(round(p.eta_s))}")
+    if p.eta_to == "limit" and eta is not None:
+        parts.append(f"ETA {format_seconds(round(eta))}")
     if p.epoch is not None and p.epoch_length is not None:
         parts.append(f"epoch {p.epoch}: batch {p.epoch_batches or 0:,} of {p.epoch_length:,}")
-        if p.eta_to == "epoch" and p.eta_s is not None:
-            parts.append(f"ETA {format_seconds(round(p.eta_s))} to the epoch's end")
+        if p.eta_to == "epoch" and eta is not None:
+            parts.append(f"ETA {format_seconds(round(eta))} to the epoch's end")
     return " · ".join(parts)
 
 
@@ -277,15 +287,12 @@ def _findings(recent: RunView, analysis: Analysis | None, age_s: float | None) -
     table = Table.grid(padding=(0, 2))
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True)
-    table.add_column(ratio=1, overflow="ellipsis", no_wrap=True)
+    # The one column that gives way on a narrow terminal (its text cut short, on one line).
+    table.add_column()
     table.add_column(justify="right", no_wrap=True)
     for f in serious[:MAX_FINDINGS]:
-        table.add_row(
-            f.severity,
-            Text(terminal_safe(f.id)),
-            Text(terminal_safe(finding_title(f))),
-            saving_text(f) or "",
-        )
+        title = Text(terminal_safe(finding_title(f)), no_wrap=True, overflow="ellipsis")
+        table.add_row(f.severity, Text(terminal_safe(f.id)), title, Text(saving_text(f)))
     rest = len(serious) - MAX_FINDINGS
     tail = []
     if rest > 0:

@@ -1,7 +1,9 @@
 """How far a running job has got: its steps against its step limit, or through the epoch of its
 training DataLoader, and the time left at the run's step time.
 
-A running record (the live view, ``torchdiag watch``) says how many steps are done. It says how
+A running record (the live view, ``torchdiag watch``) says how many steps are done. The live view
+reads progress off the record cut to its last minute: the time left is told at the step time of
+the recent steps, not the mean since the start. It says how
 many are to come only where something bounds them: the step limit the run was given
 (``max_steps``), else the length of the DataLoader it trains on (``len(loader)``: batches per
 epoch). How many epochs a script will run is not knowable from outside it, so the time left is
@@ -45,10 +47,21 @@ def training_loader(record: RunRecord) -> LoaderInfo | None:
     return max(loaders, key=lambda info: (info.batches, -info.loader_id), default=None)
 
 
+def _steps_done(record: RunRecord) -> int:
+    """Steps the run has completed: its count, or the end of its last step row where that is
+    further (a record cut to its recent rows, :mod:`torchdiag.view.recent`, keeps the run's own
+    step numbering but counts only the rows it kept)."""
+    s = record.steps
+    end = (
+        s.first_step[-1] + s.steps[-1] if s.first_step and len(s.steps) == len(s.first_step) else 0
+    )
+    return max(s.count, end)
+
+
 def run_progress(record: RunRecord, step_ms: float | None) -> Progress:
-    """The run's progress; ``step_ms`` is its step time (the view's un-profiled step), which
-    turns the steps left into seconds."""
-    done = record.steps.count
+    """The run's progress; ``step_ms`` is its step time (the view's un-profiled step: of the
+    recent steps, in a record cut to them), which turns the steps left into seconds."""
+    done = _steps_done(record)
     limit = record.steps.limit
     loader = training_loader(record)
     epoch = epoch_batches = length = None

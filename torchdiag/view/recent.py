@@ -1,10 +1,11 @@
 """The recent past of a running record: its last steps and the samples taken meanwhile.
 
-A live view wants the step time of the last minute, not the mean of a run that may have been
-going for a day. Rather than a second set of statistics, the record itself is cut to its recent
-rows, and the figures of that cut record come from a :class:`~torchdiag.view.run_view.RunView`
-of it like any other: its median and p95 step, throughput, input wait and findings are those
-every report would give a run made of those steps alone.
+A live view wants the step time of the last minute (at most its last 512 step rows), not the mean
+of a run that may have been going for a day. Rather than a second set of statistics, the record
+itself is cut to its recent rows, and the figures of that cut record come from a
+:class:`~torchdiag.view.run_view.RunView` of it like any other: its median and p95 step,
+throughput, input wait and findings are those every report would give a run made of those steps
+alone.
 """
 
 from __future__ import annotations
@@ -18,18 +19,26 @@ from torchdiag.record import RunRecord, Samples
 
 # The window: the steps of the last minute, and never fewer than 20 rows (slow steps still get a
 # distribution). Step rows merge pairwise in a long run, so 20 rows may hold many more steps.
+# Nor more than 512 rows: plenty for a median and a p95, and it bounds what a frame of the live
+# view costs however fast the steps are (a minute of 10 ms steps is 6,000 of them).
 RECENT_S = 60.0
 MIN_ROWS = 20
+MAX_ROWS = 512
 
 _S = TypeVar("_S", bound=msgspec.Struct)
 
 
 def recent_record(
-    record: RunRecord, *, seconds: float = RECENT_S, min_rows: int = MIN_ROWS
+    record: RunRecord,
+    *,
+    seconds: float = RECENT_S,
+    min_rows: int = MIN_ROWS,
+    max_rows: int = MAX_ROWS,
 ) -> RunRecord:
     """``record`` with only the step rows that began in the last ``seconds`` of its steps (at
-    least the last ``min_rows``), the samples taken since the first of them, and its totals and
-    duration those of the rows kept. The record itself when every row is kept."""
+    least the last ``min_rows``, at most the last ``max_rows``), the samples taken since the
+    first of them, and its totals and duration those of the rows kept. The record itself when
+    every row is kept."""
     s = record.steps
     n = len(s.wall_ms)
     first = max(0, n - min_rows)
@@ -37,6 +46,7 @@ def recent_record(
     if n and len(s.start_s) == n and len(s.steps) == n:
         end = s.start_s[-1] + s.wall_ms[-1] * s.steps[-1] / 1e3
         first = min(first, bisect.bisect_left(s.start_s, end - seconds))
+    first = max(first, n - max_rows)
     if first <= 0:
         return record
     steps = _tail(s, n, first)
