@@ -5,10 +5,11 @@
 factory the package facade installs (:func:`install_display`, as it installs the notebook hook),
 and the capture only knows the small :class:`LiveDisplay` protocol.
 
-Everything the display does runs on the ``torchdiag-live`` thread, never on the training thread:
-taking the record so far (``Run.snapshot()``, no file written), the figures, the rules, the
-drawing. A display that fails stops the live view, never training: the thread ends, the error is
-kept (the run records it as collector ``live``), and the display is closed.
+While the block runs, everything the live view does runs on the ``torchdiag-live`` thread, never
+on the training thread: taking the record so far (``Run.snapshot()``, no file written), the
+figures, the rules, the drawing. Only the final frame, of the record as written, is drawn by the
+thread that ends the block. A display that fails stops the live view, never training: the thread
+ends, the error is kept (the run records it as collector ``live``), and the display is closed.
 """
 
 from __future__ import annotations
