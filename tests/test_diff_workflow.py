@@ -52,7 +52,7 @@ def test_every_shell_step_of_the_workflow_is_a_script_phase() -> None:
     # The only other shell step installs torch and torchdiag; everything else is `uses:`.
     inline = re.findall(r"^\s+run: \|\n((?:\s{10}.*\n)+)", text, re.M)
     assert len(inline) == 1 and "pip install" in inline[0]
-    assert workflow_env()["RUNS"] == "3"
+    assert workflow_env()["RUNS"] == "6"
 
 
 class Job:
