@@ -209,7 +209,12 @@ class DeviceInfo(Struct):
 
 
 class LoaderInfo(Struct):
-    """A DataLoader iterated inside the profiled block."""
+    """A DataLoader iterated inside the profiled block.
+
+    ``wait_cpu_s`` (added within ``/1``; ``None`` in older records) is the CPU time this process
+    spent, all its threads together, while the training thread waited on the loader: the part of
+    the wait a loader without workers spent computing rather than waiting on reads.
+    """
 
     loader_id: int
     dataset: str = ""
@@ -222,6 +227,7 @@ class LoaderInfo(Struct):
     iterator: str = ""
     batches: int = 0
     wait_s: float = 0.0
+    wait_cpu_s: float | None = None
 
 
 class OptimizerInfo(Struct):
