@@ -772,6 +772,11 @@ class RunRecord(Struct):
     outputs: list[OutputDigest] = msgspec.field(default_factory=list)
     # What ``torchdiag try`` measured for fixes tried on this run (its baseline).
     measured_fixes: list[MeasuredFix] = msgspec.field(default_factory=list)
+    # When this record was written as a checkpoint of a block still running (added within /1):
+    # ``status.state`` is then "running" and ``ended_utc`` null; a record whose block ended has
+    # none. The writing process is ``environment.pid`` on ``environment.hostname``: whether it
+    # still runs is for the reader to tell (``torchdiag.view.run_end``).
+    checkpoint_utc: str | None = None
 
     def to_json(self) -> bytes:
         """Encode deterministically (dict keys sorted) so equal records give equal bytes."""
