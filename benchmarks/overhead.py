@@ -4,13 +4,15 @@ Runs the same CPU training step (an MLP sized to take ~10-20 ms) in alternating 
 without ``torchdiag.profile(profile_steps=0)`` (monitor-only: step hooks, DataLoader timing and
 the background sampler), so machine noise hits both sides alike, and reports the ratio of the
 median step times. The torch.profiler window is measured separately: how much slower its recorded
-steps are, and the pause to export and summarise the trace.
+steps are, and the pause to export and summarise the trace. So is a checkpoint of the record
+(snapshot, encoding and write), on a long run's record.
 
 The live view (``profile(live=True)``, ``torchdiag watch``) is measured by the CPU time of its
 work per second of training: a panel drawn about once a second and the rules re-run every few
 seconds, on a record of the largest size a capture keeps (2048 step rows, 1024 sample rows).
 
-    python benchmarks/overhead.py [--blocks 12] [--steps 40] [--json out.json] [--live-only]
+    python benchmarks/overhead.py [--blocks 12] [--steps 40] [--json out.json] [--checkpoint-only]
+                                  [--live-only]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import io
 import json
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -31,7 +34,9 @@ import torch
 import torch.nn as nn
 
 import torchdiag
+from torchdiag.capture.sampler import GPM_COLUMNS, GpuDevice, GpuReading, HostReading, Sampler
 from torchdiag.record import (
+    CollectorStatus,
     GpuSeries,
     HostSeries,
     RunRecord,
@@ -93,7 +98,10 @@ def main() -> None:
     parser.add_argument("--target-ms", type=float, default=15.0)
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument(
-        "--live-only", action="store_true", help="measure the live view's cost alone (quick)"
+        "--checkpoint-only", action="store_true", help="measure only what a checkpoint costs"
+    )
+    parser.add_argument(
+        "--live-only", action="store_true", help="measure only what the live view costs"
     )
     args = parser.parse_args()
 
@@ -102,12 +110,11 @@ def main() -> None:
     step = make_step(width, batch)
     timed_steps(step, 20)  # warm-up
     out_dir = Path(tempfile.mkdtemp(prefix="torchdiag-bench-"))
+    if args.checkpoint_only:
+        _report({"machine": _machine(), **checkpoint_figures(out_dir, step)}, args.json)
+        return
     if args.live_only:
-        live = {"machine": machine(), **live_costs(step, out_dir)}
-        print(json.dumps(live, indent=2))
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(live, indent=2) + "\n")
+        _report({"machine": _machine(), **live_costs(step, out_dir)}, args.json)
         return
 
     plain: list[float] = []
@@ -145,10 +152,11 @@ def main() -> None:
     profiled = [t for t, p in zip(window_times, _profiled_flags(record), strict=False) if p]
 
     hook_us = hook_cost_us(out_dir)
+    checkpoint = checkpoint_figures(out_dir, step)
     median_plain = statistics.median(plain)
     median_monitored = statistics.median(monitored)
     results: dict[str, Any] = {
-        "machine": machine(),
+        "machine": _machine(),
         "step": f"MLP width {width}, batch {batch}",
         "steps_per_side": len(plain),
         "median_step_ms_plain": round(median_plain * 1e3, 3),
@@ -179,24 +187,143 @@ def main() -> None:
             extra + results["profiler_export_and_summary_s"], 3
         )
     results.update(live_costs(step, out_dir))
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    results.update(checkpoint)
+    _report(results, args.json)
 
 
-def machine() -> str:
-    """What the figures were measured on."""
-    return (
-        f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"{platform.python_version()}, torch {torch.__version__}"
-    )
+def checkpoint_figures(out_dir: Path, step: Callable[[], None]) -> dict[str, Any]:
+    """A checkpoint's cost with this machine's samples, and with a 64-core, 8-GPU host's."""
+    return {
+        "checkpoint": checkpoint_cost(out_dir, step, big_host=False),
+        "checkpoint_64_cores_8_gpus": checkpoint_cost(out_dir, step, big_host=True),
+    }
+
+
+def checkpoint_cost(
+    out_dir: Path, step: Callable[[], None], *, big_host: bool, n: int = 20
+) -> dict[str, Any]:
+    """What one checkpoint of the record costs (snapshot, encoding, write), on the largest record
+    a checkpoint writes: a long run's, its step and sample series just short of being merged
+    (2048 and 1024 rows) and its profiler window summarised.
+
+    ``big_host``: the samples of a 64-core host with 8 GPUs (GPM included; sampled from
+    stand-in backends), the largest sample rows a record holds; else this machine's own.
+    The checkpoint thread holds the GIL while it builds and encodes the snapshot, so on a CPU
+    step its wall time is also the most it can delay training: the share of a run is that time
+    over the interval between checkpoints.
+    """
+    from torchdiag.files import atomic_write
+
+    path = out_dir / "checkpointed.json"
+    with torchdiag.profile(path, skip_first=2, profile_steps=3, checkpoint_interval=0) as run:
+        timed_steps(step, 8)  # the window: warm-up, 3 recorded steps, exported
+        while run.steps < 2040:  # a long run's step rows: marked by hand, a few µs each
+            run.step()
+        if big_host:
+            # The session's own sampler, swapped for one reading stand-in backends: the block's
+            # end stops it as it would the real one.
+            run._sampler.stop()
+            run._sampler = Sampler(0.5, host=_BigHost(), gpus=_EightGpus())
+        for _ in range(1000):  # a long run's sample rows, without waiting 1000 intervals
+            run._sampler.sample_once()
+        names = ("snapshot", "encode", "write", "cpu", "total")
+        phases: dict[str, list[float]] = {name: [] for name in names}
+        size = 0
+        for _ in range(n):
+            cpu0, t0 = time.thread_time(), time.perf_counter()
+            record = run.snapshot()
+            t1 = time.perf_counter()
+            data = record.to_json()
+            t2 = time.perf_counter()
+            atomic_write(path, data)
+            t3 = time.perf_counter()
+            phases["snapshot"].append(t1 - t0)
+            phases["encode"].append(t2 - t1)
+            phases["write"].append(t3 - t2)
+            phases["cpu"].append(time.thread_time() - cpu0)
+            phases["total"].append(t3 - t0)
+            size = len(data)
+    total = phases["total"]
+    median_ms = statistics.median(total) * 1e3
+    samples = record.samples
+    return {
+        "record_bytes": size,
+        "step_rows": len(record.steps.wall_ms),
+        "sample_rows": len(samples.t_s) if samples else 0,
+        "cores_sampled": samples.host.cpu_count if samples and samples.host else 0,
+        "gpus_sampled": len(samples.gpus) if samples else 0,
+        "ms_median": round(median_ms, 2),
+        "ms_max": round(max(total) * 1e3, 2),
+        "snapshot_ms_median": round(statistics.median(phases["snapshot"]) * 1e3, 2),
+        "encode_ms_median": round(statistics.median(phases["encode"]) * 1e3, 2),
+        "write_ms_median": round(statistics.median(phases["write"]) * 1e3, 2),
+        "cpu_ms_median": round(statistics.median(phases["cpu"]) * 1e3, 2),
+        # Its share of a run at the default interval (60 s) and at 10 s.
+        "pct_of_run_at_60s": round(median_ms / 60e3 * 100, 4),
+        "pct_of_run_at_10s": round(median_ms / 10e3 * 100, 4),
+    }
+
+
+class _BigHost:
+    """Stand-in host backend: 64 cores, varying readings (the sampler's HostBackend)."""
+
+    status = CollectorStatus(available=True)
+    cpu_count = 64
+    memory_total_bytes = 512 * 2**30
+
+    def __init__(self) -> None:
+        self._rng = random.Random(0)
+
+    def read(self) -> HostReading:
+        r = self._rng.random
+        return HostReading(
+            cpu_pct_per_core=[100 * r() for _ in range(self.cpu_count)],
+            process_cpu_pct=100 * r(),
+            process_rss_bytes=2**34 * r(),
+            worker_count=8.0,
+            workers_cpu_pct=800 * r(),
+            workers_rss_bytes=2**33 * r(),
+            memory_used_bytes=2**38 * r(),
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class _EightGpus:
+    """Stand-in GPU backend: 8 GPUs with GPM, varying readings (the sampler's GpuBackend)."""
+
+    status = CollectorStatus(available=True)
+    gpm_status = CollectorStatus(available=True)
+    devices = tuple(GpuDevice(index=i, name="H100", gpm_supported=True) for i in range(8))
+
+    def __init__(self) -> None:
+        self._rng = random.Random(1)
+
+    def read(self) -> list[GpuReading]:
+        r = self._rng.random
+        return [
+            GpuReading(
+                utilization_pct=100 * r(),
+                memory_utilization_pct=100 * r(),
+                memory_used_bytes=2**36 * r(),
+                power_w=700 * r(),
+                sm_clock_mhz=1980 * r(),
+                temperature_c=80 * r(),
+                throttle_reasons=0,
+                gpm={name: 100 * r() for name in GPM_COLUMNS},
+            )
+            for _ in self.devices
+        ]
+
+    def close(self) -> None:
+        pass
 
 
 def live_costs(step: Callable[[], None], out_dir: Path) -> dict[str, Any]:
     """The live view's cost: the display's work per second of training, measured on a record
-    of a real capture grown to the largest size a capture keeps; and, where this build has
-    ``Run.snapshot()``, the live thread's own CPU time in a monitored block (snapshot included)."""
+    of a real capture grown to the largest size a capture keeps; and the live thread's own CPU
+    time in a monitored block (the snapshots of the run included)."""
     with torchdiag.profile(out_dir / "live-base.json", skip_first=5, profile_steps=5) as run:
         timed_steps(step, 40)
     assert run.record is not None  # written when the block ends
@@ -288,18 +415,15 @@ def display_cost(record: RunRecord, seconds: int = 60) -> tuple[float, float, fl
     )
 
 
-def live_thread_cost(step: Callable[[], None], out_dir: Path, seconds: float = 20.0) -> Any:
-    """The ``torchdiag-live`` thread's CPU time over a monitored block, as a percentage of the
-    block's wall time, with the panel drawn as on a terminal; None where this build has no
-    ``Run.snapshot()`` (the live view needs it)."""
+def live_thread_cost(step: Callable[[], None], out_dir: Path, seconds: float = 20.0) -> float:
+    """The ``torchdiag-live`` thread's CPU time over a monitored block (its snapshots of the run
+    included), as a percentage of the block's wall time, with the panel drawn as on a terminal
+    (checkpoints off, so that only the live view is measured)."""
     from rich.console import Console
 
     from torchdiag.capture import live
-    from torchdiag.capture.session import Run
     from torchdiag.report.live_display import PanelDisplay
 
-    if not hasattr(Run, "snapshot"):
-        return None
     installed = live._factory
 
     def terminal(log_interval_s: float) -> PanelDisplay:
@@ -309,7 +433,9 @@ def live_thread_cost(step: Callable[[], None], out_dir: Path, seconds: float = 2
     live.install_display(terminal)
     try:
         t0 = time.perf_counter()
-        with torchdiag.profile(out_dir / "live.json", profile_steps=5, live=True) as run:
+        with torchdiag.profile(
+            out_dir / "live.json", profile_steps=5, live=True, checkpoint_interval=0
+        ) as run:
             while time.perf_counter() - t0 < seconds:
                 step()
         wall = time.perf_counter() - t0
@@ -343,6 +469,20 @@ def hook_cost_us(out_dir: Path, n: int = 20000) -> float:
         with torchdiag.profile(out_dir / "hook.json", profile_steps=0, sample_interval=60):
             hooked.append(loop())
     return (statistics.median(hooked) - statistics.median(bare)) * 1e6
+
+
+def _report(results: dict[str, Any], path: Path | None) -> None:
+    print(json.dumps(results, indent=2))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _machine() -> str:
+    return (
+        f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"{platform.python_version()}, torch {torch.__version__}"
+    )
 
 
 def bootstrap_median_ci(values: list[float], rounds: int = 2000) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """Does the regression gate hold on a noisy machine? False alarms and detection, measured.
 
-Each trial runs a short CPU training job under ``torchdiag.profile()`` nine times, as three
-interleaved rounds of three variants (A B S, A B S, A B S), each run its own process:
+Each trial runs a short CPU training job under ``torchdiag.profile()`` in interleaved rounds of
+three variants (B A S, B A S, ...; ``--rounds``, six by default), each run its own process:
 
 - A and B are the same code: ``torchdiag diff --base A1 A2 A3 --head B1 B2 B3`` exiting 1 is a
   false alarm;
@@ -9,12 +9,15 @@ interleaved rounds of three variants (A B S, A B S, A B S), each run its own pro
   its own compute time busy on the CPU, so S is slower by that fraction whatever the machine's
   load; ``diff`` of A against S exiting 1 is a detection.
 
-The one-run-a-side diff (A1 against B1: an interval over the steps of one run) is judged too, to
-show what the gate over runs fixes. Every diff goes through the command line's ``main`` with the
-default 5% threshold, exactly as a CI job runs it.
+A sits between B and S in every round, so both comparisons pair runs made next to each other,
+as the workflow's base and head runs are. Each trial is gated with the runs of its first 3, 5 and
+all rounds (runs a side), and with one run a side (A1 against B1: an interval over the steps of one
+run) to show what the gate over runs fixes. Every diff goes through the command line's ``main``
+with the default 5% threshold, exactly as a CI job runs it.
 
-    python benchmarks/regression_gate.py [--trials 20] [--steps 200] \
-        [--json benchmarks/results/regression_gate.json]
+    python benchmarks/regression_gate.py [--trials 20] [--rounds 6] [--steps 200] \
+        [--keep DIR] [--json benchmarks/results/regression_gate.json]
+    python benchmarks/regression_gate.py --regate DIR --json ...   # gate kept records again
     python benchmarks/regression_gate.py --summarise benchmarks/results/regression_gate.json
 """
 
@@ -33,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("A", "B", "S")  # A and B identical, S slowed
-ROUNDS = 3  # runs a side, interleaved
+VARIANTS = ("B", "A", "S")  # A and B identical, S slowed; run in this order in every round
+SIDES = (1, 3, 5)  # runs a side judged, besides all the rounds run
 
 
 def train(output: str, steps: int, slowdown: float) -> None:
@@ -85,20 +88,25 @@ def gate(base: list[Path], head: list[Path], out: Path) -> dict[str, Any]:
     return {"exit": status, "ratio": iv["ratio"], "low": iv["low"], "high": iv["high"]}
 
 
-def trial(folder: Path, steps: int, slowdown: float) -> dict[str, Any]:
-    runs: dict[str, list[Path]] = {v: [] for v in VARIANTS}
-    for i in range(ROUNDS):
+def trial(folder: Path, steps: int, slowdown: float, rounds: int) -> dict[str, Any]:
+    for i in range(rounds):
         for variant in VARIANTS:
-            path = folder / f"{variant}{i + 1}.json"
-            run_once(path, steps, slowdown if variant == "S" else 0.0)
-            runs[variant].append(path)
-    medians = {v: [_median_step(p) for p in paths] for v, paths in runs.items()}
+            run_once(folder / f"{variant}{i + 1}.json", steps, slowdown if variant == "S" else 0.0)
+    return judge(folder, rounds)
+
+
+def judge(folder: Path, rounds: int) -> dict[str, Any]:
+    """Gate a trial's records: identical (A vs B) and slowed (A vs S), at each count a side."""
+    runs = {v: [folder / f"{v}{i + 1}.json" for i in range(rounds)] for v in VARIANTS}
+    gates: dict[str, Any] = {}
+    for k in sorted({*(n for n in SIDES if n <= rounds), rounds}):
+        gates[str(k)] = {
+            "identical": gate(runs["A"][:k], runs["B"][:k], folder / f"ab{k}.json"),
+            "slowed": gate(runs["A"][:k], runs["S"][:k], folder / f"as{k}.json"),
+        }
     return {
-        "run_median_step_ms": medians,
-        "identical_over_runs": gate(runs["A"], runs["B"], folder / "ab.json"),
-        "slowed_over_runs": gate(runs["A"], runs["S"], folder / "as.json"),
-        "identical_one_run": gate(runs["A"][:1], runs["B"][:1], folder / "ab1.json"),
-        "slowed_one_run": gate(runs["A"][:1], runs["S"][:1], folder / "as1.json"),
+        "run_median_step_ms": {v: [_median_step(p) for p in paths] for v, paths in runs.items()},
+        "gates": gates,
     }
 
 
@@ -112,25 +120,25 @@ def _median_step(path: Path) -> float | None:
 
 
 def summarise(trials: list[dict[str, Any]], slowdown: float) -> dict[str, Any]:
-    def rate(key: str) -> dict[str, Any]:
-        alarms = sum(t[key]["exit"] == 1 for t in trials)
+    def rate(k: str, key: str) -> dict[str, Any]:
+        alarms = sum(t["gates"][k][key]["exit"] == 1 for t in trials)
         return {"exit_1": alarms, "trials": len(trials)}
 
     # Between-run spread of identical code: the A and B runs of each trial, as ratios to their
     # trial's geometric mean (the machine's drift between trials left out).
     spreads, pair_gaps, slowed = [], [], []
     for t in trials:
-        a, b, s = (t["run_median_step_ms"][v] for v in VARIANTS)
+        a, b, s = (t["run_median_step_ms"][v] for v in ("A", "B", "S"))
         same = [math.log(v) for v in (*a, *b)]
         centre = statistics.fmean(same)
         spreads += [abs(v - centre) for v in same]
         pair_gaps += [abs(math.log(x / y)) for x, y in zip(a, b, strict=True)]
         slowed.append(math.exp(statistics.fmean(map(math.log, s)) - statistics.fmean(same)))
     return {
-        "false_alarms_over_runs": rate("identical_over_runs"),
-        "detections_over_runs": rate("slowed_over_runs"),
-        "false_alarms_one_run": rate("identical_one_run"),
-        "detections_one_run": rate("slowed_one_run"),
+        "runs_a_side": {
+            k: {"false_alarms": rate(k, "identical"), "detections": rate(k, "slowed")}
+            for k in trials[0]["gates"]
+        },
         "planted_slowdown_pct": 100 * slowdown,
         "measured_slowdown_median_pct": 100 * (statistics.median(slowed) - 1),
         "identical_pair_gap_pct": {
@@ -144,9 +152,12 @@ def summarise(trials: list[dict[str, Any]], slowdown: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=6, help="runs a side (default 6)")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--slowdown", type=float, default=0.15)
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--keep", type=Path, help="keep every trial's records in this folder")
+    parser.add_argument("--regate", type=Path, help="gate the records kept in this folder again")
     parser.add_argument("--train", metavar="OUTPUT", help=argparse.SUPPRESS)
     parser.add_argument(
         "--summarise", metavar="JSON", type=Path, help="recompute the summary of saved trials"
@@ -165,27 +176,34 @@ def main() -> None:
     trials: list[dict[str, Any]] = []
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="regression-gate-") as tmp:
+        root = args.regate or args.keep or Path(tmp)
         for n in range(args.trials):
-            folder = Path(tmp) / f"trial{n + 1}"
-            folder.mkdir()
-            trials.append(trial(folder, args.steps, args.slowdown))
-            t = trials[-1]
-            medians = "  ".join(
-                f"{v} " + ",".join(f"{m:.1f}" for m in t["run_median_step_ms"][v]) for v in VARIANTS
-            )
-            print(
-                f"trial {n + 1:2d}: identical exit {t['identical_over_runs']['exit']} "
-                f"(one run: {t['identical_one_run']['exit']}), "
-                f"slowed exit {t['slowed_over_runs']['exit']} "
-                f"(ratio {t['slowed_over_runs']['ratio']:.3f}, "
-                f"low {t['slowed_over_runs']['low']:.3f}); run medians ms: {medians}",
-                flush=True,
-            )
+            folder = root / f"trial{n + 1}"
+            if args.regate:
+                if not folder.is_dir():
+                    break
+                trials.append(judge(folder, args.rounds))
+            else:
+                folder.mkdir(parents=True)
+                trials.append(trial(folder, args.steps, args.slowdown, args.rounds))
+            _print_trial(n + 1, trials[-1])
             # Written after every trial, so a run cut short still leaves its figures.
             result = _result(trials, args, started)
             if args.json:
                 args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
+
+
+def _print_trial(n: int, t: dict[str, Any]) -> None:
+    gates = "  ".join(
+        f"{k} a side: identical {g['identical']['exit']}, slowed {g['slowed']['exit']} "
+        f"(ratio {g['slowed']['ratio']:.3f}, low {g['slowed']['low']:.3f})"
+        for k, g in t["gates"].items()
+    )
+    medians = "  ".join(
+        f"{v} " + ",".join(f"{m:.1f}" for m in t["run_median_step_ms"][v]) for v in VARIANTS
+    )
+    print(f"trial {n:2d}: {gates}; run medians ms: {medians}", flush=True)
 
 
 def _result(
@@ -199,10 +217,10 @@ def _result(
         "settings": {
             "trials_planned": args.trials,
             "trials_done": len(trials),
-            "runs_a_side": ROUNDS,
+            "rounds": args.rounds,
             "steps_per_run": args.steps,
             "threshold_pct": 5.0,
-            "order": "A B S interleaved, three rounds",
+            "order": "B A S, interleaved rounds",
         },
         "machine": {
             "cpus": _cpu_count(),

@@ -81,10 +81,10 @@ def run_cli(capsys):
 
 
 # The input-bound sample as the demo runs it: each sample waits on a read (1.5 ms, not CPU work)
-# and the model has about half that work. Its default, with the samples computed in the loader,
-# waits ~94% of each step, so one worker (all 2 cores allow) would hide only the ~5% the model
-# takes: a true but borderline dataloader-workers finding that other jobs on the machine tip
-# either way. Here one worker halves the step however busy the cores are.
+# and the model has about half that work. A loader that waits takes no core while it waits, so
+# the dataloader-workers finding (workers that overlap the reads) holds however busy the cores
+# are; with its default, the samples computed in the loader, the finding is a true but borderline
+# one (on 2 cores one worker hides only the ~5% the model takes).
 SAMPLE_ARGS = {"input_bound.py": ["--read-ms", "1.5", "--rounds", "0", "--channels", "128"]}
 
 

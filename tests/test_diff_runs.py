@@ -128,6 +128,26 @@ def test_planted_slowdown_across_runs_is_a_regression() -> None:
     assert d.interval.low > 1.05  # type: ignore[operator]
 
 
+def test_over_runs_a_confident_slowdown_beyond_the_threshold_fails() -> None:
+    """Over runs the interval decides whether HEAD is slower and its centre by how much: an 8%
+    slowdown whose interval reaches down to 1.02 fails a 5% gate; a 3% one that is just as sure
+    does not, nor does a 10% ratio whose interval still reaches below 1."""
+    from torchdiag.diff import RatioInterval, is_regression
+
+    def gate(ratio: float, low: float, high: float, *, between_runs: bool = True) -> bool:
+        interval = RatioInterval(ratio=ratio, low=low, high=high)
+        return is_regression(interval, 5.0, between_runs=between_runs)
+
+    assert gate(1.08, 1.02, 1.14)
+    assert not gate(1.03, 1.01, 1.05)
+    assert not gate(1.10, 0.98, 1.23)
+    assert not gate(1.05, 1.01, 1.09)  # on the threshold is not beyond it
+    # One run a side the interval omits the noise between runs: the threshold is its margin.
+    assert not gate(1.08, 1.02, 1.14, between_runs=False)
+    assert gate(1.08, 1.06, 1.10, between_runs=False)
+    assert not gate(1.08, None, None)  # type: ignore[arg-type]
+
+
 def test_faster_across_runs() -> None:
     d = quick(runs(run_medians(3, 100.0, seed=5), 50), runs(run_medians(3, 60.0, seed=6), 60))
     assert d.verdict == FASTER and not d.regression

@@ -25,6 +25,7 @@ def _record(
     cores: int = 16,
     gpu_util: float | None = None,
     worker_cpu_pct: float | None = None,
+    cpu_while_waiting: float | None = None,
 ) -> RunRecord:
     series = StepSeries(
         detection="optimizer",
@@ -48,6 +49,9 @@ def _record(
                 batch_size=64,
                 num_workers=workers,
                 wait_s=wait_ms * steps / 1e3,
+                wait_cpu_s=None
+                if cpu_while_waiting is None
+                else cpu_while_waiting * wait_ms * steps / 1e3,
                 iterator="_SingleProcessDataLoaderIter"
                 if workers == 0
                 else "_MultiProcessingDataLoaderIter",
@@ -118,8 +122,59 @@ def test_workers_without_spare_cores_are_not_blamed():
 def test_busy_workers_with_spare_cores_suggest_more():
     found = _findings(_record(100.0, 40.0, workers=2, cores=16, worker_cpu_pct=98.0))
     finding = found["dataloader-workers"]
-    assert finding.evidence["suggested_num_workers"] == 8
+    # Two workers deliver a batch every 100 ms, so one takes 200 ms; four deliver one every
+    # 50 ms, within the step's 60 ms of work: more would only cost memory.
+    assert finding.evidence["batch_load_ms"] == pytest.approx(200.0)
+    assert finding.evidence["suggested_num_workers"] == 4
     assert finding.evidence["num_workers"] == 2
+    assert finding.saving_pct_max == pytest.approx(40.0)
+
+
+def test_a_loader_that_waits_on_reads_gets_more_workers_than_cores():
+    # 90 ms of each 100 ms step waits on a loader that computes 5% of that time (reads from
+    # storage): 8 workers overlap their reads on 2 cores, a batch every 11.25 ms.
+    finding = _findings(_record(100.0, 90.0, cores=2, cpu_while_waiting=0.05))["dataloader-workers"]
+    assert finding.evidence["suggested_num_workers"] == 8
+    assert finding.evidence["cpu_while_waiting_pct"] == pytest.approx(5.0)
+    assert finding.saving_pct_max == pytest.approx(100 - 11.25, abs=0.05)  # rounded to 0.1
+    assert finding.severity == "critical"
+
+
+def test_a_loader_that_computes_is_held_to_the_spare_cores():
+    # The same wait spent computing: one spare core prepares a batch every 90 ms, whatever the
+    # worker count, so one worker hides only the 10 ms the model takes.
+    finding = _findings(_record(100.0, 90.0, cores=2, cpu_while_waiting=1.0))["dataloader-workers"]
+    assert finding.evidence["suggested_num_workers"] == 1
+    assert finding.saving_pct_max == pytest.approx(10.0)
+
+
+def test_cores_cap_a_partly_computing_load():
+    # A 90 ms load that computes half the time: 3 spare cores keep at most 6 workers loading
+    # (3 / 0.5), and then the cores, not the reads, set the pace: 0.5 * 90 / 3 = 15 ms a batch.
+    finding = _findings(_record(100.0, 90.0, cores=4, cpu_while_waiting=0.5))["dataloader-workers"]
+    assert finding.evidence["suggested_num_workers"] == 6
+    assert finding.saving_pct_max == pytest.approx(85.0)
+
+
+def test_idle_workers_waiting_on_reads_get_more():
+    # Four workers, each busy 10% of a core, and the training process idle while it waits:
+    # the workers wait on reads, and more of them overlap more reads.
+    found = _findings(
+        _record(100.0, 40.0, workers=4, cores=4, worker_cpu_pct=10.0, cpu_while_waiting=0.02)
+    )
+    finding = found["dataloader-workers"]
+    assert finding.evidence["suggested_num_workers"] == 7  # a 400 ms load, 60 ms of work
+    assert finding.evidence["num_workers"] == 4
+
+
+def test_a_wait_spent_computing_in_the_training_process_is_not_the_workers():
+    # With workers, a wait the training process spends on its CPU is its own work (receiving,
+    # collating or pinning batches): more workers would not shorten it.
+    found = _findings(
+        _record(100.0, 40.0, workers=2, cores=16, worker_cpu_pct=98.0, cpu_while_waiting=0.9)
+    )
+    assert "dataloader-stall" in found
+    assert "dataloader-workers" not in found
 
 
 def test_idle_workers_point_elsewhere():

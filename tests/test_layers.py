@@ -1,4 +1,4 @@
-"""Imports flow one way: _version, files, sanitize → record, user_cache → traces → view →
+"""Imports flow one way: _version, files, sanitize, host → record, user_cache → traces → view →
 analyze → diff → trials → report → cli → the package facade.
 
 The live capture sits beside the trace reader (it summarises its profiler window with it); the
@@ -23,6 +23,7 @@ LAYERS = {
     "_version": 0,
     "files": 0,
     "sanitize": 0,
+    "host": 0,
     "record": 1,
     "user_cache": 1,
     "traces": 2,

@@ -3,22 +3,19 @@ stops cleanly with the block."""
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-import msgspec
 import pytest
 from training import train_step
 
 import torchdiag
 from torchdiag.capture import live
 from torchdiag.capture.live import LiveThread
-from torchdiag.capture.session import Run
-from torchdiag.record import RunRecord, RunStatus, load_record
+from torchdiag.record import RunRecord, load_record
 
 # Generous: the machine running the tests may be busy.
 PATIENCE_S = 60.0
@@ -53,8 +50,7 @@ def _wait_for(condition: Callable[[], bool]) -> None:
 
 @pytest.fixture
 def display(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeDisplay]]:
-    """The displays the capture makes, fakes; and a ``Run.snapshot()`` where this build has
-    none yet (it comes with the checkpointed record)."""
+    """The displays the capture makes: fakes that keep what they are shown."""
     made: list[FakeDisplay] = []
 
     def factory(log_interval_s: float) -> FakeDisplay:
@@ -62,14 +58,6 @@ def display(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeDisplay]]:
         return made[-1]
 
     monkeypatch.setattr(live, "_factory", factory)
-    if not hasattr(Run, "snapshot"):
-
-        def snapshot(self: Run) -> RunRecord:
-            now = dt.datetime.now(dt.timezone.utc)
-            record = self._outcome(RunStatus(state="running"), now)
-            return msgspec.structs.replace(record, steps=self._timer.series())
-
-        monkeypatch.setattr(Run, "snapshot", snapshot, raising=False)
     yield made
 
 
@@ -97,8 +85,6 @@ def test_a_failing_display_never_breaks_training(tmp_path, model_opt, monkeypatc
         return made[-1]
 
     monkeypatch.setattr(live, "_factory", factory)
-    if not hasattr(Run, "snapshot"):
-        monkeypatch.setattr(Run, "snapshot", lambda self: RunRecord(), raising=False)
     with torchdiag.profile(tmp_path / "run.json", profile_steps=0, live=True) as run:
         _wait_for(lambda: bool(made[0].closed))  # the thread gave up and released the display
         for _ in range(3):
@@ -218,9 +204,9 @@ def test_torchdiag_run_live(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert "the script's own output" in done.stdout
     live_status = load_record(path).collectors["live"]
-    if hasattr(Run, "snapshot"):
-        # stdout is a pipe: summary lines, the last one the final record's.
-        assert live_status.available, live_status.reason
-        assert "· completed ·" in done.stdout.splitlines()[-1]
-    else:  # MERGE(ckpt): the live view needs Run.snapshot(), which comes with branch ckpt
-        assert "Run.snapshot()" in (live_status.reason or "")
+    assert live_status.available, live_status.reason
+    # stdout is a pipe: summary lines (the first as the block starts), the last the final
+    # record's, after what the script printed.
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("torchdiag · train.py · running")
+    assert "· completed ·" in lines[-1] and "step 20" in lines[-1]

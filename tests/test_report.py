@@ -728,6 +728,10 @@ def test_json_report(record: RunRecord) -> None:
             "message": None,
             "out_of_memory": None,
         },
+        "ended": True,
+        "checkpoint_utc": None,
+        "process": None,
+        "end_note": "",
     }
     assert doc["headline"]["steps"] == 40
     assert doc["verdict"] == verdict(RunView(record), make_analysis())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -102,3 +105,22 @@ def test_watch_bad_input_is_one_line_and_exit_2(tmp_path, run_cli) -> None:
         code, _, err = run_cli(*argv)
         assert code == 2, argv
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, argv
+
+
+def test_watch_ends_when_the_writer_is_gone(tmp_path, run_cli, monkeypatch) -> None:
+    """A run killed without a word (kill -9) leaves a record that says running: its writer's
+    process being gone ends the watch, and the panel says so."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid names no process now
+    record = running_record(n_steps=100)
+    record.environment.pid = dead.pid
+    record.environment.hostname = socket.gethostname()
+    path = tmp_path / "run.json"
+    save_record(record, path)
+    code, out, err = run_cli("watch", str(path), "--once")
+    assert code == 0 and "the process is gone" in out, err
+    code, out, err = run_cli("watch", str(path), "--timeout", "60")
+    assert code == 0, err
+    last = out.splitlines()[-1]
+    assert "· running ·" in last and "the process is gone" in last

@@ -212,7 +212,12 @@ class DeviceInfo(Struct):
 
 
 class LoaderInfo(Struct):
-    """A DataLoader iterated inside the profiled block."""
+    """A DataLoader iterated inside the profiled block.
+
+    ``wait_cpu_s`` (added within ``/1``; ``None`` in older records) is the CPU time this process
+    spent, all its threads together, while the training thread waited on the loader: the part of
+    the wait a loader without workers spent computing rather than waiting on reads.
+    """
 
     loader_id: int
     dataset: str = ""
@@ -225,6 +230,7 @@ class LoaderInfo(Struct):
     iterator: str = ""
     batches: int = 0
     wait_s: float = 0.0
+    wait_cpu_s: float | None = None
     # Added within /1 (for the live view's progress): batches in one epoch (``len(loader)``;
     # None when the loader has no length, an IterableDataset say), the epochs begun (iterators
     # made from it) and the batches the latest epoch has given so far.
@@ -775,6 +781,11 @@ class RunRecord(Struct):
     outputs: list[OutputDigest] = msgspec.field(default_factory=list)
     # What ``torchdiag try`` measured for fixes tried on this run (its baseline).
     measured_fixes: list[MeasuredFix] = msgspec.field(default_factory=list)
+    # When this record was written as a checkpoint of a block still running (added within /1):
+    # ``status.state`` is then "running" and ``ended_utc`` null; a record whose block ended has
+    # none. The writing process is ``environment.pid`` on ``environment.hostname``: whether it
+    # still runs is for the reader to tell (``torchdiag.view.run_end``).
+    checkpoint_utc: str | None = None
 
     def to_json(self) -> bytes:
         """Encode deterministically (dict keys sorted) so equal records give equal bytes."""

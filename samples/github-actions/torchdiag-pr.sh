@@ -16,7 +16,7 @@
 set -euo pipefail
 
 workspace=$(pwd)
-runs="${RUNS:-3}"
+runs="${RUNS:-6}"
 threshold="${THRESHOLD_PCT:-5}"
 output="${GITHUB_OUTPUT:-/dev/null}"
 summary="${GITHUB_STEP_SUMMARY:-/dev/null}"

@@ -3,6 +3,9 @@ workers to feed it (``dataloader-workers``)."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
 from torchdiag.analyze.registry import SkipRule, rule
 from torchdiag.analyze.wording import is_inference, step_noun
@@ -78,7 +81,7 @@ def dataloader_stall(view: RunView) -> Finding | None:
 
 @rule("dataloader-workers")
 def dataloader_workers(view: RunView) -> Finding | None:
-    """The loader that stalls has no (or too few) worker processes for the cores available."""
+    """The loader that stalls has no (or too few) worker processes to hide its loads."""
     record = view.record
     timing, share, saving = _stall(view)
     if share < NEGLIGIBLE_WAIT_SHARE:
@@ -95,6 +98,7 @@ def dataloader_workers(view: RunView) -> Finding | None:
     else:
         return None  # a multi-process iterator in a trace: the worker count is unknown
     busy_workers = _mean_workers_cpu_share(record)
+    waiting_cpu = _wait_cpu_share(loader)
     evidence: dict[str, float | int | str | bool | None] = {
         "num_workers": workers,
         "iterator": iterator or None,
@@ -103,20 +107,31 @@ def dataloader_workers(view: RunView) -> Finding | None:
     }
     if busy_workers is not None:
         evidence["workers_cpu_pct_each"] = round(busy_workers * 100, 1)
-    if workers > 0:
-        if cores is not None and workers + 1 >= cores:
-            return None  # no spare cores: more workers cannot help, the stall finding says why
-        if busy_workers is not None and busy_workers < 0.5:
-            return None  # workers are mostly idle: the bottleneck is elsewhere (I/O, collation)
-    target = _suggested_workers(cores)
-    if workers >= target:
-        return None
-    evidence["suggested_num_workers"] = target
+    if waiting_cpu is not None:
+        evidence["cpu_while_waiting_pct"] = round(waiting_cpu * 100, 1)
+    if workers == 0:
+        # The training process prepares each batch while it waits: its CPU during the waits is
+        # the load's own computing, the rest is waiting on reads.
+        load_cpu = waiting_cpu
+    else:
+        if waiting_cpu is not None and waiting_cpu >= 0.5:
+            return None  # the wait is this process's own work (receiving, collating, pinning)
+        if waiting_cpu is None and busy_workers is not None and busy_workers < 0.5:
+            return None  # idle workers, and nothing says where the wait goes instead
+        load_cpu = busy_workers
     compute_ms = max(0.0, timing.step_ms - timing.input_wait_ms)
-    load_ms = _batch_load_ms(workers, timing.input_wait_ms, compute_ms)
-    new_step = max(compute_ms, load_ms / target)
+    load = BatchLoad(
+        ms=_batch_load_ms(workers, timing.input_wait_ms, compute_ms),
+        cpu_share=1.0 if load_cpu is None else load_cpu,
+    )
+    target = load.workers_to_hide(compute_ms, cores)
+    if workers >= target:
+        return None  # as many workers as help already: the stall finding says why it remains
+    evidence["suggested_num_workers"] = target
+    new_step = max(compute_ms, load.interval_ms(target, cores))
     saving = min(saving, max(0.0, 1.0 - new_step / timing.step_ms))
-    evidence["batch_load_ms"] = round(load_ms, 2)
+    evidence["batch_load_ms"] = round(load.ms, 2)
+    evidence["batch_load_cpu_pct"] = None if load_cpu is None else round(load_cpu * 100, 1)
     evidence["step_without_wait_ms"] = round(compute_ms, 2)
     if saving * 100 < NEGLIGIBLE_SAVING_PCT:
         return None
@@ -141,6 +156,40 @@ def dataloader_workers(view: RunView) -> Finding | None:
     )
 
 
+# Beyond this many workers returns usually flatten while memory (a dataset copy per worker) and
+# start-up time keep growing.
+MAX_SUGGESTED_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class BatchLoad:
+    """How one batch is prepared: its time in one process, and the share of it on a CPU.
+
+    ``workers`` processes taking turns deliver a batch every ``ms / workers``: waits on reads
+    overlap across workers without taking a core. Their computing does not: the cores left by
+    the training loop (one is its own) do ``cpu_share * ms`` of work per batch.
+    """
+
+    ms: float
+    cpu_share: float
+
+    def interval_ms(self, workers: int, cores: int | None) -> float:
+        """Time between batches with ``workers`` processes on ``cores`` cores per rank."""
+        interval = self.ms / max(1, workers)
+        if cores is not None:
+            interval = max(interval, self.cpu_share * self.ms / _spare_cores(cores))
+        return interval
+
+    def workers_to_hide(self, compute_ms: float, cores: int | None) -> int:
+        """The fewest workers that deliver a batch within a step's own work, as far as the
+        cores allow: a computing load is capped by the spare cores, a waiting one is not."""
+        enough = math.ceil(self.ms / compute_ms) if compute_ms > 0 else MAX_SUGGESTED_WORKERS
+        affordable = MAX_SUGGESTED_WORKERS
+        if cores is not None and self.cpu_share > 0:
+            affordable = max(1, math.floor(_spare_cores(cores) / self.cpu_share))
+        return max(1, min(MAX_SUGGESTED_WORKERS, enough, affordable))
+
+
 def _batch_load_ms(workers: int, wait_ms: float, compute_ms: float) -> float:
     """Time one process takes to prepare one batch, from the wait it causes.
 
@@ -151,6 +200,18 @@ def _batch_load_ms(workers: int, wait_ms: float, compute_ms: float) -> float:
     if workers <= 0:
         return wait_ms
     return workers * (wait_ms + compute_ms)
+
+
+def _wait_cpu_share(loader: LoaderInfo | None) -> float | None:
+    """CPU time of the process during the waits on ``loader``, as a share of their wall time."""
+    if loader is None or loader.wait_cpu_s is None or loader.wait_s <= 0:
+        return None
+    return min(1.0, loader.wait_cpu_s / loader.wait_s)
+
+
+def _spare_cores(cores: int) -> int:
+    """Cores a rank's loader workers can compute on: one stays with the training loop."""
+    return max(1, cores - 1)
 
 
 def _cores_per_rank(record: RunRecord) -> int | None:
@@ -165,11 +226,10 @@ def _cores_per_rank(record: RunRecord) -> int | None:
 
 
 def _suggested_workers(cores: int | None) -> int:
-    # One core stays with the training loop; beyond 8 workers returns usually flatten while
-    # memory (one dataset copy per worker) keeps growing.
+    """Workers for a loader whose load is not known: as many as the spare cores allow."""
     if cores is None:
         return 4
-    return max(1, min(8, cores - 1))
+    return min(MAX_SUGGESTED_WORKERS, _spare_cores(cores))
 
 
 def _mean_workers_cpu_share(record: RunRecord) -> float | None:

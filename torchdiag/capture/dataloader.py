@@ -4,6 +4,11 @@
 multi-process) goes through, so wrapping it measures the time the training thread is blocked on
 the next batch whatever the worker count. Waits on other threads (a prefetching thread, say) do
 not block the step and are not counted as input wait.
+
+The process's CPU time is read around each wait too. A loader without workers prepares the batch
+in the training process during the wait, so CPU time against the wait's wall time tells a load
+that computes (decoding, augmenting: it needs a core per worker) from one that waits (reads from
+storage or the network: workers overlap such waits without needing cores of their own).
 """
 
 from __future__ import annotations
@@ -49,16 +54,17 @@ class DataLoaderWatch:
             if depth:
                 return original_next(it)
             watch._depth.n = 1
+            cpu_start = time.process_time()
             start = time.perf_counter()
+            got_batch = False
             try:
                 batch = original_next(it)
-            except BaseException:
-                # The end of an epoch (StopIteration) still blocked the loop, but it is no batch.
-                watch._note_wait(it, time.perf_counter() - start, got_batch=False)
-                raise
+                got_batch = True
             finally:
+                # The end of an epoch (StopIteration) still blocked the loop, but it is no batch.
                 watch._depth.n = 0
-            watch._note_wait(it, time.perf_counter() - start, got_batch=True)
+                wall = time.perf_counter() - start
+                watch._note_wait(it, wall, time.process_time() - cpu_start, got_batch=got_batch)
             return batch
 
         self._patches.replace(dl.DataLoader, "__iter__", __iter__)
@@ -98,7 +104,7 @@ class DataLoaderWatch:
         info.length = _length(loader)
         self._iter_owner[id(it)] = key
 
-    def _note_wait(self, it: Any, seconds: float, *, got_batch: bool) -> None:
+    def _note_wait(self, it: Any, seconds: float, cpu_seconds: float, *, got_batch: bool) -> None:
         if threading.get_ident() != self._thread_id:
             return
         self._on_wait(seconds)
@@ -121,6 +127,7 @@ class DataLoaderWatch:
         info.batches += int(got_batch)
         info.epoch_batches += int(got_batch)
         info.wait_s += seconds
+        info.wait_cpu_s = (info.wait_cpu_s or 0.0) + cpu_seconds
 
 
 def _length(loader: Any) -> int | None:

@@ -8,10 +8,11 @@ secret-looking flags replaced by ``***``. ``torchdiag.profile(redact=False)`` ke
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 
+# The host's short hash lives below the capture, where a reader also compares it with this host.
+from torchdiag.host import host_label as host_label
 from torchdiag.sanitize import safe_text
 
 REDACTED = "***"
@@ -56,10 +57,3 @@ def redact_argv(argv: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
-
-
-def host_label(hostname: str) -> str:
-    """A short, stable stand-in for the host name: ``host-`` and 8 hex digits of its hash."""
-    if not hostname:
-        return ""
-    return "host-" + hashlib.sha256(hostname.encode("utf-8", "surrogateescape")).hexdigest()[:8]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import math
 import os
 import signal
 import sys
@@ -28,6 +29,9 @@ from typing import Any
 import msgspec
 
 from torchdiag.capture.amp_watch import AmpWatch
+from torchdiag.capture.checkpoint import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
+from torchdiag.capture.checkpoint import MIN_INTERVAL_S as MIN_CHECKPOINT_INTERVAL_S
+from torchdiag.capture.checkpoint import CheckpointWriter
 from torchdiag.capture.dataloader import DataLoaderWatch
 from torchdiag.capture.environment import (
     distributed_info,
@@ -56,9 +60,11 @@ from torchdiag.record import (
     DistributedInfo,
     Environment,
     OutOfMemory,
+    OutputDigest,
     RunMode,
     RunRecord,
     RunStatus,
+    Samples,
     save_record,
 )
 
@@ -106,6 +112,10 @@ class profile(contextlib.ContextDecorator):
         shared: A ``torchdiag.profile()`` entered inside this one (in the profiled script, say)
             joins this run instead of failing: it returns this run, and its own options are not
             used. ``torchdiag run`` profiles scripts this way.
+        checkpoint_interval: Seconds between checkpoints of the record while the block runs
+            (default 60): it is rewritten atomically with the run so far, state ``running``, so
+            that a process killed without warning (``kill -9``, the OOM killer) leaves a record
+            of its steps up to the last checkpoint. ``0`` turns checkpoints off.
         live: Show a live panel while the block runs (steps, step time, throughput, input wait,
             GPUs, host CPU and the findings so far), refreshed about once a second from a
             background thread; rank 0 only under torch.distributed. Where stdout is not a
@@ -130,6 +140,7 @@ class profile(contextlib.ContextDecorator):
         record_loss: bool = False,
         record_outputs: bool = False,
         shared: bool = False,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL_S,
         live: bool = False,
         live_log_interval: float = 30.0,
     ) -> None:
@@ -152,6 +163,7 @@ class profile(contextlib.ContextDecorator):
                     stacklevel=2,
                 )
             sample_interval = MIN_SAMPLE_INTERVAL_S
+        self.checkpoint_interval = _checkpoint_interval(checkpoint_interval)
         self.output = output
         self.profile_steps = profile_steps
         self.skip_first = skip_first
@@ -252,7 +264,8 @@ class Run:
     """The handle returned by ``with torchdiag.profile() as run``.
 
     ``run.step()`` marks a step by hand; ``run.path`` is where the record is written and
-    ``run.record`` holds it once the block has exited.
+    ``run.record`` holds it once the block has exited; ``run.snapshot()`` is a record of the run
+    so far, from any thread (what the checkpoints write).
     """
 
     def __init__(self, options: profile, *, disabled: bool = False) -> None:
@@ -287,6 +300,7 @@ class Run:
         self._sigterm_previous: Any = None
         self._pending_sigterm: tuple[int, Any, Any] | None = None
         self._other_thread_steps = 0
+        self._checkpoints: CheckpointWriter | None = None
         self._live: LiveThread | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -320,6 +334,27 @@ class Run:
         """Steps completed so far."""
         return 0 if self.disabled else self._timer.completed
 
+    def snapshot(self) -> RunRecord:
+        """A whole record of the run so far, state ``running``, from any thread.
+
+        Everything the final record holds up to now: the steps completed, the samples, the
+        environment, the profiler window once exported, the overhead; ``checkpoint_utc`` is the
+        time of the snapshot and ``ended_utc`` is null. Losses and output digests are read from
+        the device only when the block ends, so a snapshot has none. Reading never waits on
+        training beyond copying the step series. Once the block has ended it returns the final
+        record. Raises what building the record raised (a checkpoint records it).
+        """
+        if self.record is not None:
+            return self.record
+        now = dt.datetime.now(dt.timezone.utc)
+        collectors = dict(self.collectors)
+        samples: Samples | None = None
+        sampler = self._sampler
+        if sampler is not None:
+            samples = sampler.snapshot()
+            collectors.update(sampler.collectors())
+        return self._build_record(RunStatus(state="running"), now, samples, collectors)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _begin(self) -> None:
@@ -336,6 +371,8 @@ class Run:
         self._guard("profiler", self._prepare_profiler)
         self._guard("signals", self._install_sigterm)
         self._install_oom_observer()
+        if self.options.checkpoint_interval > 0:
+            self._guard("checkpoint", self._start_checkpoints)
         if self.options.live:
             self._guard("live", self._start_live)  # last: its first frame sees the rest set up
 
@@ -352,9 +389,9 @@ class Run:
         self._guard("steps", self._close_forward_step)
         ended = dt.datetime.now(dt.timezone.utc)
         samples = self._teardown(restore_signals=False)
-        record = _safe(lambda: self._build_record(status, ended, samples))
+        record = _safe(lambda: self._build_record(status, ended, samples, self.collectors))
         if record is None:  # building failed: still leave a record of the run's outcome
-            record = self._outcome(status, ended)
+            record = self._outcome(status, ended, self.collectors)
             record.collectors["record"] = CollectorStatus(
                 available=False, reason="building the record failed"
             )
@@ -375,6 +412,10 @@ class Run:
         thread or patch left behind would outlive the block (and a running profiler crashes the
         process at exit).
         """
+        # First: the final record must not be overwritten by a checkpoint still in flight.
+        checkpoints = self._checkpoints
+        if checkpoints is not None:
+            _safe(checkpoints.stop)
         window = self._window
         if window is not None:
             if window.running:
@@ -544,21 +585,8 @@ class Run:
             )
             return
         display = make_display(self.options.live_log_interval)
-        self._live = LiveThread(self._live_snapshot, display)
+        self._live = LiveThread(self.snapshot, display)
         self._live.start()
-
-    def _live_snapshot(self) -> RunRecord:
-        """The record so far, for the live view: ``Run.snapshot()`` (no file written).
-
-        MERGE(ckpt): ``Run.snapshot()`` comes with the checkpointed record (branch ``ckpt``);
-        once it is merged, call ``self.snapshot()`` here directly. Until then a build without it
-        records the live view as unavailable, with this reason.
-        """
-        snapshot = getattr(self, "snapshot", None)
-        if snapshot is None:
-            raise RuntimeError("this build has no Run.snapshot(): the live view needs it")
-        record: RunRecord = snapshot()
-        return record
 
     def _stop_live(self) -> None:
         """Stop the live view's thread (its last frame waits for the final record), and note
@@ -609,6 +637,12 @@ class Run:
             self.options.sample_interval, clock=time.perf_counter, t0=self._timer.t0
         )
         self._sampler.start()
+
+    def _start_checkpoints(self) -> None:
+        self._checkpoints = CheckpointWriter(
+            self.snapshot, self.path, self.options.checkpoint_interval
+        )
+        self._checkpoints.start()
 
     def _prepare_profiler(self) -> None:
         if self.options.profile_steps <= 0:
@@ -756,42 +790,67 @@ class Run:
 
     # -- record --------------------------------------------------------------------------------
 
-    def _outcome(self, status: RunStatus, ended: dt.datetime) -> RunRecord:
-        """The record's identity and outcome alone: what is written even if nothing else is."""
+    def _outcome(
+        self, status: RunStatus, now: dt.datetime, collectors: dict[str, CollectorStatus]
+    ) -> RunRecord:
+        """The record's identity and outcome alone: what is written even if nothing else is.
+
+        A record of a block still running (state ``running``) has no end: ``now`` is the time
+        of the checkpoint instead.
+        """
+        stamp = now.isoformat(timespec="seconds")
+        running = status.state == "running"
         return RunRecord(
             schema=SCHEMA,
             source="live",
             name=self.options.name or _script_name(),
             started_utc=self.started.isoformat(timespec="seconds"),
-            ended_utc=ended.isoformat(timespec="seconds"),
-            duration_s=(ended - self.started).total_seconds(),
+            ended_utc=None if running else stamp,
+            checkpoint_utc=stamp if running else None,
+            duration_s=(now - self.started).total_seconds(),
             status=status,
             rank=self._dist.rank,
             world_size=self._dist.world_size,
-            collectors=dict(self.collectors),
+            collectors=dict(sorted(collectors.items())),
         )
 
-    def _build_record(self, status: RunStatus, ended: dt.datetime, samples: Any) -> RunRecord:
-        env = self._environment or Environment()
+    def _build_record(
+        self,
+        status: RunStatus,
+        now: dt.datetime,
+        samples: Samples | None,
+        collectors: dict[str, CollectorStatus],
+    ) -> RunRecord:
+        """The whole record, at the block's end or as a snapshot while it runs.
+
+        Reads the collectors and never changes them: a snapshot is built on another thread
+        while training appends to them. Live objects that keep changing are copied, so a
+        snapshot stays as it was when it was taken. Losses and output digests are read from
+        the device only at the end (reading them earlier would synchronise it from another
+        thread): a snapshot has none.
+        """
+        final = status.state != "running"
+        env = msgspec.structs.replace(self._environment or Environment())
         env.distributed = self._dist
         if self._loader_watch is not None:
-            env.loaders = self._loader_watch.loaders()
+            env.loaders = [msgspec.structs.replace(i) for i in self._loader_watch.loaders()]
         if self._amp_watch is not None:
             env.autocast = self._amp_watch.info()
+        # list() first: the training thread may register an optimizer meanwhile.
         optimizers = [
-            (ref(), count[0]) for ref, count in self._optimizers.values() if ref() is not None
+            (ref(), count[0]) for ref, count in list(self._optimizers.values()) if ref() is not None
         ]
         env.optimizers = [optimizer_info(opt, n) for opt, n in optimizers]
         env.parameters = _safe(lambda: parameter_info(opt for opt, _ in optimizers))
         forward = self._forward_watch
         if forward is not None:
-            env.model_calls = forward.calls
+            env.model_calls = msgspec.structs.replace(forward.calls)
         compiled = _safe(dynamo_counters)
         if compiled is not None:
             env.compile_used, env.dynamo_counters = compiled
         window = None
-        if self._window is not None:
-            window = self._window.window
+        if self._window is not None and self._window.window is not None:
+            window = msgspec.structs.replace(self._window.window)
         overhead = dict(self._overhead)
         if samples is not None:
             overhead["sampler_cpu_s"] = samples.sampler_cpu_s
@@ -800,10 +859,22 @@ class Run:
         if self._window is not None and self._window.categories_s:
             # Part of the export's pause: what the memory categories cost, said apart.
             overhead["memory_categories_s"] = self._window.categories_s
+        collectors = dict(collectors)
+        checkpoints = self._checkpoints
+        if checkpoints is not None:
+            collectors["checkpoint"] = checkpoints.status()
+            if checkpoints.written or checkpoints.failed:
+                overhead["checkpoint_s"] = checkpoints.seconds
+                overhead["checkpoint_count"] = float(checkpoints.written + checkpoints.failed)
+        losses: list[float | None] = []
+        outputs: list[OutputDigest] = []
+        if final and self._loss_watch is not None:
+            losses = _safe(self._loss_watch.losses) or []
+        if final and self._output_watch is not None:
+            outputs = _safe(self._output_watch.digests) or []
         return msgspec.structs.replace(
-            self._outcome(status, ended),
+            self._outcome(status, now, collectors),
             mode=self._mode(),
-            collectors=dict(sorted(self.collectors.items())),
             steps=self._timer.series(),
             samples=samples,
             environment=env,
@@ -811,8 +882,8 @@ class Run:
             overhead=overhead,
             fixes=[fix.outcome() for fix in self.options.fixes],
             peak_rss_bytes=_safe(peak_rss_bytes),
-            losses=(_safe(self._loss_watch.losses) or []) if self._loss_watch else [],
-            outputs=(_safe(self._output_watch.digests) or []) if self._output_watch else [],
+            losses=losses,
+            outputs=outputs,
         )
 
     def _mode(self) -> RunMode:
@@ -845,3 +916,19 @@ def _safe(fn: Any) -> Any:
         if os.environ.get("TORCHDIAG_DEBUG"):
             traceback.print_exc()
         return None
+
+
+def _checkpoint_interval(seconds: float) -> float:
+    """``profile(checkpoint_interval=...)`` checked: ``0`` (off), or seconds, raised with a
+    warning to :data:`MIN_CHECKPOINT_INTERVAL_S` when shorter."""
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds >= 0):
+        raise ValueError("checkpoint_interval must be >= 0 seconds (0 turns checkpoints off)")
+    if 0 < seconds < MIN_CHECKPOINT_INTERVAL_S:
+        if os.environ.get("RANK", "0") == "0":  # every rank gets the same: say it once
+            warnings.warn(
+                f"torchdiag: checkpoint_interval={seconds:g} s raised to "
+                f"{MIN_CHECKPOINT_INTERVAL_S:g} s (more often costs the run more than it keeps)",
+                stacklevel=3,
+            )
+        return MIN_CHECKPOINT_INTERVAL_S
+    return float(seconds)

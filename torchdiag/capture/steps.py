@@ -16,6 +16,7 @@ Every step is timed, not only the profiled ones, and stored in a bounded :class:
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -39,9 +40,10 @@ _COLUMNS = {
 class StepTimer:
     """Times steps and the input wait inside each, keeping at most ``max_rows`` rows.
 
-    Not thread-safe by design: boundaries and waits are reported from the training thread.
-    ``clock`` is injectable for tests; ``limit`` is the run's step limit, if it has one (the
-    series carries it).
+    Boundaries and waits are reported from the training thread; :meth:`series` may be called
+    from any thread while steps are timed (a checkpoint, a live panel): the rows and totals it
+    reads change together under a lock. ``clock`` is injectable for tests; ``limit`` is the run's
+    step limit, if it has one (the series carries it).
     """
 
     def __init__(
@@ -56,6 +58,9 @@ class StepTimer:
         self._limit = limit
         self._t0 = clock()
         self._max_rows = max_rows
+        # Reentrant: a signal handler (SIGTERM) that ends the block runs on the training thread,
+        # possibly in the middle of a boundary, and closes the last step itself.
+        self._lock = threading.RLock()
         self._rows = SeriesBuffer(_COLUMNS, max_rows)
         self._step_start = self._t0
         self._wait_in_step = 0.0
@@ -97,26 +102,27 @@ class StepTimer:
         # never report more waiting than the step lasted.
         wait = min(self._wait_in_step, wall)
         tokens = None if self._tokens_unknown else self._tokens_in_step
-        self._rows.add(
-            self._step_start - self._t0,
-            {
-                "first_step": self.completed,
-                "start_s": self._step_start - self._t0,
-                "wall_ms": wall * 1e3,
-                "input_wait_ms": wait * 1e3,
-                "max_wall_ms": wall * 1e3,
-                "profiled": self.profiling,
-                "tokens": tokens,
-            },
-        )
-        self._total_wall += wall
-        self._total_wait += wait
-        self._total_tokens += tokens or 0
-        self._step_start = now
-        self._wait_in_step = 0.0
-        self._tokens_in_step, self._tokens_unknown = None, False
-        self.completed += 1
-        return self.completed
+        with self._lock:
+            self._rows.add(
+                self._step_start - self._t0,
+                {
+                    "first_step": self.completed,
+                    "start_s": self._step_start - self._t0,
+                    "wall_ms": wall * 1e3,
+                    "input_wait_ms": wait * 1e3,
+                    "max_wall_ms": wall * 1e3,
+                    "profiled": self.profiling,
+                    "tokens": tokens,
+                },
+            )
+            self._total_wall += wall
+            self._total_wait += wait
+            self._total_tokens += tokens or 0
+            self._step_start = now
+            self._wait_in_step = 0.0
+            self._tokens_in_step, self._tokens_unknown = None, False
+            self.completed += 1
+            return self.completed
 
     def restart_detection(self) -> None:
         """Forget the steps detected so far and fold their time into the open step.
@@ -125,15 +131,16 @@ class StepTimer:
         when an optimizer step follows steps counted on model calls: the user's own boundaries
         (or the optimizer's updates) are the truth, so earlier ones must not be counted too.
         """
-        self._wait_in_step += self._total_wait
-        if self._total_tokens:
-            self._tokens_in_step = (self._tokens_in_step or 0) + self._total_tokens
-        self._rows = SeriesBuffer(_COLUMNS, self._max_rows)
-        self._total_wall = self._total_wait = 0.0
-        self._total_tokens = 0
-        self._step_start = self._t0
-        self.completed = 0
-        self.detection = "none"
+        with self._lock:
+            self._wait_in_step += self._total_wait
+            if self._total_tokens:
+                self._tokens_in_step = (self._tokens_in_step or 0) + self._total_tokens
+            self._rows = SeriesBuffer(_COLUMNS, self._max_rows)
+            self._total_wall = self._total_wait = 0.0
+            self._total_tokens = 0
+            self._step_start = self._t0
+            self.completed = 0
+            self.detection = "none"
 
     def now(self) -> float:
         """The timer's clock reading (for a boundary confirmed later, see :meth:`boundary`)."""
@@ -145,22 +152,23 @@ class StepTimer:
 
     def series(self) -> StepSeries:
         """A snapshot of the series so far (the open step excluded)."""
-        rows = self._rows
-        tokens = rows.column("tokens")
-        return StepSeries(
-            detection=self.detection,
-            count=self.completed,
-            total_wall_s=self._total_wall,
-            total_input_wait_s=self._total_wait,
-            max_rows=rows.max_rows,
-            first_step=rows.column("first_step"),
-            steps=rows.rows_merged(),
-            start_s=rows.column("start_s"),
-            wall_ms=rows.column("wall_ms"),
-            input_wait_ms=rows.column("input_wait_ms"),
-            max_wall_ms=rows.column("max_wall_ms"),
-            profiled=[bool(p) for p in rows.column("profiled")],
-            # Only a run that generated keeps the column: every other record stays as it was.
-            tokens=tokens if any(t is not None for t in tokens) else [],
-            limit=self._limit,
-        )
+        with self._lock:
+            rows = self._rows
+            tokens = rows.column("tokens")
+            return StepSeries(
+                detection=self.detection,
+                count=self.completed,
+                total_wall_s=self._total_wall,
+                total_input_wait_s=self._total_wait,
+                max_rows=rows.max_rows,
+                first_step=rows.column("first_step"),
+                steps=rows.rows_merged(),
+                start_s=rows.column("start_s"),
+                wall_ms=rows.column("wall_ms"),
+                input_wait_ms=rows.column("input_wait_ms"),
+                max_wall_ms=rows.column("max_wall_ms"),
+                profiled=[bool(p) for p in rows.column("profiled")],
+                # Only a run that generated keeps the column: every other record stays as it was.
+                tokens=tokens if any(t is not None for t in tokens) else [],
+                limit=self._limit,
+            )

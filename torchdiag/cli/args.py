@@ -70,3 +70,8 @@ def percentage(text: str) -> float:
 def positive_seconds(text: str) -> float:
     """``argparse`` type: a finite number of seconds above 0."""
     return float(_number(text, float, 0.0, True, "a number of seconds above 0"))
+
+
+def non_negative_seconds(text: str) -> float:
+    """``argparse`` type: a finite number of seconds, 0 or more."""
+    return float(_number(text, float, 0.0, False, "a number of seconds, 0 or more"))

@@ -24,6 +24,7 @@ from pathlib import Path
 from torchdiag.cli.args import (
     UsageError,
     non_negative_int,
+    non_negative_seconds,
     positive_int,
     positive_seconds,
 )
@@ -89,6 +90,7 @@ class RunCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         # Imported here: every command's module is imported for dispatch, and only run/try need it.
+        from torchdiag.capture.checkpoint import DEFAULT_INTERVAL_S as DEFAULT_CHECKPOINT_INTERVAL_S
         from torchdiag.capture.fixes import FIX_NAMES
 
         parser.add_argument(
@@ -113,6 +115,14 @@ class RunCommand(Command):
             type=positive_seconds,
             default=0.5,
             help="seconds between background samples (default 0.5)",
+        )
+        parser.add_argument(
+            "--checkpoint-interval",
+            type=non_negative_seconds,
+            default=DEFAULT_CHECKPOINT_INTERVAL_S,
+            metavar="S",
+            help="rewrite the record every S seconds while the script runs, so that a kill -9 "
+            "leaves the steps so far (default 60; 0 turns it off)",
         )
         parser.add_argument("--trace", action="store_true", help="keep the raw profiler trace")
         parser.add_argument("--with-stack", action="store_true", help="record Python stacks")
@@ -209,6 +219,7 @@ def _profiled(target: Target, args: argparse.Namespace) -> Outcome:
         profile_steps=args.profile_steps,
         skip_first=args.skip_first,
         sample_interval=args.sample_interval,
+        checkpoint_interval=args.checkpoint_interval,
         trace=args.trace,
         with_stack=args.with_stack,
         name=args.name or target.label,

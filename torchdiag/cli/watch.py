@@ -4,7 +4,8 @@ A job run with ``torchdiag run --live`` (or any ``torchdiag.profile()``) rewrite
 every checkpoint interval while it runs (``status.state == "running"``). ``watch`` follows that
 file, or a run folder of rank records (``run.rank<R>.json`` of a torchrun job: the rank table
 live), from another terminal or a login node on a shared filesystem: it polls the files' mtimes,
-redraws the panel of :mod:`torchdiag.report.live_panel`, and exits 0 once the run has ended.
+redraws the panel of :mod:`torchdiag.report.live_panel`, and exits 0 once the run has ended (or
+its process is gone: killed without a word, its record still says running).
 
 Exit status: 0 when the run ended (or ``--once``); 1 when ``--timeout`` passed first; 2 on bad
 input (one line on stderr); 130 on Ctrl-C.
@@ -92,7 +93,7 @@ class WatchCommand(Command):
                     )
                     waiting_said = True
                 if record is not None:
-                    if run_ended(record):
+                    if run_ended(follower.records):
                         display.close(record, updated_age_s=follower.age_s())
                         return EXIT_ENDED
                     display.update(record, updated_age_s=follower.age_s())
@@ -111,24 +112,18 @@ class WatchCommand(Command):
             return EXIT_INTERRUPTED
 
 
-def run_ended(record: RunRecord) -> bool:
-    """Whether the run is over: its record (every rank's, in a run folder) says it is no longer
-    running, or the process writing it is gone."""
-    if record.ranks:
-        ended = all(f.state != "running" for f in record.ranks)
-    else:
-        ended = record.status.state != "running"
-    return ended or _writer_gone(record)
+def run_ended(records: list[RunRecord]) -> bool:
+    """Whether the run is over: every record read (each rank's, in a run folder) says its block
+    ended, or its writing process is gone (killed without a word: the record still says
+    running); judged by :attr:`~torchdiag.view.run_view.RunView.run_end`, as every report
+    judges it."""
+    from torchdiag.view.run_view import RunView
 
+    def over(record: RunRecord) -> bool:
+        end = RunView(record).run_end
+        return end.ended or end.process == "gone"
 
-def _writer_gone(record: RunRecord) -> bool:
-    """Whether the process that writes ``record`` died without marking it ended (kill -9).
-
-    MERGE(ckpt): the checkpointed record (branch ``ckpt``) brings the writer's pid and the one
-    function that tells whether it is still alive; call it here. Until then only the record's
-    state tells (and ``--timeout`` or Ctrl-C ends the watch of a job that was killed).
-    """
-    return False
+    return bool(records) and all(over(r) for r in records)
 
 
 @dataclass
@@ -137,6 +132,8 @@ class RecordFollower:
     ranks) again whenever its files change."""
 
     path: Path
+    # The records last read, one per file (each rank's, in a run folder).
+    records: list[RunRecord] = field(default_factory=list, init=False)
     _signature: Signature | None = field(default=None, init=False)
     _mtime_ns: int | None = field(default=None, init=False)
 
@@ -181,11 +178,12 @@ class RecordFollower:
 
     def _read(self) -> RunRecord | None:
         if self.path.is_file():
-            return load_record(self.path)
-        records = records_in(self.path, unreadable=[])
-        if len(records) == 1:
-            return records[0][1]
-        return load_rank_records(self.path) if records else None
+            self.records = [load_record(self.path)]
+            return self.records[0]
+        self.records = [record for _, record in records_in(self.path, unreadable=[])]
+        if len(self.records) == 1:
+            return self.records[0]
+        return load_rank_records(self.path) if self.records else None
 
 
 def _show_once(follower: RecordFollower, record: RunRecord | None) -> int:

@@ -3,9 +3,9 @@
 Step times are noisy (data-loader hiccups, clock changes, other tenants), so "HEAD's median is 3%
 above BASE's" says little on its own. The comparison puts a confidence interval on the HEAD/BASE
 ratio of step times and only calls a change when the whole interval lies on one side of 1.0. CI
-gating (:func:`is_regression`) asks more: the whole interval must lie above ``1 + threshold``, so
-a slowdown that is real but smaller than the threshold, or one the noise cannot confirm, does not
-fail a build.
+gating (:func:`is_regression`) asks more: a slowdown shown with confidence, and beyond
+``threshold``, so a slowdown that is real but smaller than the threshold, or one the noise cannot
+confirm, does not fail a build.
 
 Two kinds of noise matter, and only repeated runs show the second. Steps inside one run vary;
 whole runs of the same code vary too (on a shared 2-core machine, pairs of identical runs
@@ -216,10 +216,23 @@ class RunDiff(msgspec.Struct, kw_only=True):
         return doc
 
 
-def is_regression(interval: RatioInterval, threshold_pct: float) -> bool:
-    """Whether HEAD is slower beyond ``threshold_pct`` with confidence: the whole interval of the
-    ratio lies above ``1 + threshold_pct/100`` (its lower bound does)."""
-    return interval.low is not None and interval.low - (1 + threshold_pct / 100) > _EPS
+def is_regression(interval: RatioInterval, threshold_pct: float, *, between_runs: bool) -> bool:
+    """Whether HEAD is slower beyond ``threshold_pct``, with confidence.
+
+    Over runs (``between_runs``) the interval holds the noise between whole runs, so it decides
+    *whether* HEAD is slower (the whole interval above 1) and the ratio *how much* (above
+    ``1 + threshold_pct/100``): identical code fails 2.5% of the time at most, while a real
+    slowdown of twice the threshold is caught even when runs differ by several percent. One run a
+    side, the interval covers that run's steps only and is too narrow for the noise between
+    runs; there the threshold is the margin for it, and the whole interval must lie above
+    ``1 + threshold_pct/100``.
+    """
+    if interval.low is None or interval.ratio is None:
+        return False
+    limit = 1 + threshold_pct / 100
+    if between_runs:
+        return interval.low - 1 > _EPS and interval.ratio - limit > _EPS
+    return interval.low - limit > _EPS
 
 
 def diff_runs(
@@ -329,7 +342,7 @@ def diff_run_sets(
         interval=interval,
         verdict=verdict,
         threshold_pct=threshold_pct,
-        regression=is_regression(interval, threshold_pct),
+        regression=is_regression(interval, threshold_pct, between_runs=between),
         breakdown=_breakdown(base_sum, head_sum),
         findings=_finding_changes(base_analysis, head_analysis),
         top_ops=_name_deltas(base_sum, head_sum, "top_ops"),

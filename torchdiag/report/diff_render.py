@@ -112,6 +112,11 @@ def gate_sentence(diff: RunDiff) -> str:
     """Why the exit status is what it is."""
     limit = 1 + diff.threshold_pct / 100
     pct = format_number(diff.threshold_pct)
+    if diff.regression and diff.between_runs:
+        return (
+            f"Threshold {pct}%: fails (slower with confidence: the interval lies above 1, and "
+            f"the ratio {_ratio(diff.interval.ratio)} above {_ratio(limit)})"
+        )
     if diff.regression:
         return f"Threshold {pct}%: fails (the whole interval lies above {_ratio(limit)})"
     return f"Threshold {pct}%: passes (slower beyond {pct}% is not shown with confidence)"

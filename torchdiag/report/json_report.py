@@ -76,6 +76,12 @@ def findings_document(view: RunView, analysis: Analysis) -> dict[str, Any]:
             "name": record.name,
             "source": record.source,
             "status": msgspec.to_builtins(record.status),
+            # Whether the run ended; for a checkpoint of one that did not, whether its process
+            # still runs ("alive", "gone", "unknown") and the sentence the other formats print.
+            "ended": view.run_end.ended,
+            "checkpoint_utc": record.checkpoint_utc,
+            "process": view.run_end.process,
+            "end_note": view.run_end.note,
         },
     }
     plain: dict[str, Any] = to_jsonable(doc)

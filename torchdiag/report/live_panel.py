@@ -101,6 +101,8 @@ def live_line(views: LiveViews, analysis: Analysis | None) -> str:
     """One line saying the same, for a log: where stdout is not a terminal."""
     whole, recent = views.whole, views.recent
     parts = [_title(whole.record)]
+    if whole.run_end.process == "gone":
+        parts.append(whole.run_end.note)
     parts.append(_progress_text(recent))
     if whole.record.steps.count:
         numbers = recent.headline
@@ -179,6 +181,9 @@ def _rows(views: LiveViews) -> list[tuple[str, Text]]:
     record = whole.record
     rows = [("Progress", Text(_progress_text(recent)))]
     status = record.status
+    end = whole.run_end
+    if end.process == "gone":  # killed without a word: the record still says running
+        rows.append(("Ended", Text(terminal_safe(end.note))))
     if status.state == "failed":
         message = terminal_safe(f"{status.exception_type or 'exception'}: {status.message or ''}")
         rows.append(("Failed", Text(message)))

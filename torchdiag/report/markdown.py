@@ -107,6 +107,8 @@ def render_markdown(
             "> **Run failed** with "
             f"{md_code(status.exception_type or 'an exception', table=False)}{message}\n\n"
         )
+    elif not view.run_end.ended:
+        out.add(f"> **Run did not end:** {md_text(view.run_end.note, 500)}\n\n")
     out.add(_identity_line(record) + "\n\n")
     out.add(_table(["Key number", "Value"], headline_items(view.headline), out) + "\n")
 

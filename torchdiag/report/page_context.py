@@ -144,18 +144,23 @@ def _identity(view: RunView) -> list[tuple[str, str]]:
 
 
 def _status(view: RunView) -> dict[str, Any]:
-    record = view.record
+    record, end = view.record, view.run_end
     st = record.status
     rows = [
         ("State", st.state),
         ("Started (UTC)", record.started_utc or "unknown"),
-        ("Ended (UTC)", record.ended_utc or "—"),
+        ("Ended (UTC)", record.ended_utc or ("—" if end.ended else "no end recorded")),
+    ]
+    if not end.ended:
+        rows.append(("Last checkpoint (UTC)", end.checkpoint_utc or "—"))
+    rows += [
         ("Duration", format_seconds(record.duration_s) if record.duration_s else "—"),
         ("Rank", _rank(view)),
     ]
     return {
         "state": st.state,
         "failed": st.state == "failed",
+        "end_note": "" if end.ended else end.note,
         "exception_type": st.exception_type or "",
         "message": st.message or "",
         "rows": rows,

@@ -254,6 +254,8 @@ _OVERHEAD_LABELS = {
     "sampler_cpu_s": "Sampler thread CPU time",
     "profiler_window_s": "Profiler window (wall time)",
     "profiler_export_s": "Trace export and summary (left out of step times)",
+    "checkpoint_s": "Checkpoints of the record (snapshot, encoding, write; wall time)",
+    "checkpoint_count": "Checkpoints taken while the block ran",
 }
 
 

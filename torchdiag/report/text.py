@@ -72,6 +72,8 @@ def render_text(view: RunView, analysis: Analysis, *, width: int = 100) -> str:
                 f"Run failed: {status.exception_type or 'exception'}: {_clip(status.message or '')}"
             )
         )
+    elif not view.run_end.ended:
+        console.print(Text(f"Run did not end: {view.run_end.note}"))
     elif status.state != "completed":
         console.print(Text(f"Run state: {status.state}"))
     console.print()

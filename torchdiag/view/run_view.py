@@ -24,6 +24,7 @@ from torchdiag.view import memory as _memory
 from torchdiag.view import memory_breakdown as _breakdown
 from torchdiag.view import progress as _progress
 from torchdiag.view import ranks as _ranks
+from torchdiag.view import run_end as _run_end
 from torchdiag.view import samples as _samples
 from torchdiag.view import steady as _steady
 from torchdiag.view import step_model as _model
@@ -219,3 +220,10 @@ class RunView:
     def ranks(self) -> list[RankFigures]:
         """Every rank's figures ([] for a single process)."""
         return _ranks.rank_figures(self.record)
+
+    @cached_property
+    def run_end(self) -> _run_end.RunEnd:
+        """Whether the run ended; for a checkpoint of one that did not, whether its process still
+        runs, judged once so that every output says the same (see
+        :mod:`torchdiag.view.run_end`)."""
+        return _run_end.run_end(self.record)
