@@ -416,6 +416,8 @@ class Run:
         checkpoints = self._checkpoints
         if checkpoints is not None:
             _safe(checkpoints.stop)
+        # Nor may the live view take snapshots while the parts it reads are taken down.
+        self._stop_live()
         window = self._window
         if window is not None:
             if window.running:
@@ -432,7 +434,6 @@ class Run:
                 self.collectors["profiler"] = CollectorStatus(
                     available=False, reason=window.abandon_reason
                 )
-        self._stop_live()
         samples = None
         if self._sampler is not None:
             samples = _safe(self._sampler.stop)
