@@ -1,6 +1,6 @@
 """The rules' stated savings scored against what ``torchdiag try`` measures, per rule.
 
-    python benchmarks/estimates_vs_try.py [--steps 16] [--repeat 3] [--only NAME ...]
+    python benchmarks/estimates_vs_try.py [--steps 40] [--repeat 3] [--only NAME ...]
 
 Runs ``torchdiag try --fix auto`` (the fixes behind the baseline's own findings, and a few named
 fixes for findings at info level) on the CPU samples in a few scenarios, and counts, for each
@@ -118,7 +118,7 @@ def markdown(counts: dict[str, dict[str, int]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=16, help="steps per run (default 16)")
+    parser.add_argument("--steps", type=int, default=40, help="steps per run (default 40)")
     parser.add_argument("--repeat", type=int, default=3, help="runs a side (default 3)")
     parser.add_argument("--only", nargs="*", choices=sorted(SCENARIOS), help="scenarios to run")
     parser.add_argument("--keep", help="keep the try folders here (default: a temporary folder)")

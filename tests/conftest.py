@@ -83,8 +83,8 @@ def run_cli(capsys):
 # The input-bound sample as the demo runs it: each sample waits on a read (1.5 ms, not CPU work)
 # and the model has about half that work. A loader that waits takes no core while it waits, so
 # the dataloader-workers finding (workers that overlap the reads) holds however busy the cores
-# are; with its default, the samples computed in the loader, the finding is a true but borderline
-# one (on 2 cores one worker hides only the ~5% the model takes).
+# are. With its default, the samples computed in the loader, what workers can win depends on how
+# much computing the machine's cores have left, which other jobs decide.
 SAMPLE_ARGS = {"input_bound.py": ["--read-ms", "1.5", "--rounds", "0", "--channels", "128"]}
 
 

@@ -3,7 +3,6 @@ workers to feed it (``dataloader-workers``)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from torchdiag.analyze.finding import NEGLIGIBLE_SAVING_PCT, Finding, severity_for_saving
@@ -123,12 +122,13 @@ def dataloader_workers(view: RunView) -> Finding | None:
     load = BatchLoad(
         ms=_batch_load_ms(workers, timing.input_wait_ms, compute_ms),
         cpu_share=1.0 if load_cpu is None else load_cpu,
+        loop_ms=compute_ms,
     )
-    target = load.workers_to_hide(compute_ms, cores)
+    target = load.fewest_workers(cores)
     if workers >= target:
         return None  # as many workers as help already: the stall finding says why it remains
     evidence["suggested_num_workers"] = target
-    new_step = max(compute_ms, load.interval_ms(target, cores))
+    new_step = load.step_ms(target, cores)
     saving = min(saving, max(0.0, 1.0 - new_step / timing.step_ms))
     evidence["batch_load_ms"] = round(load.ms, 2)
     evidence["batch_load_cpu_pct"] = None if load_cpu is None else round(load_cpu * 100, 1)
@@ -163,31 +163,36 @@ MAX_SUGGESTED_WORKERS = 8
 
 @dataclass(frozen=True)
 class BatchLoad:
-    """How one batch is prepared: its time in one process, and the share of it on a CPU.
+    """How one batch is prepared, and what a step costs with ``workers`` processes preparing.
 
-    ``workers`` processes taking turns deliver a batch every ``ms / workers``: waits on reads
-    overlap across workers without taking a core. Their computing does not: the cores left by
-    the training loop (one is its own) do ``cpu_share * ms`` of work per batch.
+    ``ms`` is one batch's time in one process and ``cpu_share`` the share of it on a CPU;
+    ``loop_ms`` is the training loop's own work per step, taken to be all on a CPU (on a GPU run
+    the host does less, so the cores are if anything underrated). Workers taking turns deliver a
+    batch every ``ms / workers``: waits on reads overlap across workers without taking a core.
+    Computing does not: per step the cores do the loop's work and one batch's computing. A loop
+    that waits for data leaves its core to the workers, so it is counted by its work, not as a
+    core of its own.
     """
 
     ms: float
     cpu_share: float
+    loop_ms: float
 
-    def interval_ms(self, workers: int, cores: int | None) -> float:
-        """Time between batches with ``workers`` processes on ``cores`` cores per rank."""
-        interval = self.ms / max(1, workers)
+    def step_ms(self, workers: int, cores: int | None) -> float:
+        """The step with ``workers`` worker processes on ``cores`` cores per rank."""
+        step = max(self.loop_ms, self.ms / max(1, workers))
         if cores is not None:
-            interval = max(interval, self.cpu_share * self.ms / _spare_cores(cores))
-        return interval
+            step = max(step, (self.loop_ms + self.cpu_share * self.ms) / cores)
+        return step
 
-    def workers_to_hide(self, compute_ms: float, cores: int | None) -> int:
-        """The fewest workers that deliver a batch within a step's own work, as far as the
-        cores allow: a computing load is capped by the spare cores, a waiting one is not."""
-        enough = math.ceil(self.ms / compute_ms) if compute_ms > 0 else MAX_SUGGESTED_WORKERS
-        affordable = MAX_SUGGESTED_WORKERS
-        if cores is not None and self.cpu_share > 0:
-            affordable = max(1, math.floor(_spare_cores(cores) / self.cpu_share))
-        return max(1, min(MAX_SUGGESTED_WORKERS, enough, affordable))
+    def fewest_workers(self, cores: int | None) -> int:
+        """The fewest workers (at most :data:`MAX_SUGGESTED_WORKERS`) giving the shortest step."""
+        shortest = self.step_ms(MAX_SUGGESTED_WORKERS, cores)
+        return next(
+            n
+            for n in range(1, MAX_SUGGESTED_WORKERS + 1)
+            if self.step_ms(n, cores) <= shortest * (1 + 1e-9)
+        )
 
 
 def _batch_load_ms(workers: int, wait_ms: float, compute_ms: float) -> float:

@@ -11,13 +11,12 @@ panel says how the run is doing now, not on average since it started.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +24,7 @@ from rich.text import Text
 from torchdiag.analyze.registry import Analysis
 from torchdiag.record import RunRecord
 from torchdiag.report.ranks import RANK_HEAD, RANK_NUMBERS_FROM, rank_rows, ranks_note
+from torchdiag.report.text import plain_console
 from torchdiag.report.verdict import (
     CLEAN_VERDICT,
     finding_title,
@@ -125,17 +125,7 @@ def live_line(views: LiveViews, analysis: Analysis | None) -> str:
 
 def panel_text(renderable: RenderableType, *, width: int = 100) -> str:
     """``renderable`` as plain text ``width`` columns wide (tests, the README's frame)."""
-    console = Console(
-        record=True,
-        width=width,
-        force_terminal=False,
-        force_jupyter=False,
-        force_interactive=False,
-        color_system=None,
-        highlight=False,
-        emoji=False,
-        file=io.StringIO(),
-    )
+    console = plain_console(width)
     console.print(renderable)
     return "\n".join(line.rstrip() for line in console.export_text().splitlines()) + "\n"
 

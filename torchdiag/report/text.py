@@ -45,14 +45,10 @@ class TextRenderer(Renderer):
 RENDERER = TextRenderer()
 
 
-def render_text(view: RunView, analysis: Analysis, *, width: int = 100) -> str:
-    """The verdict, key numbers and findings of ``view`` as plain text ``width`` columns wide.
-
-    Every string from the record goes in as :class:`rich.text.Text`, so brackets in names are
-    never read as markup.
-    """
-    record = view.record
-    console = Console(
+def plain_console(width: int) -> Console:
+    """A console that records plain text ``width`` columns wide (no colour, markup highlighting,
+    emoji or terminal codes) and prints nothing: read it with ``export_text()``."""
+    return Console(
         record=True,
         width=width,
         force_terminal=False,
@@ -61,8 +57,18 @@ def render_text(view: RunView, analysis: Analysis, *, width: int = 100) -> str:
         color_system=None,
         highlight=False,
         emoji=False,
-        file=io.StringIO(),  # recorded, not printed
+        file=io.StringIO(),
     )
+
+
+def render_text(view: RunView, analysis: Analysis, *, width: int = 100) -> str:
+    """The verdict, key numbers and findings of ``view`` as plain text ``width`` columns wide.
+
+    Every string from the record goes in as :class:`rich.text.Text`, so brackets in names are
+    never read as markup.
+    """
+    record = view.record
+    console = plain_console(width)
     console.print(Text(f"torchdiag: {_clip(record.name or 'unnamed run')}", style="bold"))
     console.print(Text(verdict(view, analysis)))
     status = record.status
