@@ -56,6 +56,32 @@ def test_same_record_same_bytes():
     assert keys == sorted(keys)
 
 
+def test_atomic_write_writes_through_what_is_not_a_regular_file(tmp_path):
+    """A named pipe (as /dev/null or /dev/stdout) is written to, never replaced by a file; a
+    symbolic link keeps pointing at the file it names, which is replaced."""
+    import stat
+    import threading
+
+    from torchdiag.files import atomic_write
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    atomic_write(pipe, b"record")
+    reader.join(timeout=30)
+    assert received == [b"record"]
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)
+
+    real = tmp_path / "real.json"
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    atomic_write(link, b"new")
+    assert link.is_symlink() and real.read_bytes() == b"new"
+
+
 def test_atomic_write_leaves_no_temp_files_and_normal_permissions(tmp_path):
     path = save_record(_record(), tmp_path / "run.json")
     save_record(_record(), path)  # overwrite in place

@@ -19,8 +19,19 @@ os.umask(_UMASK)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` all at once (temporary file, fsync, rename); returns the path."""
+    """Write ``data`` to ``path`` all at once (temporary file, fsync, rename); returns the path.
+
+    Only a regular file is replaced. A path that is something else — ``/dev/null``,
+    ``/dev/stdout``, a named pipe — is written to as it is: renaming a file over it would put a
+    regular file in its place (as root, even in ``/dev``). A symbolic link is followed, so the
+    file it points to is replaced and the link stays.
+    """
     target = Path(path)
+    if target.exists() and not target.resolve().is_file():
+        with open(target, "wb") as fh:
+            fh.write(data)
+        return target
+    target = target.resolve() if target.is_symlink() else target
     target.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{target.name}.{os.getpid()}."
     remove_stale(target.parent, f".{target.name}.", ".tmp")
